@@ -1,0 +1,109 @@
+# chanced: one non-recursive Makefile. Sources are listed by name, here and in roles/*/role.mk.
+#
+#   make            build build/chanced (optimised, with debug info)
+#   make test       everything, on real servers, with ASan+UBSan (the README's test command)
+#   make unit       core unit tests only, no servers
+#   make run        build, start private backing servers, run --role=all, print the URL
+#   make bench      benchmarks against reference tools measured in the same run
+#   make fuzz       libFuzzer on the codec and JSON validators (clang)
+#   make format     clang-format every source
+
+VERSION  := 0.1.0
+CC       ?= cc
+SAN      ?= 0
+ifeq ($(SAN),1)
+BUILD    := build/san
+OPT      := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDSAN    := -fsanitize=address,undefined
+else
+BUILD    := build
+OPT      := -O2 -g
+LDSAN    :=
+endif
+
+PKGS     := libevent libevent_pthreads libcjson inih
+CFLAGS   ?=
+CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-missing-field-initializers $(OPT) -pthread -MMD -MP \
+            -DCHANCED_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
+LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
+
+CORE_SRCS := src/util.c src/log.c src/conf.c src/core_conf.c src/codec.c src/json.c src/loop.c \
+             src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c
+MAIN_SRCS := src/main.c
+
+include roles/chance/role.mk
+include roles/gateway/role.mk
+include roles/logger/role.mk
+
+CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
+MAIN_OBJS := $(MAIN_SRCS:%.c=$(BUILD)/%.o)
+ROLE_OBJS := $(CHANCE_SRCS:%.c=$(BUILD)/%.o) $(GATEWAY_SRCS:%.c=$(BUILD)/%.o) \
+             $(LOGGER_SRCS:%.c=$(BUILD)/%.o)
+ROLE_LIBS := $(CHANCE_LIBS) $(GATEWAY_LIBS) $(LOGGER_LIBS)
+
+UNIT_TESTS := test_util test_codec test_conf test_json
+UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/test/unit/%)
+
+.PHONY: all unit test run bench fuzz format clean clean-run
+all: $(BUILD)/chanced
+
+$(BUILD)/libcore.a: $(CORE_OBJS)
+	ar rcs $@ $^
+
+$(BUILD)/chanced: $(MAIN_OBJS) $(ROLE_OBJS) $(BUILD)/libcore.a
+	$(CC) $(LDSAN) -o $@ $^ $(ROLE_LIBS) $(LDLIBS)
+
+# The core sees only include/; main.c additionally only sees role descriptors through role.h.
+$(BUILD)/src/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iinclude -c -o $@ $<
+
+# Each role is compiled with include/ and its own folder only: roles never include each other.
+$(BUILD)/roles/chance/%.o: roles/chance/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHANCE_CFLAGS) -Iinclude -Iroles/chance -c -o $@ $<
+$(BUILD)/roles/gateway/%.o: roles/gateway/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(GATEWAY_CFLAGS) -Iinclude -Iroles/gateway -c -o $@ $<
+$(BUILD)/roles/logger/%.o: roles/logger/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LOGGER_CFLAGS) -Iinclude -Iroles/logger -c -o $@ $<
+
+# Unit tests link against the core archive alone: if one will not link, a boundary leaks.
+$(BUILD)/test/unit/%: test/unit/%.c test/unit/harness.h $(BUILD)/libcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iinclude -Itest/unit $(LDSAN) -o $@ $< $(BUILD)/libcore.a $(LDLIBS)
+
+unit: $(UNIT_BINS)
+	@pass=0; fail=0; for t in $(UNIT_BINS); do \
+	    if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); echo "FAILED: $$t"; fi; done; \
+	    echo "unit binaries: $$pass passed, $$fail failed"; [ $$fail -eq 0 ]
+
+test:
+	bash test/deps.sh
+	$(MAKE) SAN=1 all build/san/test/unit/.stamp
+	CHANCED_BIN=build/san/chanced CHANCED_UNIT_DIR=build/san/test/unit bash test/run.sh
+
+build/san/test/unit/.stamp: $(UNIT_TESTS:%=build/san/test/unit/%)
+	@touch $@
+
+run: all
+	bash deploy/run.sh
+
+bench: all
+	bash test/bench/run.sh
+
+fuzz:
+	$(MAKE) -f test/fuzz/fuzz.mk
+
+format:
+	clang-format -i src/*.c include/*.h roles/*/*.c roles/*/*.h test/unit/*.c test/unit/*.h
+
+clean:
+	rm -rf build
+
+clean-run:
+	rm -rf .run
+
+-include $(CORE_OBJS:.o=.d) $(MAIN_OBJS:.o=.d) $(ROLE_OBJS:.o=.d)

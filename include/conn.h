@@ -1,0 +1,58 @@
+/*
+ * One TCP peer speaking NestJS framing: a bufferevent, the codec, and the owner's callbacks.
+ * Used by the RPC server (accepted conns) and the RPC client (outgoing conns).
+ *
+ * Lifetime: conn_close() marks the conn closing, calls on_close once, and frees it on the loop
+ * after the current callback chain, so a callback may close its own conn safely.
+ */
+#ifndef CHANCED_CONN_H
+#define CHANCED_CONN_H
+
+#include <cjson/cJSON.h>
+#include <event2/util.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util.h"
+
+struct conn;
+struct loop;
+
+struct conn_handler {
+    /* A decoded frame; msg is borrowed until the callback returns (detach to keep parts). */
+    void (*on_frame)(struct conn *conn, cJSON *msg, void *arg);
+    /* The conn is closing (peer EOF, error, or conn_close); called exactly once. */
+    void (*on_close)(struct conn *conn, const char *why, void *arg);
+    /* Outgoing conns only: the TCP connect finished. May be NULL. */
+    void (*on_connect)(struct conn *conn, void *arg);
+};
+
+struct conn_limits {
+    size_t max_frame; /* largest accepted frame, in UTF-16 units */
+    int stall_ms;     /* a partial frame older than this closes the conn; 0 = no limit */
+};
+
+/* Wraps an accepted socket (takes ownership of fd). */
+struct conn *conn_accept(struct loop *loop, evutil_socket_t fd, const struct sockaddr *sa,
+                         const struct conn_limits *limits, const struct conn_handler *handler,
+                         void *arg);
+/* Starts a non-blocking connect to host:port; on_connect or on_close follows. NULL on error. */
+struct conn *conn_connect(struct loop *loop, const char *host, int port,
+                          const struct conn_limits *limits, const struct conn_handler *handler,
+                          void *arg);
+
+/* Encodes and queues msg (borrowed). -1 if the conn is closing. */
+int conn_send(struct conn *conn, const cJSON *msg) MUSTCHECK;
+/* Closes now (pending output is dropped). */
+void conn_close(struct conn *conn, const char *why);
+/* Stops reading, flushes pending output (bounded by a short timeout), then closes. */
+void conn_close_after_flush(struct conn *conn, const char *why);
+
+bool conn_is_closing(const struct conn *conn);
+uint64_t conn_id(const struct conn *conn);
+/* "ip:port" of the peer; borrowed, valid for the conn's life. */
+const char *conn_peer(const struct conn *conn);
+/* Bytes queued for sending (for backpressure decisions). */
+size_t conn_pending_output(const struct conn *conn);
+
+#endif

@@ -1,0 +1,56 @@
+/*
+ * The role interface. A role is a const descriptor; main looks up --role in a table of them,
+ * runs each selected role on its own thread and loop, and drives its lifecycle:
+ *
+ *   start(ctx) -> ... serve ... -> stop(state) -> (role calls role_done) -> free(state)
+ *
+ * Ownership: main owns each struct role_ctx and its loop; a role owns its state.
+ */
+#ifndef CHANCED_ROLE_H
+#define CHANCED_ROLE_H
+
+#include <stdbool.h>
+
+struct conf;
+struct conf_module;
+struct loop;
+struct role_ctx;
+
+struct role {
+    const char *name;                 /* "gateway", "chance", "logger" */
+    const struct conf_module *conf;   /* its key table */
+    /* Starts on ctx's loop thread; returns the role's state, or NULL (logged) to fail start. */
+    void *(*start)(struct role_ctx *ctx);
+    /* Begins a graceful stop: stop accepting, finish in-flight work, then call role_done(). */
+    void (*stop)(void *state);
+    /* SIGHUP: reload what can be reloaded. May be NULL. */
+    void (*reload)(void *state);
+    /* Frees the state after the loop has returned. */
+    void (*free)(void *state);
+    /*
+     * Handles a subcommand (e.g. "migrate") if it is this role's; argv[0] is the subcommand.
+     * Returns an exit code, or -1 if the command is not this role's. May be NULL.
+     */
+    int (*command)(const struct conf *conf, int argc, char **argv);
+    /* One line per subcommand for --help, or NULL. */
+    const char *command_help;
+};
+
+/* The role's loop (borrowed; valid until free). */
+struct loop *role_loop(struct role_ctx *ctx);
+/* The frozen configuration (borrowed). */
+const struct conf *role_conf(struct role_ctx *ctx);
+/* Tells main the role is serving (listeners up, dependencies reachable). Loop thread. */
+void role_ready(struct role_ctx *ctx);
+/* Sets a one-line human status (sd_notify STATUS=). Loop thread. */
+void role_status(struct role_ctx *ctx, const char *status);
+/* Tells main the role finished draining; main then stops its loop. Loop thread. */
+void role_done(struct role_ctx *ctx);
+/* True once a stop was requested (e.g. to answer readiness probes with 503). */
+bool role_stopping(struct role_ctx *ctx);
+
+extern const struct role role_chance;
+extern const struct role role_gateway;
+extern const struct role role_logger;
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * RPC server over the NestJS TCP transport: accepts conns, routes requests by normalised pattern
+ * to handlers, and sends responses, stream items and errors in Nest's shapes.
+ *
+ * Ownership: rpc_server -> listener -> conns -> calls. A call lives until its final reply
+ * (rpc_reply / rpc_reply_error); if its conn closes first, the reply is dropped silently.
+ */
+#ifndef CHANCED_RPC_SERVER_H
+#define CHANCED_RPC_SERVER_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util.h"
+
+struct loop;
+struct rpc_server;
+struct rpc_call;
+
+/*
+ * Handles one request. data is borrowed until the handler returns (duplicate to keep). The
+ * handler must eventually finish the call with exactly one rpc_reply or rpc_reply_error, now
+ * or later from the same loop thread.
+ */
+typedef void (*rpc_handler_fn)(struct rpc_call *call, const cJSON *data, void *arg);
+
+struct rpc_route {
+    const char *cmd;   /* matched against the pattern {"cmd": cmd} (or the bare string cmd) */
+    rpc_handler_fn fn; /* handler */
+};
+
+struct rpc_server_opts {
+    const char *listen;  /* "host:port" */
+    size_t max_frame;    /* frame limit in UTF-16 units */
+    int stall_ms;        /* partial-frame stall limit */
+    int max_conns;       /* refuse beyond this */
+};
+
+/* Observer for metrics: called once per finished call with its pattern and duration. */
+typedef void (*rpc_observe_fn)(const char *cmd, const char *outcome, double seconds, void *arg);
+
+/* Binds and starts accepting; NULL with err filled if it cannot listen. routes are borrowed. */
+struct rpc_server *rpc_server_new(struct loop *loop, const struct rpc_server_opts *opts,
+                                  const struct rpc_route *routes, size_t nroutes, void *arg,
+                                  char *err, size_t errlen);
+/* Closes the listener and every conn; pending calls are dropped. NULL is a no-op. */
+void rpc_server_free(struct rpc_server *srv);
+/* Stops accepting new conns (drain); existing conns keep being served. */
+void rpc_server_stop_accepting(struct rpc_server *srv);
+/* Calls that have not been finished yet. */
+size_t rpc_server_inflight(const struct rpc_server *srv);
+void rpc_server_set_observer(struct rpc_server *srv, rpc_observe_fn fn, void *arg);
+
+/* Final reply; takes ownership of response (may be NULL for JSON null). Frees the call. */
+void rpc_reply(struct rpc_call *call, cJSON *response);
+/* One item of a streamed reply; takes ownership of response. The call stays open. */
+void rpc_reply_partial(struct rpc_call *call, cJSON *response);
+/*
+ * Final error reply {"err":{"status":"error","code":code,"message":msg}}; frees the call. Use
+ * stable snake_case codes; "bad_request" style codes mean the caller erred, "internal" ones us.
+ */
+void rpc_reply_error(struct rpc_call *call, const char *code, const char *fmt, ...)
+    PRINTF_LIKE(3, 4);
+
+/* The route's cmd; borrowed for the call's life. */
+const char *rpc_call_cmd(const struct rpc_call *call);
+/* The request id carried from the caller (or generated); borrowed for the call's life. */
+const char *rpc_call_request_id(const struct rpc_call *call);
+/* True if the peer went away (a reply would be dropped). */
+bool rpc_call_abandoned(const struct rpc_call *call);
+
+#endif

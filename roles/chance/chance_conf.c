@@ -1,0 +1,50 @@
+/* The chance role's key table. */
+#include "chance_conf.h"
+
+#include <stddef.h>
+
+static const char *
+check_queue(const char *v)
+{
+    size_t n = 0;
+    for (; v[n]; n++) {
+        char c = v[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return "queue names use letters, digits, '.', '_' and '-'";
+        }
+    }
+    return n == 0 || n > 200 ? "expected 1 to 200 characters" : NULL;
+}
+
+#define K(name, type, def, lo, hi, check, flags, help)                                            \
+    {#name, type, def, offsetof(struct chance_conf, name), lo, hi, check, flags, help}
+
+static const struct conf_key chance_keys[] = {
+    K(chance_listen, CONF_STR, "127.0.0.1:4001", 0, 0, conf_check_hostport, 0,
+      "Where the chance role accepts NestJS TCP requests."),
+    K(redis_url, CONF_STR, "redis://127.0.0.1:6379/0", 0, 0, conf_check_url_redis, CONF_SECRET,
+      "Redis (or Redis Stack) holding categories and codes."),
+    K(redis_timeout_ms, CONF_INT, "5000", 100, 600000, NULL, 0,
+      "Deadline for connecting to Redis and for each command."),
+    K(max_codes_per_batch, CONF_INT, "2000000", 1, 100000000, NULL, 0,
+      "Largest number of codes one generate request may create."),
+    K(code_length, CONF_INT, "12", 12, 32, NULL, 0,
+      "Random characters per code (31-letter alphabet without look-alikes)."),
+    K(generate_chunk, CONF_INT, "2000", 10, 100000, NULL, 0,
+      "Codes written per pipelined round trip while generating."),
+    K(amqp_url, CONF_STR, "amqp://guest:guest@127.0.0.1:5672/", 0, 0, conf_check_url_amqp,
+      CONF_SECRET, "RabbitMQ that receives audit events (chance publishes, logger consumes)."),
+    K(amqp_queue, CONF_STR, "chanced.events", 0, 0, check_queue, 0,
+      "Durable queue of audit events."),
+    K(amqp_delivery_limit, CONF_INT, "5", 1, 1000, NULL, 0,
+      "Deliveries of one message before it is dead-lettered."),
+    K(relay_batch, CONF_INT, "500", 1, 10000, NULL, 0,
+      "Events published per confirm round by the chance relay."),
+    K(health_listen, CONF_STR, "127.0.0.1:9101", 0, 0, conf_check_hostport, 0,
+      "HTTP port of the chance role for /livez, /readyz and /metrics."),
+};
+
+const struct conf_module chance_conf_module = {
+    "chance", chance_keys, ARRAY_SIZE(chance_keys), sizeof(struct chance_conf), NULL,
+};

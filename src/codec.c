@@ -1,0 +1,192 @@
+/* NestJS TCP framing: decode with UTF-16 length accounting, encode with ASCII-only JSON. */
+#include "codec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Length of the UTF-8 sequence starting with byte c, or 0 if c cannot start one. */
+static size_t
+utf8_seq_len(unsigned char c)
+{
+    if (c < 0x80) {
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        return 2;
+    }
+    if ((c & 0xf0) == 0xe0) {
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        return 4;
+    }
+    return 0;
+}
+
+/* Decodes one sequence of n bytes (already length-checked); returns the code point or -1. */
+static long
+utf8_decode(const unsigned char *p, size_t n)
+{
+    long cp = n == 1 ? p[0] : n == 2 ? (p[0] & 0x1f) : n == 3 ? (p[0] & 0x0f) : (p[0] & 0x07);
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return -1;
+        }
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff)) {
+        return -1;
+    }
+    return cp;
+}
+
+long long
+codec_utf16_units(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    long long units = 0;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = utf8_seq_len(p[i]);
+        if (n == 0 || i + n > len || utf8_decode(p + i, n) < 0) {
+            return -1;
+        }
+        units += n == 4 ? 2 : 1;
+        i += n;
+    }
+    return units;
+}
+
+int
+codec_decode(const char *buf, size_t len, size_t max_units, struct codec_frame *out,
+             const char **why, size_t *need)
+{
+    const unsigned char *p = (const unsigned char *)buf;
+    size_t i = 0;
+    unsigned long long declared = 0;
+
+    out->json = NULL;
+    out->consumed = 0;
+    for (; i < len && p[i] != '#'; i++) {
+        if (p[i] < '0' || p[i] > '9' || i >= CODEC_MAX_DIGITS) {
+            *why = p[i] < '0' || p[i] > '9' ? "malformed length prefix" : "length prefix too long";
+            return CODEC_ERROR;
+        }
+        declared = declared * 10 + (p[i] - '0');
+        if (declared > max_units) {
+            *why = "frame exceeds the size limit";
+            return CODEC_ERROR;
+        }
+    }
+    if (i == len) {
+        if (need) {
+            *need = len + 1;
+        }
+        return CODEC_NEED_MORE;
+    }
+    if (i == 0) {
+        *why = "empty length prefix";
+        return CODEC_ERROR;
+    }
+    if (declared == 0) {
+        *why = "empty frame";
+        return CODEC_ERROR;
+    }
+
+    /* Walk the body counting UTF-16 units until the declared count is reached. */
+    size_t body = i + 1, j = body;
+    unsigned long long units = 0;
+    while (units < declared) {
+        if (j >= len) {
+            if (need) {
+                *need = j + (size_t)(declared - units);
+            }
+            return CODEC_NEED_MORE;
+        }
+        size_t n = utf8_seq_len(p[j]);
+        if (n == 0) {
+            *why = "invalid UTF-8";
+            return CODEC_ERROR;
+        }
+        if (j + n > len) {
+            if (need) {
+                *need = j + n;
+            }
+            return CODEC_NEED_MORE;
+        }
+        if (utf8_decode(p + j, n) < 0) {
+            *why = "invalid UTF-8";
+            return CODEC_ERROR;
+        }
+        units += n == 4 ? 2 : 1;
+        j += n;
+    }
+    if (units != declared) {
+        *why = "length splits a character";
+        return CODEC_ERROR;
+    }
+
+    const char *end = NULL;
+    cJSON *json = cJSON_ParseWithLengthOpts(buf + body, j - body, &end, 0);
+    if (json == NULL) {
+        *why = "invalid JSON";
+        return CODEC_ERROR;
+    }
+    while (end < buf + j && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) {
+        end++;
+    }
+    if (end != buf + j) {
+        cJSON_Delete(json);
+        *why = "trailing bytes after JSON";
+        return CODEC_ERROR;
+    }
+    out->json = json;
+    out->consumed = j;
+    return CODEC_COMPLETE;
+}
+
+char *
+codec_encode(const cJSON *msg, size_t *len)
+{
+    char *raw = cJSON_PrintUnformatted(msg);
+    if (raw == NULL) {
+        abort(); /* cJSON fails only on allocation */
+    }
+    struct sbuf body = {0};
+    const unsigned char *p = (const unsigned char *)raw;
+    size_t i = 0, rawlen = strlen(raw);
+    while (i < rawlen) {
+        size_t n = utf8_seq_len(p[i]);
+        if (n == 1) {
+            size_t run = i;
+            while (run < rawlen && p[run] < 0x80) {
+                run++;
+            }
+            sbuf_append(&body, raw + i, run - i);
+            i = run;
+            continue;
+        }
+        long cp = (n == 0 || i + n > rawlen) ? -1 : utf8_decode(p + i, n);
+        if (cp < 0) {
+            /* cJSON passes string bytes through; replace invalid ones with U+FFFD. */
+            sbuf_appends(&body, "\\ufffd");
+            i++;
+            continue;
+        }
+        if (cp >= 0x10000) {
+            cp -= 0x10000;
+            sbuf_appendf(&body, "\\u%04lx\\u%04lx", 0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff));
+        } else {
+            sbuf_appendf(&body, "\\u%04lx", cp);
+        }
+        i += n;
+    }
+    free(raw);
+    struct sbuf frame = {0};
+    sbuf_appendf(&frame, "%zu#", body.len);
+    sbuf_append(&frame, body.data ? body.data : "", body.len);
+    sbuf_cleanup(&body);
+    *len = frame.len;
+    return sbuf_steal(&frame);
+}

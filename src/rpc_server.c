@@ -1,0 +1,450 @@
+/* NestJS-compatible RPC server: pattern routing, request ids, Nest reply shapes. */
+#include "rpc_server.h"
+
+#include <event2/listener.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "json.h"
+#include "log.h"
+#include "loop.h"
+
+#define RPC_MAX_DEPTH 64 /* deeper request trees are refused */
+#define NEST_NO_HANDLER "There is no matching message handler defined in the remote service."
+
+struct rpc_peer {
+    struct rpc_server *srv;        /* borrowed back-pointer */
+    struct conn *conn;             /* owned by the conn layer; NULL once closed */
+    struct rpc_call *calls;        /* calls in flight on this peer */
+    struct rpc_peer *prev, *next;  /* server's peer list */
+};
+
+struct rpc_call {
+    struct rpc_server *srv;        /* borrowed */
+    struct rpc_peer *peer;         /* NULL once the peer is gone */
+    const struct rpc_route *route; /* borrowed static row */
+    cJSON *id;                     /* owned copy of the request id; NULL for events */
+    char rid[40];                  /* request id for logs */
+    int64_t started;               /* monotonic ms */
+    struct rpc_call *prev, *next;  /* peer's call list */
+};
+
+struct rpc_server {
+    struct loop *loop;              /* borrowed */
+    struct evconnlistener *lev;     /* owned; NULL after stop_accepting */
+    const struct rpc_route *routes; /* borrowed */
+    char **route_keys;              /* normalised pattern per route */
+    size_t nroutes;
+    void *arg;                      /* handlers' argument */
+    struct conn_limits limits;
+    int max_conns;
+    int nconns;
+    size_t inflight;
+    struct rpc_peer *peers;         /* live peers */
+    rpc_observe_fn observe;         /* metrics hook or NULL */
+    void *observe_arg;
+};
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int socklen, void *arg);
+static void on_frame(struct conn *conn, cJSON *msg, void *arg);
+static void on_close(struct conn *conn, const char *why, void *arg);
+static char *normalise_pattern(const cJSON *pattern);
+
+static const struct conn_handler server_handler = {on_frame, on_close, NULL};
+
+/* Serialises a JSON value with object keys sorted, recursively (Nest's pattern normalisation). */
+static void
+append_sorted(struct sbuf *b, const cJSON *v)
+{
+    if (cJSON_IsObject(v)) {
+        size_t n = 0;
+        for (const cJSON *c = v->child; c; c = c->next) {
+            n++;
+        }
+        const cJSON **kids = xcalloc(n ? n : 1, sizeof(*kids));
+        size_t i = 0;
+        for (const cJSON *c = v->child; c; c = c->next) {
+            kids[i++] = c;
+        }
+        for (size_t a = 1; a < n; a++) { /* insertion sort: patterns are tiny */
+            const cJSON *k = kids[a];
+            size_t j = a;
+            while (j > 0 && strcmp(kids[j - 1]->string, k->string) > 0) {
+                kids[j] = kids[j - 1];
+                j--;
+            }
+            kids[j] = k;
+        }
+        sbuf_appends(b, "{");
+        for (i = 0; i < n; i++) {
+            cJSON *key = cJSON_CreateString(kids[i]->string);
+            char *ks = cJSON_PrintUnformatted(key);
+            sbuf_appendf(b, "%s%s:", i ? "," : "", ks);
+            free(ks);
+            cJSON_Delete(key);
+            append_sorted(b, kids[i]);
+        }
+        sbuf_appends(b, "}");
+        free(kids);
+        return;
+    }
+    char *s = cJSON_PrintUnformatted(v);
+    sbuf_appends(b, s);
+    free(s);
+}
+
+static char *
+normalise_pattern(const cJSON *pattern)
+{
+    struct sbuf b = {0};
+    if (cJSON_IsString(pattern)) {
+        cJSON *parsed = cJSON_Parse(pattern->valuestring);
+        if (parsed != NULL && cJSON_IsObject(parsed)) {
+            append_sorted(&b, parsed);
+        } else {
+            sbuf_appends(&b, pattern->valuestring);
+        }
+        cJSON_Delete(parsed);
+    } else if (cJSON_IsObject(pattern)) {
+        append_sorted(&b, pattern);
+    } else {
+        return NULL;
+    }
+    return sbuf_steal(&b);
+}
+
+static int
+listen_on(struct rpc_server *srv, const char *addr, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss, &sslen) != 0) {
+        snprintf(err, errlen, "cannot parse listen address %s", addr);
+        return -1;
+    }
+    srv->lev = evconnlistener_new_bind(loop_base(srv->loop), on_accept, srv,
+                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
+                                       (struct sockaddr *)&ss, sslen);
+    if (srv->lev == NULL) {
+        snprintf(err, errlen, "cannot listen on %s: %s", addr,
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return -1;
+    }
+    return 0;
+}
+
+struct rpc_server *
+rpc_server_new(struct loop *loop, const struct rpc_server_opts *opts,
+               const struct rpc_route *routes, size_t nroutes, void *arg, char *err,
+               size_t errlen)
+{
+    struct rpc_server *srv = xcalloc(1, sizeof(*srv));
+    srv->loop = loop;
+    srv->routes = routes;
+    srv->nroutes = nroutes;
+    srv->arg = arg;
+    srv->limits.max_frame = opts->max_frame;
+    srv->limits.stall_ms = opts->stall_ms;
+    srv->max_conns = opts->max_conns;
+    srv->route_keys = xcalloc(nroutes ? nroutes : 1, sizeof(char *));
+    for (size_t i = 0; i < nroutes; i++) {
+        srv->route_keys[i] = xasprintf("{\"cmd\":\"%s\"}", routes[i].cmd);
+    }
+    if (listen_on(srv, opts->listen, err, errlen) != 0) {
+        rpc_server_free(srv);
+        return NULL;
+    }
+    log_info("rpc_listening", "addr=%s routes=%zu", opts->listen, nroutes);
+    return srv;
+}
+
+void
+rpc_server_stop_accepting(struct rpc_server *srv)
+{
+    if (srv->lev) {
+        evconnlistener_free(srv->lev);
+        srv->lev = NULL;
+    }
+}
+
+void
+rpc_server_free(struct rpc_server *srv)
+{
+    if (srv == NULL) {
+        return;
+    }
+    rpc_server_stop_accepting(srv);
+    while (srv->peers) {
+        conn_close(srv->peers->conn, "server shutting down"); /* unlinks via on_close */
+    }
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        free(srv->route_keys[i]);
+    }
+    free(srv->route_keys);
+    free(srv);
+}
+
+size_t
+rpc_server_inflight(const struct rpc_server *srv)
+{
+    return srv->inflight;
+}
+
+void
+rpc_server_set_observer(struct rpc_server *srv, rpc_observe_fn fn, void *arg)
+{
+    srv->observe = fn;
+    srv->observe_arg = arg;
+}
+
+static void
+on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int socklen,
+          void *arg)
+{
+    struct rpc_server *srv = arg;
+    UNUSED(lev);
+    UNUSED(socklen);
+    if (srv->max_conns > 0 && srv->nconns >= srv->max_conns) {
+        log_warn("rpc_conn_refused", "reason=max_conns limit=%d", srv->max_conns);
+        evutil_closesocket(fd);
+        return;
+    }
+    struct rpc_peer *peer = xcalloc(1, sizeof(*peer));
+    peer->srv = srv;
+    peer->conn = conn_accept(srv->loop, fd, sa, &srv->limits, &server_handler, peer);
+    if (peer->conn == NULL) {
+        free(peer);
+        return;
+    }
+    peer->next = srv->peers;
+    if (srv->peers) {
+        srv->peers->prev = peer;
+    }
+    srv->peers = peer;
+    srv->nconns++;
+    log_debug("rpc_conn_open", "conn=%llu peer=%s", (unsigned long long)conn_id(peer->conn),
+              conn_peer(peer->conn));
+}
+
+static void
+on_close(struct conn *conn, const char *why, void *arg)
+{
+    struct rpc_peer *peer = arg;
+    struct rpc_server *srv = peer->srv;
+    log_debug("rpc_conn_closed", "conn=%llu peer=%s reason=\"%s\"",
+              (unsigned long long)conn_id(conn), conn_peer(conn), why);
+    for (struct rpc_call *c = peer->calls; c; c = c->next) {
+        c->peer = NULL; /* handlers still finish them; replies are dropped */
+    }
+    if (peer->prev) {
+        peer->prev->next = peer->next;
+    } else {
+        srv->peers = peer->next;
+    }
+    if (peer->next) {
+        peer->next->prev = peer->prev;
+    }
+    srv->nconns--;
+    free(peer);
+}
+
+static void
+send_frame(struct rpc_call *call, cJSON *msg)
+{
+    if (call->peer != NULL && call->id != NULL && !conn_is_closing(call->peer->conn)) {
+        if (conn_send(call->peer->conn, msg) != 0) {
+            log_warn("rpc_send_failed", "conn=%llu", (unsigned long long)conn_id(call->peer->conn));
+        }
+    }
+    cJSON_Delete(msg);
+}
+
+static void
+call_finish(struct rpc_call *call, const char *outcome)
+{
+    struct rpc_server *srv = call->srv;
+    if (call->peer) {
+        if (call->prev) {
+            call->prev->next = call->next;
+        } else {
+            call->peer->calls = call->next;
+        }
+        if (call->next) {
+            call->next->prev = call->prev;
+        }
+    }
+    if (srv->observe && call->route) {
+        srv->observe(call->route->cmd, outcome, (time_mono_ms() - call->started) / 1000.0,
+                     srv->observe_arg);
+    }
+    srv->inflight--;
+    cJSON_Delete(call->id);
+    free(call);
+}
+
+void
+rpc_reply(struct rpc_call *call, cJSON *response)
+{
+    cJSON *msg = cJSON_CreateObject();
+    cJSON_AddItemToObject(msg, "response", response ? response : cJSON_CreateNull());
+    cJSON_AddTrueToObject(msg, "isDisposed");
+    if (call->id) {
+        cJSON_AddItemToObject(msg, "id", cJSON_Duplicate(call->id, 1));
+    }
+    send_frame(call, msg);
+    call_finish(call, "ok");
+}
+
+void
+rpc_reply_partial(struct rpc_call *call, cJSON *response)
+{
+    cJSON *msg = cJSON_CreateObject();
+    cJSON_AddItemToObject(msg, "response", response ? response : cJSON_CreateNull());
+    if (call->id) {
+        cJSON_AddItemToObject(msg, "id", cJSON_Duplicate(call->id, 1));
+    }
+    send_frame(call, msg);
+}
+
+void
+rpc_reply_error(struct rpc_call *call, const char *code, const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    cJSON *err = cJSON_CreateObject();
+    cJSON_AddStringToObject(err, "status", "error");
+    cJSON_AddStringToObject(err, "code", code);
+    cJSON_AddStringToObject(err, "message", text);
+    cJSON *msg = cJSON_CreateObject();
+    cJSON_AddItemToObject(msg, "err", err);
+    cJSON_AddTrueToObject(msg, "isDisposed");
+    if (call->id) {
+        cJSON_AddItemToObject(msg, "id", cJSON_Duplicate(call->id, 1));
+    }
+    log_debug("rpc_error_reply", "cmd=%s code=%s", call->route ? call->route->cmd : "-", code);
+    send_frame(call, msg);
+    call_finish(call, code);
+}
+
+const char *
+rpc_call_cmd(const struct rpc_call *call)
+{
+    return call->route ? call->route->cmd : "";
+}
+
+const char *
+rpc_call_request_id(const struct rpc_call *call)
+{
+    return call->rid;
+}
+
+bool
+rpc_call_abandoned(const struct rpc_call *call)
+{
+    return call->peer == NULL;
+}
+
+static bool
+valid_rid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 36) {
+        return false;
+    }
+    for (; *s; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static struct rpc_call *
+call_new(struct rpc_peer *peer, const struct rpc_route *route, const cJSON *id, cJSON *data)
+{
+    struct rpc_call *call = xcalloc(1, sizeof(*call));
+    call->srv = peer->srv;
+    call->peer = peer;
+    call->route = route;
+    call->id = id ? cJSON_Duplicate(id, 1) : NULL;
+    call->started = time_mono_ms();
+    cJSON *rid = cJSON_IsObject(data) ? cJSON_DetachItemFromObject(data, "_rid") : NULL;
+    if (rid && cJSON_IsString(rid) && valid_rid(rid->valuestring)) {
+        snprintf(call->rid, sizeof(call->rid), "%s", rid->valuestring);
+    } else {
+        util_random_hex(call->rid, 8);
+    }
+    cJSON_Delete(rid);
+    call->next = peer->calls;
+    if (peer->calls) {
+        peer->calls->prev = call;
+    }
+    peer->calls = call;
+    peer->srv->inflight++;
+    return call;
+}
+
+static void
+reply_no_handler(struct rpc_peer *peer, const cJSON *id)
+{
+    cJSON *msg = cJSON_CreateObject();
+    cJSON_AddItemToObject(msg, "id", cJSON_Duplicate(id, 1));
+    cJSON_AddStringToObject(msg, "status", "error");
+    cJSON_AddStringToObject(msg, "err", NEST_NO_HANDLER);
+    if (conn_send(peer->conn, msg) != 0) {
+        log_debug("rpc_send_failed", "conn=%llu", (unsigned long long)conn_id(peer->conn));
+    }
+    cJSON_Delete(msg);
+}
+
+static void
+on_frame(struct conn *conn, cJSON *msg, void *arg)
+{
+    struct rpc_peer *peer = arg;
+    struct rpc_server *srv = peer->srv;
+
+    if (!cJSON_IsObject(msg)) {
+        log_warn("rpc_bad_message", "conn=%llu reason=not_an_object",
+                 (unsigned long long)conn_id(conn));
+        conn_close(conn, "message is not an object");
+        return;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
+    const cJSON *pattern = cJSON_GetObjectItemCaseSensitive(msg, "pattern");
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(msg, "data");
+    char *key = pattern ? normalise_pattern(pattern) : NULL;
+    const struct rpc_route *route = NULL;
+    for (size_t i = 0; key && i < srv->nroutes; i++) {
+        if (strcmp(key, srv->route_keys[i]) == 0 || strcmp(key, srv->routes[i].cmd) == 0) {
+            route = &srv->routes[i];
+        }
+    }
+    if (route == NULL) {
+        log_debug("rpc_no_handler", "conn=%llu pattern=%.80s", (unsigned long long)conn_id(conn),
+                  key ? key : "(none)");
+        free(key);
+        if (id != NULL) {
+            reply_no_handler(peer, id);
+        }
+        return;
+    }
+    free(key);
+
+    struct rpc_call *call = call_new(peer, route, id, data);
+    log_set_request_id(call->rid);
+    if (json_has_duplicate_keys(msg)) {
+        rpc_reply_error(call, "bad_request", "duplicate keys in request");
+    } else if (json_depth(msg) > RPC_MAX_DEPTH) {
+        rpc_reply_error(call, "bad_request", "request nested too deeply");
+    } else {
+        route->fn(call, data, srv->arg);
+    }
+    log_set_request_id(NULL);
+}
