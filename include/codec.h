@@ -6,6 +6,7 @@
 #define CHANCED_CODEC_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "util.h"
@@ -19,6 +20,7 @@ enum codec_status {
 struct codec_frame {
     cJSON *json;     /* the decoded message; the caller owns it (cJSON_Delete) */
     size_t consumed; /* bytes of input used by the frame */
+    bool has_nul;    /* a string held \u0000, which cJSON silently truncates at */
 };
 
 /* Longest accepted length prefix, in digits. 10 digits cover any sane limit. */

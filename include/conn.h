@@ -19,8 +19,9 @@ struct conn;
 struct loop;
 
 struct conn_handler {
-    /* A decoded frame; msg is borrowed until the callback returns (detach to keep parts). */
-    void (*on_frame)(struct conn *conn, cJSON *msg, void *arg);
+    /* A decoded frame; msg is borrowed until the callback returns (detach to keep parts).
+     * has_nul: some string held \u0000 (cJSON truncated it there): treat as bad input. */
+    void (*on_frame)(struct conn *conn, cJSON *msg, bool has_nul, void *arg);
     /* The conn is closing (peer EOF, error, or conn_close); called exactly once. */
     void (*on_close)(struct conn *conn, const char *why, void *arg);
     /* Outgoing conns only: the TCP connect finished. May be NULL. */

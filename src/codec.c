@@ -58,6 +58,22 @@ codec_utf16_units(const char *s, size_t len)
     return units;
 }
 
+/* True if the JSON text holds a \u0000 escape (not an escaped backslash followed by u0000). */
+static bool
+has_nul_escape(const char *s, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (s[i] != '\\') {
+            continue;
+        }
+        if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0) {
+            return true;
+        }
+        i++; /* skip the escaped character, so "\\\\u0000" is not taken for one */
+    }
+    return false;
+}
+
 int
 codec_decode(const char *buf, size_t len, size_t max_units, struct codec_frame *out,
              const char **why, size_t *need)
@@ -68,6 +84,7 @@ codec_decode(const char *buf, size_t len, size_t max_units, struct codec_frame *
 
     out->json = NULL;
     out->consumed = 0;
+    out->has_nul = false;
     for (; i < len && p[i] != '#'; i++) {
         if (p[i] < '0' || p[i] > '9' || i >= CODEC_MAX_DIGITS) {
             *why = p[i] < '0' || p[i] > '9' ? "malformed length prefix" : "length prefix too long";
@@ -143,6 +160,7 @@ codec_decode(const char *buf, size_t len, size_t max_units, struct codec_frame *
     }
     out->json = json;
     out->consumed = j;
+    out->has_nul = has_nul_escape(buf + body, j - body);
     return CODEC_COMPLETE;
 }
 

@@ -166,7 +166,7 @@ on_read(struct bufferevent *bev, void *arg)
             break;
         }
         evbuffer_drain(in, frame.consumed);
-        c->handler->on_frame(c, frame.json, c->arg);
+        c->handler->on_frame(c, frame.json, frame.has_nul, c->arg);
         cJSON_Delete(frame.json); /* the one place a decoded frame is freed */
     }
     c->in_read = false;

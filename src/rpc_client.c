@@ -37,7 +37,7 @@ struct rpc_client {
     size_t npending;
 };
 
-static void on_frame(struct conn *conn, cJSON *msg, void *arg);
+static void on_frame(struct conn *conn, cJSON *msg, bool has_nul, void *arg);
 static void on_close(struct conn *conn, const char *why, void *arg);
 static void on_connect(struct conn *conn, void *arg);
 static void start_connect(struct rpc_client *cli);
@@ -208,9 +208,10 @@ on_close(struct conn *conn, const char *why, void *arg)
 }
 
 static void
-on_frame(struct conn *conn, cJSON *msg, void *arg)
+on_frame(struct conn *conn, cJSON *msg, bool has_nul, void *arg)
 {
     struct rpc_client *cli = arg;
+    UNUSED(has_nul); /* replies come from our own services; a truncated string is harmless */
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
     if (!cJSON_IsNumber(id) || id->valuedouble < 1) {
         log_warn("rpc_reply_unmatched", "peer=%s", conn_peer(conn));

@@ -49,7 +49,7 @@ struct rpc_server {
 
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                       int socklen, void *arg);
-static void on_frame(struct conn *conn, cJSON *msg, void *arg);
+static void on_frame(struct conn *conn, cJSON *msg, bool has_nul, void *arg);
 static void on_close(struct conn *conn, const char *why, void *arg);
 static char *normalise_pattern(const cJSON *pattern);
 
@@ -405,7 +405,7 @@ reply_no_handler(struct rpc_peer *peer, const cJSON *id)
 }
 
 static void
-on_frame(struct conn *conn, cJSON *msg, void *arg)
+on_frame(struct conn *conn, cJSON *msg, bool has_nul, void *arg)
 {
     struct rpc_peer *peer = arg;
     struct rpc_server *srv = peer->srv;
@@ -439,7 +439,9 @@ on_frame(struct conn *conn, cJSON *msg, void *arg)
 
     struct rpc_call *call = call_new(peer, route, id, data);
     log_set_request_id(call->rid);
-    if (json_has_duplicate_keys(msg)) {
+    if (has_nul) {
+        rpc_reply_error(call, "bad_request", "NUL characters are not allowed in strings");
+    } else if (json_has_duplicate_keys(msg)) {
         rpc_reply_error(call, "bad_request", "duplicate keys in request");
     } else if (json_depth(msg) > RPC_MAX_DEPTH) {
         rpc_reply_error(call, "bad_request", "request nested too deeply");

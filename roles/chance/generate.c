@@ -466,11 +466,14 @@ on_space(int status, cJSON *replies, void *arg)
     redis_batch_send(b, on_ids, g);
 }
 
+/* Names are shown to players and operators: no control characters, and none of the characters
+ * that mean something in Redis key patterns or hash tags, so a name can never be mistaken for
+ * (or pasted into) a key. */
 static bool
-printable(const char *s)
+valid_name(const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
+        if (*p < 0x20 || *p == 0x7f || strchr("{}*:", *p) != NULL) {
             return false;
         }
     }
@@ -509,8 +512,8 @@ parse_request(struct gen *g, const cJSON *data, long long max_codes, char *err, 
         snprintf(err, errlen, "field 'ends_at' must be later than starts_at");
         return -1;
     }
-    if (name && !printable(name)) {
-        snprintf(err, errlen, "field 'name' has control characters");
+    if (name && !valid_name(name)) {
+        snprintf(err, errlen, "field 'name' may not contain control characters or { } : *");
         return -1;
     }
     if (prefix && codegen_prefix(prefix, g->prefix) != 0) {

@@ -427,8 +427,8 @@ static int
 send_cmd(struct bcmd *c, bool as_eval)
 {
     struct redis *r = c->b->r;
-    const char *saved = c->argv[1];
-    size_t saved_len = c->lens[1];
+    const char *saved = as_eval ? c->argv[1] : NULL;
+    size_t saved_len = as_eval ? c->lens[1] : 0;
     if (as_eval) {
         /* EVAL <body> re-loads the script as a side effect, so later EVALSHAs work again. */
         c->argv[0][0] = '\0';
@@ -515,17 +515,11 @@ redis_batch_send(struct redis_batch *b, redis_done_fn done, void *arg)
     b->done = done;
     b->arg = arg;
     b->replies = xcalloc((size_t)(b->ncmds ? b->ncmds : 1), sizeof(cJSON *));
-    bool scripts_only_ok = true;
-    UNUSED(scripts_only_ok);
     if (!r->connected || r->ac == NULL || b->ncmds == 0) {
         /* Finish on the next loop turn: callers never see their callback run re-entrantly. */
-        b->timer = event_new(loop_base(r->loop), -1, 0,
-                             b->ncmds == 0 ? on_unavailable : on_unavailable, b);
+        b->timer = event_new(loop_base(r->loop), -1, 0, on_unavailable, b);
         struct timeval zero = {0, 0};
         event_add(b->timer, &zero);
-        if (b->ncmds == 0) {
-            b->finished = false;
-        }
         return;
     }
     for (int i = 0; i < b->ncmds; i++) {
