@@ -29,6 +29,7 @@ CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmiss
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
 
 CORE_SRCS := src/util.c src/log.c src/conf.c src/core_conf.c src/codec.c src/json.c src/loop.c \
+             src/metrics.c src/health.c \
              src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c
 MAIN_SRCS := src/main.c
 
@@ -93,6 +94,10 @@ run: all
 
 bench: all
 	bash test/bench/run.sh
+
+# Benchmark load generators (test code: may link role sources, unlike unit tests).
+build/claim_load: test/bench/claim_load.c roles/chance/scripts.c build/libcore.a
+	$(CC) $(CFLAGS) -Iinclude -Iroles/chance -o $@ $^ $(LDLIBS)
 
 fuzz:
 	$(MAKE) -f test/fuzz/fuzz.mk

@@ -69,6 +69,8 @@ int conf_set(struct conf *conf, const char *key, const char *value, const char *
 /* Runs every module's cross-key validation; -1 with err filled on failure. */
 int conf_validate(struct conf *conf, char *err, size_t errlen) MUSTCHECK;
 
+/* The value of a CONF_STR key (first module that has it), or NULL. Borrowed. */
+const char *conf_get_str(const struct conf *conf, const char *key);
 /* True if some module has this key (after -/_ and case normalisation). */
 bool conf_has_key(const struct conf *conf, const char *key);
 /* Returns the module's struct (owned by conf), or NULL if no such module. */

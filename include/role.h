@@ -14,6 +14,7 @@
 struct conf;
 struct conf_module;
 struct loop;
+struct metrics;
 struct role_ctx;
 
 struct role {
@@ -34,12 +35,16 @@ struct role {
     int (*command)(const struct conf *conf, int argc, char **argv);
     /* One line per subcommand for --help, or NULL. */
     const char *command_help;
+    /* The config key holding the address that serves /readyz (for `chanced healthcheck`). */
+    const char *health_key;
 };
 
 /* The role's loop (borrowed; valid until free). */
 struct loop *role_loop(struct role_ctx *ctx);
 /* The frozen configuration (borrowed). */
 const struct conf *role_conf(struct role_ctx *ctx);
+/* The process-wide metrics registry (borrowed; thread-safe). */
+struct metrics *role_metrics(struct role_ctx *ctx);
 /* Tells main the role is serving (listeners up, dependencies reachable). Loop thread. */
 void role_ready(struct role_ctx *ctx);
 /* Sets a one-line human status (sd_notify STATUS=). Loop thread. */

@@ -322,6 +322,20 @@ conf_validate(struct conf *conf, char *err, size_t errlen)
     return 0;
 }
 
+const char *
+conf_get_str(const struct conf *conf, const char *key)
+{
+    for (size_t i = 0; i < conf->nslots; i++) {
+        const struct conf_module *m = conf->slots[i].module;
+        for (size_t k = 0; k < m->nkeys; k++) {
+            if (m->keys[k].type == CONF_STR && strcmp(m->keys[k].name, key) == 0) {
+                return *(char *const *)((const char *)conf->slots[i].data + m->keys[k].offset);
+            }
+        }
+    }
+    return NULL;
+}
+
 bool
 conf_has_key(const struct conf *conf, const char *rawkey)
 {

@@ -14,9 +14,15 @@
 #include "core_conf.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "notify.h"
 #include "role.h"
 #include "util.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #ifndef CHANCED_VERSION
 #define CHANCED_VERSION "0.0.0-dev"
@@ -59,6 +65,7 @@ struct daemon {
     struct event *deadline;        /* drain bound */
     struct event *watchdog;        /* sd_notify WATCHDOG=1 */
     int64_t beats[3];              /* last loop heartbeat per role, monotonic ms */
+    struct metrics *metrics;       /* process-wide registry, owned */
 };
 
 static void begin_stop(struct daemon *d, int code);
@@ -69,7 +76,8 @@ usage(FILE *out)
     fprintf(out,
             "usage: chanced --role=gateway|chance|logger|all [--config=FILE] [--KEY=VALUE ...]\n"
             "       chanced config check [--config=FILE] [--KEY=VALUE ...]\n"
-            "       chanced config markdown\n");
+            "       chanced config markdown\n"
+            "       chanced healthcheck --role=ROLE   (exit 0 if the role's /readyz says ready)\n");
     for (size_t i = 0; i < ARRAY_SIZE(roles); i++) {
         if (roles[i]->command_help) {
             fprintf(out, "%s", roles[i]->command_help);
@@ -79,7 +87,8 @@ usage(FILE *out)
             "       chanced --help | --version\n\n"
             "Every key is also settable in the config file (key = value), as CHANCED_KEY in the\n"
             "environment, or as --key=value (precedence in that order). `chanced config check`\n"
-            "prints every key with its value and source, secrets redacted.\n"
+            "prints every key with its value and source, secrets redacted. CHANCED_ROLE, if set,\n"
+            "is the default for --role.\n"
             "Exit codes: 0 ok, 1 failure, 64 usage, 69 dependency unavailable, 78 bad config.\n");
 }
 
@@ -145,6 +154,12 @@ struct loop *
 role_loop(struct role_ctx *ctx)
 {
     return ctx->loop;
+}
+
+struct metrics *
+role_metrics(struct role_ctx *ctx)
+{
+    return ctx->d->metrics;
 }
 
 const struct conf *
@@ -311,6 +326,15 @@ run_roles(struct daemon *d)
     if (d->main_loop == NULL || loop_catch_signals(d->main_loop, on_signal, d) != 0) {
         return EX_FAIL;
     }
+    d->metrics = metrics_new();
+    metrics_describe(d->metrics, "chanced_build_info", METRICS_GAUGE,
+                     "Build and role information; always 1.");
+    for (size_t i = 0; i < d->nroles; i++) {
+        char labels[128];
+        snprintf(labels, sizeof(labels), "version=\"%s\",role=\"%s\"", CHANCED_VERSION,
+                 d->ctx[i].role->name);
+        metrics_set(d->metrics, "chanced_build_info", labels, 1);
+    }
     log_info("process_up", "version=%s roles=%zu backend=%s pid=%d", CHANCED_VERSION, d->nroles,
              event_base_get_method(loop_base(d->main_loop)), (int)getpid());
     for (size_t i = 0; i < d->nroles; i++) {
@@ -352,11 +376,64 @@ run_roles(struct daemon *d)
         loop_free(d->ctx[i].loop);
     }
     loop_free(d->main_loop);
+    metrics_free(d->metrics);
     if (d->forced && d->exit_code == EX_OK) {
         return EX_FAIL;
     }
     log_info("process_exit", "code=%d", d->exit_code);
     return d->exit_code;
+}
+
+/* GET http://addr/readyz with a short deadline; 0 if it answered 200. */
+static int
+probe_ready(const char *addr)
+{
+    char *host;
+    int port;
+    if (addr == NULL || util_parse_hostport(addr, &host, &port) != 0) {
+        return -1;
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    /* A wildcard listener is reached through loopback. */
+    if (strcmp(host, "0.0.0.0") == 0 || inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    }
+    free(host);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    char buf[256];
+    int ok = -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        static const char req[] = "GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        ssize_t n;
+        if (write(fd, req, sizeof(req) - 1) == (ssize_t)sizeof(req) - 1 &&
+            (n = read(fd, buf, sizeof(buf) - 1)) > 12) {
+            buf[n] = '\0';
+            ok = strncmp(buf + 9, "200", 3) == 0 ? 0 : -1;
+        }
+    }
+    close(fd);
+    return ok;
+}
+
+/* chanced healthcheck: probes /readyz of each selected role; exit 0 only if all are ready. */
+static int
+healthcheck(struct daemon *d)
+{
+    int rc = EX_OK;
+    for (size_t i = 0; i < d->nroles; i++) {
+        const struct role *r = d->ctx[i].role;
+        const char *addr = r->health_key ? conf_get_str(d->conf, r->health_key) : NULL;
+        if (probe_ready(addr) != 0) {
+            fprintf(stderr, "chanced: %s is not ready at %s\n", r->name, addr ? addr : "?");
+            rc = EX_FAIL;
+        } else {
+            printf("%s ready at %s\n", r->name, addr);
+        }
+    }
+    return rc;
 }
 
 static int
@@ -439,6 +516,9 @@ main(int argc, char **argv)
         }
     }
 
+    if (role == NULL && getenv("CHANCED_ROLE") && *getenv("CHANCED_ROLE")) {
+        role = getenv("CHANCED_ROLE"); /* containers: the same image, the role from the env */
+    }
     char err[512];
     if (conf_load(d.conf, d.config_path, environ, nflags, flags, err, sizeof(err)) != 0) {
         fprintf(stderr, "chanced: config error: %s\n", err);
@@ -455,6 +535,14 @@ main(int argc, char **argv)
             conf_dump(d.conf, stdout);
             printf("# config ok\n");
             rc = EX_OK;
+            goto out;
+        }
+        if (strcmp(cmd[0], "healthcheck") == 0 && ncmd == 1) {
+            if (role == NULL || select_roles(&d, role) != 0) {
+                fprintf(stderr, "chanced: healthcheck needs --role (or CHANCED_ROLE)\n");
+                goto out;
+            }
+            rc = healthcheck(&d);
             goto out;
         }
         if (strcmp(cmd[0], "config") == 0 && ncmd == 2 && strcmp(cmd[1], "markdown") == 0) {

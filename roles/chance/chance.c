@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "conf.h"
+#include "health.h"
+#include "metrics.h"
 #include "core_conf.h"
 #include "json.h"
 #include "log.h"
@@ -136,6 +138,7 @@ chance_reply_redis_failure(struct rpc_call *call, int status)
 /* ---- chance.claim ---- */
 
 struct claim_req {
+    struct chance *ch;     /* borrowed */
     struct rpc_call *call; /* finished in on_claim_reply */
     long long category;
     char claim_id[CLAIM_ID_MAX + 1];
@@ -160,9 +163,16 @@ on_claim_reply(int status, cJSON *replies, void *arg)
     if (!cJSON_IsNumber(ok) || ok->valueint != 1) {
         const cJSON *code = cJSON_GetArrayItem(r, 1);
         const char *c = cJSON_IsString(code) ? code->valuestring : "internal";
+        char labels[80];
+        snprintf(labels, sizeof(labels), "outcome=\"%s\"", c);
+        metrics_add(req->ch->metrics, "chanced_claims_total", labels, 1);
         rpc_reply_error(call, c, "claim refused: %s", c);
         goto out;
     }
+    metrics_add(req->ch->metrics, "chanced_claims_total",
+                cJSON_GetArrayItem(r, 4)->valueint == 1 ? "outcome=\"replay\""
+                                                        : "outcome=\"assigned\"",
+                1);
     cJSON *resp = cJSON_CreateObject();
     cJSON_AddItemToObject(resp, "code", cJSON_Duplicate(cJSON_GetArrayItem(r, 1), 1));
     cJSON_AddNumberToObject(resp, "category", (double)req->category);
@@ -213,6 +223,7 @@ handle_claim(struct rpc_call *call, const cJSON *data, void *arg)
     }
 
     struct claim_req *req = xcalloc(1, sizeof(*req));
+    req->ch = ch;
     req->call = call;
     req->category = category;
     snprintf(req->claim_id, sizeof(req->claim_id), "%s", claim_id);
@@ -233,6 +244,110 @@ handle_claim(struct rpc_call *call, const cJSON *data, void *arg)
 
 bad:
     rpc_reply_error(call, "bad_request", "%s", err);
+}
+
+/* ---- health and metrics ---- */
+
+static bool
+chance_is_ready(void *arg, char *why, size_t size)
+{
+    struct chance *ch = arg;
+    if (ch->stopping) {
+        snprintf(why, size, "draining");
+        return false;
+    }
+    if (!redis_connected(ch->redis)) {
+        snprintf(why, size, "redis unreachable");
+        return false;
+    }
+    return true;
+}
+
+static void
+observe_rpc(const char *cmd, const char *outcome, double seconds, void *arg)
+{
+    struct chance *ch = arg;
+    char labels[160];
+    snprintf(labels, sizeof(labels), "role=\"chance\",cmd=\"%s\",outcome=\"%s\"", cmd, outcome);
+    metrics_add(ch->metrics, "chanced_rpc_requests_total", labels, 1);
+    snprintf(labels, sizeof(labels), "role=\"chance\",cmd=\"%s\"", cmd);
+    metrics_observe(ch->metrics, "chanced_rpc_request_duration_seconds", labels, seconds);
+}
+
+static void
+on_category_stats(int status, cJSON *replies, void *arg)
+{
+    struct chance *ch = arg;
+    ch->stats_busy = false;
+    if (status == REDIS_DONE) {
+        metrics_clear(ch->metrics, "chanced_codes_remaining");
+        const cJSON *ids = cJSON_GetArrayItem(replies, 0), *id;
+        int i = 1;
+        cJSON_ArrayForEach(id, ids) {
+            const cJSON *n = cJSON_GetArrayItem(replies, i++);
+            char labels[64];
+            snprintf(labels, sizeof(labels), "category=\"%s\"", id->valuestring);
+            metrics_set(ch->metrics, "chanced_codes_remaining", labels,
+                        cJSON_IsNumber(n) ? n->valuedouble : 0);
+        }
+    }
+    cJSON_Delete(replies);
+}
+
+static void
+on_category_ids_for_stats(int status, cJSON *replies, void *arg)
+{
+    struct chance *ch = arg;
+    const cJSON *ids = cJSON_GetArrayItem(replies, 0), *id;
+    if (status != REDIS_DONE || !cJSON_IsArray(ids) || ch->stopping) {
+        ch->stats_busy = false;
+        cJSON_Delete(replies);
+        return;
+    }
+    struct redis_batch *b = redis_batch_new(ch->redis);
+    redis_batch_cmd(b, "ZRANGE chance:categories 0 999");
+    cJSON_ArrayForEach(id, ids) {
+        char key[KEY_MAX];
+        chance_key(key, atoll(id->valuestring), "free");
+        redis_batch_cmd(b, "SCARD %s", key);
+    }
+    cJSON_Delete(replies);
+    redis_batch_send(b, on_category_stats, ch);
+}
+
+static void
+on_stats_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct chance *ch = arg;
+    UNUSED(fd);
+    UNUSED(what);
+    metrics_set(ch->metrics, "chanced_dependency_up", "role=\"chance\",dependency=\"redis\"",
+                redis_connected(ch->redis) ? 1 : 0);
+    metrics_set(ch->metrics, "chanced_generations_in_progress", "", ch->generating);
+    /* Per-category gauges cost a round trip per category: refresh them every 5 s. */
+    if (ch->stats_ticks++ % 5 == 0 && !ch->stats_busy && redis_connected(ch->redis)) {
+        ch->stats_busy = true;
+        struct redis_batch *b = redis_batch_new(ch->redis);
+        redis_batch_cmd(b, "ZRANGE chance:categories 0 999");
+        redis_batch_send(b, on_category_ids_for_stats, ch);
+    }
+}
+
+static void
+describe_metrics(struct metrics *m)
+{
+    metrics_describe(m, "chanced_rpc_requests_total", METRICS_COUNTER,
+                     "RPC requests served, by pattern and outcome (ok or an error code).");
+    metrics_describe(m, "chanced_rpc_request_duration_seconds", METRICS_HISTOGRAM,
+                     "Time from request to final reply, by pattern.");
+    metrics_describe(m, "chanced_claims_total", METRICS_COUNTER,
+                     "chance.claim results: assigned, replay, or the refusal code.");
+    metrics_describe(m, "chanced_codes_remaining", METRICS_GAUGE,
+                     "Unassigned codes per category (refreshed every 5 s).");
+    metrics_describe(m, "chanced_dependency_up", METRICS_GAUGE,
+                     "1 if the role is connected to the dependency.");
+    metrics_describe(m, "chanced_generations_in_progress", METRICS_GAUGE,
+                     "chance.generate batches being written.");
 }
 
 /* ---- lifecycle ---- */
@@ -270,10 +385,22 @@ chance_start(struct role_ctx *ctx)
         log_error("chance_listen_failed", "reason=\"%s\"", err);
         goto fail;
     }
-    log_info("chance_started", "listen=%s", ch->conf->chance_listen);
+    ch->metrics = role_metrics(ctx);
+    describe_metrics(ch->metrics);
+    rpc_server_set_observer(ch->rpc, observe_rpc, ch);
+    ch->health = health_new(ch->loop, ch->conf->health_listen, ch->metrics, chance_is_ready, ch,
+                            err, sizeof(err));
+    if (ch->health == NULL) {
+        log_error("chance_listen_failed", "reason=\"%s\"", err);
+        goto fail;
+    }
+    ch->stats_timer = loop_timer(ch->loop, 1000, true, on_stats_tick, ch);
+    log_info("chance_started", "listen=%s health=%s", ch->conf->chance_listen,
+             ch->conf->health_listen);
     return ch;
 
 fail:
+    rpc_server_free(ch->rpc);
     redis_free(ch->redis);
     free(ch);
     return NULL;
@@ -295,7 +422,7 @@ static void
 chance_stop(void *state)
 {
     struct chance *ch = state;
-    ch->stopping = true;
+    ch->stopping = true; /* /readyz answers 503 from now on */
     rpc_server_stop_accepting(ch->rpc);
     /* In-flight claims finish (their Redis replies are on the way); then the loop ends. */
     ch->drain_timer = loop_timer(ch->loop, 20, true, on_drain_tick, ch);
@@ -308,6 +435,10 @@ chance_free(void *state)
     if (ch->drain_timer) {
         event_free(ch->drain_timer);
     }
+    if (ch->stats_timer) {
+        event_free(ch->stats_timer);
+    }
+    health_free(ch->health);
     /* Redis first: its pending callbacks finish their calls while the server still exists. */
     redis_free(ch->redis);
     rpc_server_free(ch->rpc);
@@ -317,4 +448,5 @@ chance_free(void *state)
 
 const struct role role_chance = {
     "chance", &chance_conf_module, chance_start, chance_stop, NULL, chance_free, NULL, NULL,
+    "health_listen",
 };

@@ -29,7 +29,9 @@
 #include "chance_conf.h"
 #include "codegen.h"
 
+struct health;
 struct loop;
+struct metrics;
 struct redis;
 struct relay;
 struct role_ctx;
@@ -47,6 +49,11 @@ struct chance {
     int generating;                 /* batches in progress */
     bool stopping;
     struct event *drain_timer;      /* polls for in-flight work while stopping */
+    struct health *health;          /* owned: /livez /readyz /metrics */
+    struct metrics *metrics;        /* borrowed, process-wide */
+    struct event *stats_timer;      /* refreshes gauges */
+    int stats_ticks;
+    bool stats_busy;                /* a per-category refresh is in flight */
 };
 
 #define KEY_MAX 128
