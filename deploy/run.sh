@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# make run: the whole system on this machine in one command. Installs what is missing, builds,
+# starts private PostgreSQL, Redis, RabbitMQ and MongoDB (or, where no mongod exists, the test
+# stand-in, announced as such) on free loopback ports, migrates, creates an admin (credentials
+# printed once), runs every role in one process (--role=all) and prints the URL. Ctrl-C stops
+# everything it started. Logs and data of the run live under .run/ (make clean-run removes it);
+# each run starts with empty databases.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+RUN="$ROOT/.run"
+BIN=${CHANCED_RUN_BIN:-$ROOT/build/chanced}
+HTTP_PORT=${CHANCED_RUN_PORT:-8080}
+
+say() { printf '\033[1mrun:\033[0m %s\n' "$*"; }
+
+[ -n "${CHANCED_RUN_NODEPS:-}" ] || bash test/deps.sh
+[ -n "${CHANCED_RUN_NOBUILD:-}" ] || make -s all
+
+rm -rf "$RUN"
+mkdir -p "$RUN"
+export CHANCED_TEST_DIR="$RUN/servers"
+mkdir -p "$CHANCED_TEST_DIR"
+. test/lib/servers.sh
+CHPID=
+cleanup() {
+    trap - EXIT INT TERM
+    if [ -n "$CHPID" ] && kill -0 "$CHPID" 2>/dev/null; then
+        say "stopping chanced (pid $CHPID)"
+        kill -TERM "$CHPID" 2>/dev/null || true
+        wait "$CHPID" 2>/dev/null || true
+    fi
+    say "stopping backing servers"
+    stop_all
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "starting PostgreSQL, Redis, RabbitMQ and MongoDB under $RUN (this takes ~15 s)"
+start_redis && start_postgres && start_rabbitmq && start_mongo
+if [ "${CHANCED_TEST_MONGO_KIND:-}" = standin ]; then
+    say "NOTE: no mongod on this machine: the audit log is stored in the MongoDB wire-protocol"
+    say "      STAND-IN from test/ (in memory, for local use only). compose.yaml uses real MongoDB."
+fi
+
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT") 2>/dev/null; then :; else
+    HTTP_PORT=$(free_port)
+    say "port 8080 is taken; using $HTTP_PORT"
+fi
+CHANCE_PORT=$(free_port); LOGGER_PORT=$(free_port)
+cat >"$RUN/chanced.conf" <<CONF
+# written by make run
+http_listen = 127.0.0.1:$HTTP_PORT
+chance_listen = 127.0.0.1:$CHANCE_PORT
+chance_addr = 127.0.0.1:$CHANCE_PORT
+logger_listen = 127.0.0.1:$LOGGER_PORT
+logger_addr = 127.0.0.1:$LOGGER_PORT
+postgres_url = $CHANCED_TEST_POSTGRES_URL
+redis_url = $CHANCED_TEST_REDIS_URL
+amqp_url = $CHANCED_TEST_AMQP_URL
+mongo_url = $CHANCED_TEST_MONGO_URL
+CONF
+# health_listen keeps its per-role defaults (chance 9101, logger 9102); the gateway serves
+# /livez, /readyz and /metrics on the HTTP port.
+
+"$BIN" migrate --config="$RUN/chanced.conf" >"$RUN/migrate.log" 2>&1 ||
+    { cat "$RUN/migrate.log"; exit 1; }
+ADMIN_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=' | head -c 20)
+printf '%s\n' "$ADMIN_PASSWORD" | "$BIN" admin create-user --username admin --admin \
+    --config="$RUN/chanced.conf" >"$RUN/admin.log" 2>&1 || { cat "$RUN/admin.log"; exit 1; }
+
+"$BIN" --role=all --config="$RUN/chanced.conf" --log_format=text >"$RUN/chanced.log" 2>&1 &
+CHPID=$!
+for _ in $(seq 1 100); do
+    "$BIN" healthcheck --role=gateway --config="$RUN/chanced.conf" >/dev/null 2>&1 && break
+    kill -0 "$CHPID" 2>/dev/null || { tail -30 "$RUN/chanced.log"; exit 1; }
+    sleep 0.2
+done
+cat <<MSG
+
+  chanced is running: http://127.0.0.1:$HTTP_PORT/
+  admin login: admin / $ADMIN_PASSWORD   (shown once; not stored anywhere)
+  API: http://127.0.0.1:$HTTP_PORT/api/v1/openapi.json
+  logs: $RUN/chanced.log    config: $RUN/chanced.conf
+  Ctrl-C stops chanced and every server this started.
+
+MSG
+wait "$CHPID"
