@@ -50,6 +50,8 @@ void rpc_server_free(struct rpc_server *srv);
 void rpc_server_stop_accepting(struct rpc_server *srv);
 /* Calls that have not been finished yet. */
 size_t rpc_server_inflight(const struct rpc_server *srv);
+/* Reply bytes still queued on open conns (a drain waits for 0 so no answer is cut off). */
+size_t rpc_server_pending_output(const struct rpc_server *srv);
 void rpc_server_set_observer(struct rpc_server *srv, rpc_observe_fn fn, void *arg);
 
 /* Final reply; takes ownership of response (may be NULL for JSON null). Frees the call. */

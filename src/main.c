@@ -66,6 +66,8 @@ struct daemon {
     struct event *watchdog;        /* sd_notify WATCHDOG=1 */
     int64_t beats[3];              /* last loop heartbeat per role, monotonic ms */
     struct metrics *metrics;       /* process-wide registry, owned */
+    int nflags;                    /* key flags from argv, kept for SIGHUP reloads */
+    char **flags;                  /* borrowed from main */
 };
 
 static void begin_stop(struct daemon *d, int code);
@@ -300,6 +302,27 @@ begin_stop(struct daemon *d, int code)
     d->deadline = loop_timer(d->main_loop, (int)core->shutdown_timeout_ms, false, on_deadline, d);
 }
 
+/* SIGHUP: re-read file, env and flags into a fresh conf; apply what may change at run time. */
+static void
+reload_conf(struct daemon *d)
+{
+    const struct conf_module *mods[ARRAY_SIZE(roles) + 1] = {&core_conf_module};
+    for (size_t i = 0; i < ARRAY_SIZE(roles); i++) {
+        mods[i + 1] = roles[i]->conf;
+    }
+    struct conf *fresh = conf_new(mods, ARRAY_SIZE(mods));
+    char err[512];
+    if (conf_load(fresh, d->config_path, environ, d->nflags, d->flags, err, sizeof(err)) != 0) {
+        log_error("reload_failed", "reason=\"%s\" note=keeping_old_config", err);
+    } else {
+        const struct core_conf *core = conf_module_data(fresh, "core");
+        log_level_current = log_parse_level(core->log_level);
+        conf_apply_reload(d->conf, fresh);
+        log_info("reloaded", "log_level=%s", core->log_level);
+    }
+    conf_free(fresh);
+}
+
 static void
 on_signal(int signo, void *arg)
 {
@@ -307,6 +330,7 @@ on_signal(int signo, void *arg)
     if (signo == SIGHUP) {
         log_info("reload", "signal=SIGHUP");
         log_reopen();
+        reload_conf(d);
         for (size_t i = 0; i < d->nroles; i++) {
             loop_post(d->ctx[i].loop, do_reload, &d->ctx[i]);
         }
@@ -570,6 +594,8 @@ main(int argc, char **argv)
         fprintf(stderr, "chanced: unknown role '%s' (want gateway, chance, logger or all)\n", role);
         goto out;
     }
+    d.flags = flags;
+    d.nflags = nflags;
     rc = run_roles(&d);
 
 out:

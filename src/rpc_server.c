@@ -193,6 +193,16 @@ rpc_server_inflight(const struct rpc_server *srv)
     return srv->inflight;
 }
 
+size_t
+rpc_server_pending_output(const struct rpc_server *srv)
+{
+    size_t n = 0;
+    for (const struct rpc_peer *p = srv->peers; p; p = p->next) {
+        n += conn_pending_output(p->conn);
+    }
+    return n;
+}
+
 void
 rpc_server_set_observer(struct rpc_server *srv, rpc_observe_fn fn, void *arg)
 {

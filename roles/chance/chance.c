@@ -352,10 +352,13 @@ describe_metrics(struct metrics *m)
 
 /* ---- lifecycle ---- */
 
+static void on_stats_tick(evutil_socket_t fd, short what, void *arg);
+
 static void
 on_redis_ready(void *arg)
 {
     struct chance *ch = arg;
+    on_stats_tick(-1, 0, ch);
     role_status(ch->ctx, "serving");
     role_ready(ch->ctx);
 }
@@ -412,7 +415,8 @@ on_drain_tick(evutil_socket_t fd, short what, void *arg)
     struct chance *ch = arg;
     UNUSED(fd);
     UNUSED(what);
-    if (rpc_server_inflight(ch->rpc) == 0 && ch->generating == 0) {
+    if (rpc_server_inflight(ch->rpc) == 0 && ch->generating == 0 &&
+        rpc_server_pending_output(ch->rpc) == 0) {
         event_del(ch->drain_timer);
         role_done(ch->ctx);
     }

@@ -365,10 +365,8 @@ start_chunk(struct gen *g)
 static void
 pump(struct gen *g)
 {
-    if (g->ch->stopping) {
-        gen_fail(g, "unavailable", "the chance role is shutting down");
-        return;
-    }
+    /* A stop request lets a batch in flight finish (the drain waits for it, bounded by
+     * shutdown_timeout_ms); a forced stop leaves its categories "generating", never claimable. */
     while (g->inflight < GEN_WINDOW && g->left_in_cat > 0) {
         start_chunk(g);
     }

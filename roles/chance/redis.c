@@ -163,7 +163,7 @@ on_disconnect(const redisAsyncContext *ac, int status)
     bool was = r->connected;
     r->connected = false;
     r->ac = NULL;
-    if (status != REDIS_OK || was) {
+    if (!r->freeing && (status != REDIS_OK || was)) {
         log_warn("redis_disconnected", "error=\"%s\"", ac->errstr[0] ? ac->errstr : "closed");
     }
     schedule_retry(r);
