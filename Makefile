@@ -43,10 +43,10 @@ ROLE_OBJS := $(CHANCE_SRCS:%.c=$(BUILD)/%.o) $(GATEWAY_SRCS:%.c=$(BUILD)/%.o) \
              $(LOGGER_SRCS:%.c=$(BUILD)/%.o)
 ROLE_LIBS := $(CHANCE_LIBS) $(GATEWAY_LIBS) $(LOGGER_LIBS)
 
-UNIT_TESTS := test_util test_codec test_conf test_json
+UNIT_TESTS := test_util test_codec test_conf test_json test_codegen test_rpc
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/test/unit/%)
 
-.PHONY: all unit test run bench fuzz format clean clean-run
+.PHONY: all unit test run bench fuzz fuzz-smoke format clean clean-run
 all: $(BUILD)/chanced
 
 $(BUILD)/libcore.a: $(CORE_OBJS)
@@ -76,6 +76,13 @@ $(BUILD)/test/unit/%: test/unit/%.c test/unit/harness.h $(BUILD)/libcore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Iinclude -Itest/unit $(LDSAN) -o $@ $< $(BUILD)/libcore.a $(LDLIBS)
 
+# test_codegen tests the chance role's pure code generator, so it links that one object too.
+$(BUILD)/test/unit/test_codegen: test/unit/test_codegen.c test/unit/harness.h \
+                                 $(BUILD)/roles/chance/codegen.o $(BUILD)/libcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Iinclude -Iroles/chance -Itest/unit $(LDSAN) -o $@ $< \
+	    $(BUILD)/roles/chance/codegen.o $(BUILD)/libcore.a $(LDLIBS)
+
 unit: $(UNIT_BINS)
 	@pass=0; fail=0; for t in $(UNIT_BINS); do \
 	    if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); echo "FAILED: $$t"; fi; done; \
@@ -84,6 +91,7 @@ unit: $(UNIT_BINS)
 test:
 	bash test/deps.sh
 	$(MAKE) SAN=1 all build/san/test/unit/.stamp
+	$(MAKE) fuzz-smoke
 	CHANCED_BIN=build/san/chanced CHANCED_UNIT_DIR=build/san/test/unit bash test/run.sh
 
 build/san/test/unit/.stamp: $(UNIT_TESTS:%=build/san/test/unit/%)
@@ -101,6 +109,9 @@ build/claim_load: test/bench/claim_load.c roles/chance/scripts.c build/libcore.a
 
 fuzz:
 	$(MAKE) -f test/fuzz/fuzz.mk
+
+fuzz-smoke:
+	$(MAKE) -f test/fuzz/fuzz.mk fuzz-smoke
 
 format:
 	clang-format -i src/*.c include/*.h roles/*/*.c roles/*/*.h test/unit/*.c test/unit/*.h

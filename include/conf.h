@@ -57,8 +57,8 @@ struct conf *conf_new(const struct conf_module *const *modules, size_t nmodules)
 void conf_free(struct conf *conf);
 
 /*
- * Applies file (path may be NULL), environment (envp, NULL-terminated), then the key flags in
- * argv (each "--key=value"; argv holds only key flags). On error fills err with a message naming
+ * Applies file (path may be NULL), systemd credentials ($CREDENTIALS_DIRECTORY/<secret key>),
+ * environment (envp, NULL-terminated), then the key flags in argv (each "--key=value"). On error fills err with a message naming
  * the key and source and returns -1; the caller exits 78.
  */
 int conf_load(struct conf *conf, const char *path, char **envp, int argc, char **argv, char *err,
@@ -69,6 +69,8 @@ int conf_set(struct conf *conf, const char *key, const char *value, const char *
 /* Runs every module's cross-key validation; -1 with err filled on failure. */
 int conf_validate(struct conf *conf, char *err, size_t errlen) MUSTCHECK;
 
+/* CHANCED_* environment variables that named no key (NULL-terminated; borrowed). */
+const char *const *conf_unknown_env(const struct conf *conf);
 /* The value of a CONF_STR key (first module that has it), or NULL. Borrowed. */
 const char *conf_get_str(const struct conf *conf, const char *key);
 /* True if some module has this key (after -/_ and case normalisation). */

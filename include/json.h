@@ -25,7 +25,7 @@ int json_depth(const cJSON *node);
 
 /*
  * Typed getters. A missing field with required=false leaves *out untouched and returns 0.
- * Strings: must be valid UTF-8 without NUL, 1..maxlen bytes (minlen 1 unless allow_empty).
+ * Strings: must be valid UTF-8, 1..maxlen bytes.
  * Integers: must be a JSON number with no fraction within [min, max].
  */
 int json_get_string(const cJSON *obj, const char *key, bool required, size_t maxlen,

@@ -51,6 +51,9 @@ void role_ready(struct role_ctx *ctx);
 void role_status(struct role_ctx *ctx, const char *status);
 /* Tells main the role finished draining; main then stops its loop. Loop thread. */
 void role_done(struct role_ctx *ctx);
+/* True under --role=all: the gateway then serves health for the process on http_listen, and
+ * the chance and logger roles open no health port of their own (one key, one port). */
+bool role_combined(struct role_ctx *ctx);
 /* True once a stop was requested (e.g. to answer readiness probes with 503). */
 bool role_stopping(struct role_ctx *ctx);
 

@@ -28,7 +28,7 @@ typedef void (*rpc_reply_fn)(int status, const cJSON *result, void *arg);
 
 /* Creates a client for "host:port" and starts connecting. */
 struct rpc_client *rpc_client_new(struct loop *loop, const char *addr, size_t max_frame);
-/* Fails every call still pending with RPC_LOST and frees. NULL is a no-op. */
+/* Fails every call still pending (RPC_LOST if sent, RPC_UNAVAILABLE if not) and frees. */
 void rpc_client_free(struct rpc_client *cli);
 bool rpc_client_connected(const struct rpc_client *cli);
 const char *rpc_client_status_name(int status);

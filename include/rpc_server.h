@@ -44,7 +44,8 @@ typedef void (*rpc_observe_fn)(const char *cmd, const char *outcome, double seco
 struct rpc_server *rpc_server_new(struct loop *loop, const struct rpc_server_opts *opts,
                                   const struct rpc_route *routes, size_t nroutes, void *arg,
                                   char *err, size_t errlen);
-/* Closes the listener and every conn; pending calls are dropped. NULL is a no-op. */
+/* Closes the listener and every conn. Calls still held by handlers become orphans: finishing
+ * them later only frees them. NULL is a no-op. */
 void rpc_server_free(struct rpc_server *srv);
 /* Stops accepting new conns (drain); existing conns keep being served. */
 void rpc_server_stop_accepting(struct rpc_server *srv);
@@ -54,7 +55,7 @@ size_t rpc_server_inflight(const struct rpc_server *srv);
 size_t rpc_server_pending_output(const struct rpc_server *srv);
 void rpc_server_set_observer(struct rpc_server *srv, rpc_observe_fn fn, void *arg);
 
-/* Final reply; takes ownership of response (may be NULL for JSON null). Frees the call. */
+/* Final reply; takes ownership of response (NULL: a void reply, no "response"). Frees the call. */
 void rpc_reply(struct rpc_call *call, cJSON *response);
 /* One item of a streamed reply; takes ownership of response. The call stays open. */
 void rpc_reply_partial(struct rpc_call *call, cJSON *response);

@@ -1,6 +1,8 @@
 /* NestJS TCP framing: decode with UTF-16 length accounting, encode with ASCII-only JSON. */
 #include "codec.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +76,77 @@ has_nul_escape(const char *s, size_t len)
     return false;
 }
 
+static bool
+is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static size_t
+skip_digits(const char *s, size_t j, size_t len)
+{
+    while (j < len && is_digit(s[j])) {
+        j++;
+    }
+    return j;
+}
+
+/*
+ * Rejects what JSON.parse rejects but cJSON accepts: raw control characters inside strings,
+ * bytes other than space, tab, CR and LF between tokens, and numbers with leading zeros or a
+ * bare decimal point ("01", "1.").
+ */
+static bool
+json_text_strict(const char *s, size_t len)
+{
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (in_string) {
+            if (c < 0x20) {
+                return false;
+            }
+            if (c == '\\') {
+                i++;
+            } else if (c == '"') {
+                in_string = false;
+            }
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+        } else if (c < 0x20 && c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+            return false;
+        } else if ((c >= '0' && c <= '9') || c == '-') {
+            size_t j = i + (c == '-');
+            if (j >= len || !is_digit(s[j])) {
+                return false;
+            }
+            if (s[j] == '0') {
+                if (++j < len && is_digit(s[j])) {
+                    return false; /* leading zero */
+                }
+            }
+            j = skip_digits(s, j, len);
+            if (j < len && s[j] == '.') {
+                if (++j >= len || !is_digit(s[j])) {
+                    return false; /* "1." */
+                }
+                j = skip_digits(s, j, len);
+            }
+            if (j < len && (s[j] == 'e' || s[j] == 'E')) {
+                j += (j + 1 < len && (s[j + 1] == '+' || s[j + 1] == '-')) ? 2 : 1;
+                if (j >= len || !is_digit(s[j])) {
+                    return false;
+                }
+                j = skip_digits(s, j, len);
+            }
+            i = j - 1;
+        }
+    }
+    return true;
+}
+
 int
 codec_decode(const char *buf, size_t len, size_t max_units, struct codec_frame *out,
              const char **why, size_t *need)
@@ -144,6 +217,10 @@ codec_decode(const char *buf, size_t len, size_t max_units, struct codec_frame *
         return CODEC_ERROR;
     }
 
+    if (!json_text_strict(buf + body, j - body)) {
+        *why = "invalid JSON";
+        return CODEC_ERROR;
+    }
     const char *end = NULL;
     cJSON *json = cJSON_ParseWithLengthOpts(buf + body, j - body, &end, 0);
     if (json == NULL) {
@@ -164,10 +241,69 @@ codec_decode(const char *buf, size_t len, size_t max_units, struct codec_frame *
     return CODEC_COMPLETE;
 }
 
+/* True if cJSON prints this number exactly: an integer of at most 15 digits. */
+static bool
+number_prints_exactly(double d)
+{
+    return isfinite(d) && floor(d) == d && fabs(d) < 1e15;
+}
+
+static bool
+tree_numbers_exact(const cJSON *node)
+{
+    for (; node; node = node->next) {
+        if (cJSON_IsNumber(node) && !number_prints_exactly(node->valuedouble)) {
+            return false;
+        }
+        if (node->child && !tree_numbers_exact(node->child)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * cJSON prints other numbers with 15 significant digits whenever a loose comparison says that
+ * is close enough, which changes them (2^53 - 1, 0.30000000000000004). Replace each such number
+ * by raw text of the shortest form that reads back to the very same double.
+ */
+static void
+exact_numbers(cJSON *node)
+{
+    for (; node; node = node->next) {
+        if (node->child) {
+            exact_numbers(node->child);
+        }
+        if (!cJSON_IsNumber(node) || number_prints_exactly(node->valuedouble)) {
+            continue;
+        }
+        char text[40] = "null"; /* JSON has no infinities; JavaScript prints null too */
+        double d = node->valuedouble;
+        if (isfinite(d)) {
+            for (int digits = 15; digits <= 17; digits++) {
+                snprintf(text, sizeof(text), "%.*g", digits, d);
+                if (strtod(text, NULL) == d) {
+                    break;
+                }
+            }
+        }
+        node->type = cJSON_Raw;
+        node->valuestring = xstrdup(text);
+    }
+}
+
 char *
 codec_encode(const cJSON *msg, size_t *len)
 {
-    char *raw = cJSON_PrintUnformatted(msg);
+    char *raw;
+    if (tree_numbers_exact(msg)) {
+        raw = cJSON_PrintUnformatted(msg);
+    } else {
+        cJSON *copy = cJSON_Duplicate(msg, 1);
+        exact_numbers(copy);
+        raw = cJSON_PrintUnformatted(copy);
+        cJSON_Delete(copy);
+    }
     if (raw == NULL) {
         abort(); /* cJSON fails only on allocation */
     }

@@ -6,6 +6,8 @@
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct conf_slot {
     const struct conf_module *module; /* borrowed static table */
@@ -16,6 +18,8 @@ struct conf_slot {
 struct conf {
     struct conf_slot *slots; /* one per module */
     size_t nslots;
+    char **unknown_env;      /* CHANCED_* names that matched no key, NULL-terminated */
+    size_t nunknown;
 };
 
 struct file_ctx {
@@ -75,6 +79,10 @@ conf_free(struct conf *conf)
         free(s->sources);
         free(s->data);
     }
+    for (size_t i = 0; i < conf->nunknown; i++) {
+        free(conf->unknown_env[i]);
+    }
+    free(conf->unknown_env);
     free(conf->slots);
     free(conf);
 }
@@ -156,21 +164,38 @@ fail:
     return -1;
 }
 
+#define SECRET_MAX 65536
+
 static int
 read_secret_file(const char *path, char **out)
 {
     FILE *f = fopen(path, "r");
+    struct stat st;
     if (f == NULL) {
+        return -1;
+    }
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SECRET_MAX) {
+        fclose(f);
+        errno = S_ISDIR(st.st_mode) ? EISDIR : EFBIG;
         return -1;
     }
     struct sbuf b = {0};
     char chunk[512];
     size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && b.len < 65536) {
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && b.len <= SECRET_MAX) {
         sbuf_append(&b, chunk, n);
     }
     util_wipe(chunk, sizeof(chunk));
+    int failed = ferror(f);
     fclose(f);
+    if (failed || b.len > SECRET_MAX) {
+        if (b.data) {
+            util_wipe(b.data, b.len);
+        }
+        sbuf_cleanup(&b);
+        errno = failed ? EIO : EFBIG;
+        return -1;
+    }
     while (b.len > 0 && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r')) {
         b.data[--b.len] = '\0';
     }
@@ -263,6 +288,45 @@ apply_env(struct conf *conf, char **envp, char *err, size_t errlen)
             snprintf(err, errlen, "%s", probe);
             return -1;
         }
+        if (rc != 0 && strcmp(key, "ROLE") != 0 && strncmp(key, "TEST_", 5) != 0) {
+            conf->unknown_env = xrealloc(conf->unknown_env, (conf->nunknown + 2) * sizeof(char *));
+            conf->unknown_env[conf->nunknown++] = xstrndup(*e, (size_t)(eq - *e));
+            conf->unknown_env[conf->nunknown] = NULL;
+        }
+    }
+    return 0;
+}
+
+const char *const *
+conf_unknown_env(const struct conf *conf)
+{
+    return (const char *const *)conf->unknown_env;
+}
+
+/* systemd's LoadCredential= puts each secret in $CREDENTIALS_DIRECTORY/<name>. */
+static int
+apply_credentials(struct conf *conf, char *err, size_t errlen)
+{
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (dir == NULL || *dir == '\0') {
+        return 0;
+    }
+    for (size_t i = 0; i < conf->nslots; i++) {
+        const struct conf_module *m = conf->slots[i].module;
+        for (size_t k = 0; k < m->nkeys; k++) {
+            if (!(m->keys[k].flags & CONF_SECRET)) {
+                continue;
+            }
+            char path[4096], key[160];
+            snprintf(path, sizeof(path), "%s/%s", dir, m->keys[k].name);
+            if (access(path, F_OK) != 0) {
+                continue;
+            }
+            snprintf(key, sizeof(key), "%s_file", m->keys[k].name);
+            if (conf_set(conf, key, path, "credential", err, errlen) != 0) {
+                return -1;
+            }
+        }
     }
     return 0;
 }
@@ -275,8 +339,9 @@ conf_load(struct conf *conf, const char *path, char **envp, int argc, char **arg
         struct file_ctx ctx = {conf, err, errlen, 0};
         int rc = ini_parse(path, on_ini_pair, &ctx);
         if (ctx.failed) {
+            /* inih returns the line whose handler call failed */
             size_t n = strlen(err);
-            snprintf(err + n, errlen - n, " in %s", path);
+            snprintf(err + n, errlen - n, " at %s:%d", path, rc);
             return -1;
         }
         if (rc < 0) {
@@ -288,7 +353,7 @@ conf_load(struct conf *conf, const char *path, char **envp, int argc, char **arg
             return -1;
         }
     }
-    if (apply_env(conf, envp, err, errlen) != 0) {
+    if (apply_credentials(conf, err, errlen) != 0 || apply_env(conf, envp, err, errlen) != 0) {
         return -1;
     }
     for (int i = 0; i < argc; i++) {

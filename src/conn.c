@@ -28,6 +28,7 @@ struct conn {
     bool flushing;                      /* waiting for output to drain before closing */
     bool connected;                     /* outgoing: connect finished */
     bool in_read;                       /* inside on_read: defer the free */
+    int64_t partial_since;              /* monotonic ms when a partial frame began, or 0 */
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -126,18 +127,30 @@ conn_connect(struct loop *loop, const char *host, int port, const struct conn_li
     return c;
 }
 
-static void
+/* A partial frame must complete within stall_ms of its first byte, however it trickles in.
+ * Returns false if that deadline has already passed. */
+static bool
 update_stall_timer(struct conn *c, bool partial)
 {
     if (c->limits.stall_ms <= 0) {
-        return;
+        return true;
     }
-    if (partial) {
-        struct timeval tv = {c->limits.stall_ms / 1000, (c->limits.stall_ms % 1000) * 1000};
-        bufferevent_set_timeouts(c->bev, &tv, NULL);
-    } else {
+    if (!partial) {
+        c->partial_since = 0;
         bufferevent_set_timeouts(c->bev, NULL, NULL);
+        return true;
     }
+    int64_t now = time_mono_ms();
+    if (c->partial_since == 0) {
+        c->partial_since = now;
+    }
+    int64_t left = c->partial_since + c->limits.stall_ms - now;
+    if (left <= 0) {
+        return false;
+    }
+    struct timeval tv = {(time_t)(left / 1000), (suseconds_t)((left % 1000) * 1000)};
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    return true;
 }
 
 static void
@@ -166,12 +179,16 @@ on_read(struct bufferevent *bev, void *arg)
             break;
         }
         evbuffer_drain(in, frame.consumed);
+        c->partial_since = 0; /* the next frame's clock starts with its own first byte */
         c->handler->on_frame(c, frame.json, frame.has_nul, c->arg);
         cJSON_Delete(frame.json); /* the one place a decoded frame is freed */
     }
     c->in_read = false;
+    if (!c->closing && !update_stall_timer(c, evbuffer_get_length(in) > 0)) {
+        log_warn("frame_stalled", "conn=%llu peer=%s", (unsigned long long)c->id, c->peer);
+        conn_close(c, "partial frame stalled");
+    }
     if (!c->closing) {
-        update_stall_timer(c, evbuffer_get_length(in) > 0);
         if (conn_pending_output(c) > CONN_OUTPUT_HIGH) {
             /* The peer is not reading its replies: stop reading its requests until it does. */
             bufferevent_disable(bev, EV_READ);

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int
@@ -25,20 +26,45 @@ json_check_fields(const cJSON *obj, const char *const *allowed, char *err, size_
     return 0;
 }
 
+static int
+cmp_keys(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorting makes this O(n log n): a 1 MiB object of 100k keys must not stall a loop. */
+static bool
+object_repeats_key(const cJSON *obj)
+{
+    size_t n = 0;
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        n++;
+    }
+    if (n < 2) {
+        return false;
+    }
+    const char **keys = xmalloc(n * sizeof(*keys));
+    size_t i = 0;
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        keys[i++] = c->string;
+    }
+    qsort(keys, n, sizeof(*keys), cmp_keys);
+    bool dup = false;
+    for (i = 1; i < n && !dup; i++) {
+        dup = strcmp(keys[i - 1], keys[i]) == 0;
+    }
+    free(keys);
+    return dup;
+}
+
 bool
 json_has_duplicate_keys(const cJSON *node)
 {
     if (node == NULL) {
         return false;
     }
-    if (cJSON_IsObject(node)) {
-        for (const cJSON *a = node->child; a; a = a->next) {
-            for (const cJSON *b = a->next; b; b = b->next) {
-                if (strcmp(a->string, b->string) == 0) {
-                    return true;
-                }
-            }
-        }
+    if (cJSON_IsObject(node) && object_repeats_key(node)) {
+        return true;
     }
     for (const cJSON *c = node->child; c; c = c->next) {
         if (json_has_duplicate_keys(c)) {

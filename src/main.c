@@ -193,6 +193,12 @@ role_done(struct role_ctx *ctx)
 }
 
 bool
+role_combined(struct role_ctx *ctx)
+{
+    return ctx->d->nroles > 1;
+}
+
+bool
 role_stopping(struct role_ctx *ctx)
 {
     return ctx->stopping;
@@ -447,7 +453,9 @@ static int
 healthcheck(struct daemon *d)
 {
     int rc = EX_OK;
-    for (size_t i = 0; i < d->nroles; i++) {
+    /* Under --role=all the gateway (first in the table) answers for the whole process. */
+    size_t n = d->nroles > 1 ? 1 : d->nroles;
+    for (size_t i = 0; i < n; i++) {
         const struct role *r = d->ctx[i].role;
         const char *addr = r->health_key ? conf_get_str(d->conf, r->health_key) : NULL;
         if (probe_ready(addr) != 0) {
@@ -552,6 +560,9 @@ main(int argc, char **argv)
     if (apply_logging(d.conf) != 0) {
         rc = EX_CONFIG;
         goto out;
+    }
+    for (const char *const *u = conf_unknown_env(d.conf); u && *u; u++) {
+        log_warn("unknown_env_key", "name=%s hint=\"not a chanced key; ignored\"", *u);
     }
 
     if (ncmd > 0) {

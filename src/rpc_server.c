@@ -22,13 +22,14 @@ struct rpc_peer {
 };
 
 struct rpc_call {
-    struct rpc_server *srv;        /* borrowed */
+    struct rpc_server *srv;        /* borrowed; NULL once the server is freed (orphan) */
     struct rpc_peer *peer;         /* NULL once the peer is gone */
     const struct rpc_route *route; /* borrowed static row */
     cJSON *id;                     /* owned copy of the request id; NULL for events */
     char rid[40];                  /* request id for logs */
     int64_t started;               /* monotonic ms */
     struct rpc_call *prev, *next;  /* peer's call list */
+    struct rpc_call *sprev, *snext; /* server's list of every call in flight */
 };
 
 struct rpc_server {
@@ -43,6 +44,7 @@ struct rpc_server {
     int nconns;
     size_t inflight;
     struct rpc_peer *peers;         /* live peers */
+    struct rpc_call *calls;         /* every call in flight, including orphaned ones */
     rpc_observe_fn observe;         /* metrics hook or NULL */
     void *observe_arg;
 };
@@ -151,7 +153,10 @@ rpc_server_new(struct loop *loop, const struct rpc_server_opts *opts,
     srv->max_conns = opts->max_conns;
     srv->route_keys = xcalloc(nroutes ? nroutes : 1, sizeof(char *));
     for (size_t i = 0; i < nroutes; i++) {
-        srv->route_keys[i] = xasprintf("{\"cmd\":\"%s\"}", routes[i].cmd);
+        cJSON *pattern = cJSON_CreateObject();
+        cJSON_AddStringToObject(pattern, "cmd", routes[i].cmd);
+        srv->route_keys[i] = normalise_pattern(pattern);
+        cJSON_Delete(pattern);
     }
     if (listen_on(srv, opts->listen, err, errlen) != 0) {
         rpc_server_free(srv);
@@ -179,6 +184,10 @@ rpc_server_free(struct rpc_server *srv)
     rpc_server_stop_accepting(srv);
     while (srv->peers) {
         conn_close(srv->peers->conn, "server shutting down"); /* unlinks via on_close */
+    }
+    /* Calls a handler still holds become orphans: finishing them later just frees them. */
+    for (struct rpc_call *c = srv->calls; c; c = c->snext) {
+        c->srv = NULL;
     }
     for (size_t i = 0; i < srv->nroutes; i++) {
         free(srv->route_keys[i]);
@@ -276,6 +285,19 @@ static void
 call_finish(struct rpc_call *call, const char *outcome)
 {
     struct rpc_server *srv = call->srv;
+    if (srv == NULL) {
+        cJSON_Delete(call->id);
+        free(call);
+        return;
+    }
+    if (call->sprev) {
+        call->sprev->snext = call->snext;
+    } else {
+        srv->calls = call->snext;
+    }
+    if (call->snext) {
+        call->snext->sprev = call->sprev;
+    }
     if (call->peer) {
         if (call->prev) {
             call->prev->next = call->next;
@@ -299,7 +321,9 @@ void
 rpc_reply(struct rpc_call *call, cJSON *response)
 {
     cJSON *msg = cJSON_CreateObject();
-    cJSON_AddItemToObject(msg, "response", response ? response : cJSON_CreateNull());
+    if (response) { /* Nest ends a void reply or a finished stream without "response" */
+        cJSON_AddItemToObject(msg, "response", response);
+    }
     cJSON_AddTrueToObject(msg, "isDisposed");
     if (call->id) {
         cJSON_AddItemToObject(msg, "id", cJSON_Duplicate(call->id, 1));
@@ -397,6 +421,11 @@ call_new(struct rpc_peer *peer, const struct rpc_route *route, const cJSON *id, 
         peer->calls->prev = call;
     }
     peer->calls = call;
+    call->snext = peer->srv->calls;
+    if (peer->srv->calls) {
+        peer->srv->calls->sprev = call;
+    }
+    peer->srv->calls = call;
     peer->srv->inflight++;
     return call;
 }

@@ -99,17 +99,30 @@ time_wall_ms(void)
 void
 time_format_iso(int64_t ms, char *buf, size_t size)
 {
-    time_t secs = (time_t)(ms / 1000);
+    int64_t secs = ms / 1000, rem = ms % 1000;
+    if (rem < 0) { /* floor division: -1 ms is 23:59:59.999 of the day before */
+        rem += 1000;
+        secs--;
+    }
+    time_t t = (time_t)secs;
     struct tm tm;
-    gmtime_r(&secs, &tm);
+    gmtime_r(&t, &tm);
     snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)rem);
 }
 
 int
 time_parse_iso(const char *s, int64_t *ms)
 {
     int y, mo, d, h, mi, sec, n = 0, frac = 0;
+    /* Fixed shape first: sscanf alone would take signs and spaces inside the fields. */
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    for (size_t i = 0; i < sizeof(shape) - 1; i++) {
+        bool digit = s[i] >= '0' && s[i] <= '9';
+        if (shape[i] == 'd' ? !digit : s[i] != shape[i]) {
+            return -1;
+        }
+    }
     if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19) {
         return -1;
     }
@@ -132,7 +145,7 @@ time_parse_iso(const char *s, int64_t *ms)
         return -1;
     }
     if (y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-        sec > 60) {
+        sec > 59) {
         return -1;
     }
     struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,

@@ -1,0 +1,940 @@
+/*
+ * In-process loopback tests of rpc_server and rpc_client on one loop: replies, errors, streams,
+ * Nest's reply shapes (replaying the frames in test/data/nest_frames.txt over raw sockets),
+ * events, deadlines, lost servers, malformed and oversize input, stalls, and the blocking call.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "harness.h"
+#include "log.h"
+#include "loop.h"
+#include "rpc_client.h"
+#include "rpc_server.h"
+
+#define NEST_NO_HANDLER "There is no matching message handler defined in the remote service."
+#define MULTI_CMD "{\"cmd\":\"multi\",\"svc\":\"interop\"}"
+
+/* What the handlers saw; reset per test. */
+struct fixture {
+    struct loop *loop;
+    struct rpc_server *srv;
+    int port;
+    int notes;                 /* "note" calls handled */
+    cJSON *last_note;          /* data of the last one */
+    char last_rid[64];         /* request id of the last echo */
+    struct rpc_call *held[16]; /* "hold" calls not answered yet */
+    int nheld;
+    int observed_ok, observed_other; /* observer outcomes */
+};
+
+static struct fixture fx;
+
+/* --- handlers: one function for every route, by command ----------------------------------- */
+
+static void
+handle(struct rpc_call *call, const cJSON *data, void *arg)
+{
+    const char *cmd = rpc_call_cmd(call);
+    UNUSED(arg);
+    if (strcmp(cmd, "echo") == 0) {
+        snprintf(fx.last_rid, sizeof(fx.last_rid), "%s", rpc_call_request_id(call));
+        rpc_reply(call, data ? cJSON_Duplicate(data, 1) : NULL);
+    } else if (strcmp(cmd, "fail") == 0) {
+        rpc_reply_error(call, "bad_thing", "nope %d", 7);
+    } else if (strcmp(cmd, "stream") == 0) {
+        rpc_reply_partial(call, cJSON_Parse("{\"seq\":1}"));
+        rpc_reply_partial(call, cJSON_Parse("{\"seq\":2}"));
+        rpc_reply(call, cJSON_Parse("{\"seq\":3}"));
+    } else if (strcmp(cmd, "hold") == 0 && fx.nheld < (int)ARRAY_SIZE(fx.held)) {
+        fx.held[fx.nheld++] = call; /* answered by the test, or by finish_held() */
+    } else if (strcmp(cmd, "note") == 0) {
+        fx.notes++;
+        cJSON_Delete(fx.last_note);
+        fx.last_note = data ? cJSON_Duplicate(data, 1) : NULL;
+        rpc_reply(call, NULL);
+    } else if (strcmp(cmd, MULTI_CMD) == 0) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddTrueToObject(r, "multi");
+        cJSON_AddItemToObject(r, "data", data ? cJSON_Duplicate(data, 1) : cJSON_CreateNull());
+        rpc_reply(call, r);
+    } else {
+        rpc_reply_error(call, "internal", "unexpected command %s", cmd);
+    }
+}
+
+static const struct rpc_route routes[] = {
+    {"echo", handle}, {"fail", handle}, {"stream", handle},
+    {"hold", handle}, {"note", handle}, {MULTI_CMD, handle},
+};
+
+static void
+observe(const char *cmd, const char *outcome, double seconds, void *arg)
+{
+    UNUSED(cmd);
+    UNUSED(arg);
+    CHECK(seconds >= 0 && seconds < 60, "observed duration %f", seconds);
+    *(strcmp(outcome, "ok") == 0 ? &fx.observed_ok : &fx.observed_other) += 1;
+}
+
+/* --- fixture ----------------------------------------------------------------------------- */
+
+static int
+free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static bool
+start(size_t max_frame, int stall_ms, int max_conns)
+{
+    memset(&fx, 0, sizeof(fx));
+    signal(SIGPIPE, SIG_IGN);
+    log_level_current = getenv("TEST_RPC_DEBUG") ? LOG_DEBUG : LOG_ERROR;
+    fx.loop = loop_new();
+    CHECK(fx.loop != NULL, "loop_new");
+    char listen[64], err[256] = "";
+    for (int attempt = 0; attempt < 5 && fx.srv == NULL; attempt++) {
+        fx.port = free_port();
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", fx.port);
+        struct rpc_server_opts opts = {listen, max_frame, stall_ms, max_conns};
+        fx.srv = rpc_server_new(fx.loop, &opts, routes, ARRAY_SIZE(routes), NULL, err,
+                                sizeof(err));
+    }
+    CHECK(fx.srv != NULL, "rpc_server_new: %s", err);
+    if (fx.srv) {
+        rpc_server_set_observer(fx.srv, observe, NULL);
+    }
+    return fx.srv != NULL;
+}
+
+static void
+finish_held(void)
+{
+    for (int i = 0; i < fx.nheld; i++) {
+        rpc_reply(fx.held[i], NULL);
+    }
+    fx.nheld = 0;
+}
+
+static void
+stop(struct rpc_client *cli)
+{
+    finish_held();
+    rpc_client_free(cli);
+    rpc_server_free(fx.srv);
+    loop_free(fx.loop);
+    cJSON_Delete(fx.last_note);
+    memset(&fx, 0, sizeof(fx));
+}
+
+struct waiter {
+    bool (*pred)(void *arg); /* NULL: just wait out the time */
+    void *arg;
+    int64_t deadline;
+    bool met;
+};
+
+static void
+wait_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct waiter *w = arg;
+    UNUSED(fd);
+    UNUSED(what);
+    if (w->pred && w->pred(w->arg)) {
+        w->met = true;
+    }
+    if (w->met || time_mono_ms() >= w->deadline) {
+        event_base_loopbreak(loop_base(fx.loop));
+    }
+}
+
+/* Runs the loop until pred(arg) holds or timeout_ms pass; returns whether it held. */
+static bool
+run_until(bool (*pred)(void *), void *arg, int timeout_ms)
+{
+    struct waiter w = {pred, arg, time_mono_ms() + timeout_ms, false};
+    if (pred && pred(arg)) {
+        return true;
+    }
+    struct event *tick = loop_timer(fx.loop, 2, true, wait_tick, &w);
+    CHECK(loop_run(fx.loop) == 0, "loop_run failed");
+    event_free(tick);
+    return w.met;
+}
+
+static void
+run_for(int ms)
+{
+    run_until(NULL, NULL, ms);
+}
+
+/* --- client replies ------------------------------------------------------------------------ */
+
+struct reply {
+    int finals;       /* final callbacks (must end at 1) */
+    int status;       /* the final status */
+    cJSON *result;    /* copy of the final result, or NULL */
+    int partials;     /* RPC_PARTIAL callbacks */
+    cJSON *items;     /* their results, in order */
+    int64_t done_at;  /* monotonic ms of the final callback */
+};
+
+static void
+on_reply(int status, const cJSON *result, void *arg)
+{
+    struct reply *r = arg;
+    if (status == RPC_PARTIAL) {
+        r->partials++;
+        if (r->items == NULL) {
+            r->items = cJSON_CreateArray();
+        }
+        cJSON_AddItemToArray(r->items, result ? cJSON_Duplicate(result, 1) : cJSON_CreateNull());
+        return;
+    }
+    r->finals++;
+    r->status = status;
+    cJSON_Delete(r->result);
+    r->result = result ? cJSON_Duplicate(result, 1) : NULL;
+    r->done_at = time_mono_ms();
+}
+
+static bool
+reply_done(void *arg)
+{
+    return ((struct reply *)arg)->finals > 0;
+}
+
+static void
+reply_clear(struct reply *r)
+{
+    cJSON_Delete(r->result);
+    cJSON_Delete(r->items);
+    memset(r, 0, sizeof(*r));
+}
+
+static struct rpc_client *
+client(void)
+{
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", fx.port);
+    struct rpc_client *cli = rpc_client_new(fx.loop, addr, 1 << 20);
+    CHECK(cli != NULL, "rpc_client_new");
+    return cli;
+}
+
+/* One call, run to its final reply. */
+static void
+call(struct rpc_client *cli, const char *cmd, const char *data_json, int timeout_ms,
+     struct reply *r)
+{
+    memset(r, 0, sizeof(*r));
+    rpc_client_call(cli, cmd, data_json ? cJSON_Parse(data_json) : NULL, timeout_ms, on_reply, r);
+    CHECK(run_until(reply_done, r, timeout_ms + 3000), "%s: no final reply", cmd);
+}
+
+static bool
+cli_connected(void *arg)
+{
+    return rpc_client_connected(arg);
+}
+
+static bool
+srv_busy(void *arg)
+{
+    return rpc_server_inflight(arg) > 0;
+}
+
+static bool
+json_equals(const cJSON *got, const char *want)
+{
+    cJSON *w = cJSON_Parse(want);
+    bool eq = got && w && cJSON_Compare(got, w, true);
+    cJSON_Delete(w);
+    return eq;
+}
+
+/* --- raw sockets --------------------------------------------------------------------------- */
+
+struct raw {
+    int fd;
+    struct event *ev; /* read watcher on the loop */
+    struct sbuf in;   /* bytes received, not yet taken */
+    bool closed;      /* EOF or reset seen */
+};
+
+static void
+raw_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct raw *r = arg;
+    UNUSED(what);
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n > 0) {
+        sbuf_append(&r->in, buf, (size_t)n);
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        r->closed = true;
+        event_del(r->ev);
+    }
+}
+
+static void
+raw_open(struct raw *r, int port)
+{
+    memset(r, 0, sizeof(*r));
+    r->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect: %s",
+          strerror(errno));
+    fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK);
+    r->ev = event_new(loop_base(fx.loop), r->fd, EV_READ | EV_PERSIST, raw_on_read, r);
+    event_add(r->ev, NULL);
+}
+
+static void
+raw_close(struct raw *r)
+{
+    event_free(r->ev);
+    close(r->fd);
+    sbuf_cleanup(&r->in);
+    memset(r, 0, sizeof(*r));
+}
+
+static void
+raw_send(struct raw *r, const char *bytes, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(r->fd, bytes, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EAGAIN) {
+            run_for(5);
+            continue;
+        }
+        if (n <= 0) {
+            return; /* the server closed us: the test checks r->closed */
+        }
+        bytes += n;
+        len -= (size_t)n;
+    }
+}
+
+static void
+raw_sends(struct raw *r, const char *s)
+{
+    raw_send(r, s, strlen(s));
+}
+
+/* Sends msg as a frame (raw UTF-8, the way Nest writes it). */
+static void
+raw_send_json(struct raw *r, const char *json)
+{
+    char *frame = xasprintf("%lld#%s", codec_utf16_units(json, strlen(json)), json);
+    raw_sends(r, frame);
+    free(frame);
+}
+
+static bool
+raw_has_frame(void *arg)
+{
+    struct raw *r = arg;
+    struct codec_frame f;
+    const char *why;
+    int st = codec_decode(r->in.data ? r->in.data : "", r->in.len, 1 << 20, &f, &why, NULL);
+    cJSON_Delete(f.json);
+    return st == CODEC_COMPLETE || r->closed;
+}
+
+static bool
+raw_is_closed(void *arg)
+{
+    return ((struct raw *)arg)->closed;
+}
+
+/* Waits for and removes the next frame; its body text goes to *body if set (caller frees). */
+static cJSON *
+raw_next(struct raw *r, char **body)
+{
+    CHECK(run_until(raw_has_frame, r, 3000), "no frame arrived");
+    struct codec_frame f;
+    const char *why = NULL;
+    int st = codec_decode(r->in.data ? r->in.data : "", r->in.len, 1 << 20, &f, &why, NULL);
+    if (st != CODEC_COMPLETE) {
+        CHECK(0, "no complete frame (status %d, %s, closed %d)", st, why ? why : "", r->closed);
+        return NULL;
+    }
+    if (body) {
+        const char *hash = memchr(r->in.data, '#', f.consumed);
+        *body = xstrndup(hash + 1, f.consumed - (size_t)(hash + 1 - r->in.data));
+    }
+    memmove(r->in.data, r->in.data + f.consumed, r->in.len - f.consumed + 1);
+    r->in.len -= f.consumed;
+    return f.json;
+}
+
+/* --- nest_frames.txt ----------------------------------------------------------------------- */
+
+static char *nest_text; /* the whole file, loaded once */
+
+static void
+nest_free(void)
+{
+    free(nest_text);
+}
+
+/* The frame labelled label, as a new string (caller frees), or NULL. */
+static char *
+nest_frame(const char *label)
+{
+    if (nest_text == NULL) {
+        const char *dir = getenv("CHANCED_TEST_DATA") ? getenv("CHANCED_TEST_DATA") : "test/data";
+        char *path = xasprintf("%s/nest_frames.txt", dir), chunk[4096];
+        FILE *f = fopen(path, "r");
+        CHECK(f != NULL, "cannot open %s", path);
+        struct sbuf b = {0};
+        sbuf_appends(&b, "\n");
+        for (size_t n; f && (n = fread(chunk, 1, sizeof(chunk), f)) > 0;) {
+            sbuf_append(&b, chunk, n);
+        }
+        nest_text = sbuf_steal(&b);
+        atexit(nest_free);
+        free(path);
+        if (f) {
+            fclose(f);
+        }
+    }
+    char *key = xasprintf("\n%s\t", label);
+    const char *p = strstr(nest_text, key);
+    size_t klen = strlen(key);
+    free(key);
+    return p ? xstrndup(p + klen, strcspn(p + klen, "\n")) : NULL;
+}
+
+static cJSON *
+nest_tree(const char *label)
+{
+    char *bytes = nest_frame(label);
+    struct codec_frame f = {NULL, 0, false};
+    const char *why;
+    if (bytes == NULL ||
+        codec_decode(bytes, strlen(bytes), 1 << 20, &f, &why, NULL) != CODEC_COMPLETE) {
+        CHECK(0, "no frame %s", label);
+    }
+    free(bytes);
+    return f.json;
+}
+
+/* --- tests ---------------------------------------------------------------------------------- */
+
+static void
+test_call_reply(void)
+{
+    if (!start(1 << 20, 10000, 100)) {
+        return;
+    }
+    struct rpc_client *cli = client(); /* the first call is queued until the connect finishes */
+    struct reply r;
+    const char *data = "{\"a\":1,\"s\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\",\"l\":[true,null]}";
+    call(cli, "echo", data, 2000, &r);
+    CHECK(r.status == RPC_OK && json_equals(r.result, data), "echo: status %s",
+          rpc_client_status_name(r.status));
+    reply_clear(&r);
+
+    /* A caller-supplied request id reaches the handler and is removed from the data. */
+    call(cli, "echo", "{\"x\":1,\"_rid\":\"req-abc_1\"}", 2000, &r);
+    CHECK(strcmp(fx.last_rid, "req-abc_1") == 0, "request id '%s'", fx.last_rid);
+    CHECK(json_equals(r.result, "{\"x\":1}"), "_rid left in data");
+    reply_clear(&r);
+    call(cli, "echo", "{\"_rid\":\"bad id with spaces\"}", 2000, &r);
+    CHECK(strlen(fx.last_rid) == 16 && strspn(fx.last_rid, "0123456789abcdef") == 16,
+          "invalid _rid not replaced: '%s'", fx.last_rid);
+    reply_clear(&r);
+
+    /* Many calls in flight at once all come back, each exactly once. */
+    struct reply many[50];
+    for (int i = 0; i < 50; i++) {
+        char d[32];
+        snprintf(d, sizeof(d), "{\"i\":%d}", i);
+        memset(&many[i], 0, sizeof(many[i]));
+        rpc_client_call(cli, "echo", cJSON_Parse(d), 3000, on_reply, &many[i]);
+    }
+    CHECK(run_until(reply_done, &many[49], 4000), "50 calls");
+    run_for(20);
+    for (int i = 0; i < 50; i++) {
+        char d[32];
+        snprintf(d, sizeof(d), "{\"i\":%d}", i);
+        CHECK(many[i].finals == 1 && many[i].status == RPC_OK && json_equals(many[i].result, d),
+              "call %d: finals %d status %d", i, many[i].finals, many[i].status);
+        reply_clear(&many[i]);
+    }
+    CHECK(fx.observed_ok >= 53 && rpc_server_inflight(fx.srv) == 0, "observer %d, inflight %zu",
+          fx.observed_ok, rpc_server_inflight(fx.srv));
+    stop(cli);
+}
+
+static void
+test_error_and_stream(void)
+{
+    if (!start(1 << 20, 10000, 100)) {
+        return;
+    }
+    struct rpc_client *cli = client();
+    struct reply r;
+    call(cli, "fail", "{}", 2000, &r);
+    CHECK(r.status == RPC_ERROR, "fail: status %s", rpc_client_status_name(r.status));
+    CHECK(json_equals(r.result,
+                      "{\"status\":\"error\",\"code\":\"bad_thing\",\"message\":\"nope 7\"}"),
+          "error shape");
+    CHECK(fx.observed_other == 1, "observer saw %d errors", fx.observed_other);
+    reply_clear(&r);
+
+    call(cli, "stream", "{}", 2000, &r);
+    CHECK(r.status == RPC_OK && json_equals(r.result, "{\"seq\":3}"), "stream final");
+    CHECK(r.partials == 2 && json_equals(r.items, "[{\"seq\":1},{\"seq\":2}]"), "%d partials",
+          r.partials);
+    reply_clear(&r);
+
+    call(cli, "no.such.thing", "{}", 2000, &r);
+    CHECK(r.status == RPC_ERROR && cJSON_IsString(r.result) &&
+              strcmp(r.result->valuestring, NEST_NO_HANDLER) == 0,
+          "unknown pattern: status %s", rpc_client_status_name(r.status));
+    reply_clear(&r);
+
+    /* Requests the server refuses before any handler runs. */
+    static const char *bad[] = {
+        "{\"pattern\":{\"cmd\":\"echo\"},\"data\":{\"a\":1,\"a\":2},\"id\":\"d1\"}",
+        "{\"pattern\":{\"cmd\":\"echo\"},\"data\":{\"s\":\"a\\u0000b\"},\"id\":\"d2\"}",
+    };
+    struct raw raw;
+    raw_open(&raw, fx.port);
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        raw_send_json(&raw, bad[i]);
+        cJSON *m = raw_next(&raw, NULL);
+        const cJSON *code = cJSON_GetObjectItem(cJSON_GetObjectItem(m, "err"), "code");
+        CHECK(cJSON_IsString(code) && strcmp(code->valuestring, "bad_request") == 0,
+              "case %zu not refused", i);
+        cJSON_Delete(m);
+    }
+    char deep[256];
+    int n = snprintf(deep, sizeof(deep), "{\"pattern\":{\"cmd\":\"echo\"},\"id\":\"d3\",\"data\":");
+    memset(deep + n, '[', 70);
+    memset(deep + n + 70, ']', 70);
+    strcpy(deep + n + 140, "}");
+    raw_send_json(&raw, deep);
+    cJSON *m = raw_next(&raw, NULL);
+    CHECK(cJSON_GetObjectItem(m, "err") != NULL, "70 levels deep accepted");
+    cJSON_Delete(m);
+    raw_close(&raw);
+    stop(cli);
+}
+
+/* Replays Nest's captured client frames; our replies must equal Nest's, tree for tree. */
+static void
+test_nest_replay(void)
+{
+    static const char *scenarios[] = {
+        "echo.ascii", "echo.persian_emoji", "echo.escapes", "echo.string_data",
+        "echo.number_data", "echo.array_data", "echo.empty_object", "stream",
+        "unknown_pattern", "claim", "pattern.string", "pattern.multikey",
+        "raw.numeric_id", "raw.null_id", "raw.pattern_json_string", "raw.pattern_unsorted_keys",
+        "raw.pattern_json_string_unsorted", "raw.pattern_sorted_keys", "raw.escaped_unicode",
+        "raw.pipelined", "raw.byte_by_byte",
+    };
+    if (!start(1 << 20, 10000, 100)) {
+        return;
+    }
+    struct raw raw;
+    raw_open(&raw, fx.port);
+    for (size_t s = 0; s < ARRAY_SIZE(scenarios); s++) {
+        char label[128];
+        bool bytewise = strcmp(scenarios[s], "raw.byte_by_byte") == 0;
+        /* Every c2s frame of the scenario (".1", ".2" ... when numbered), in one write. */
+        struct sbuf out = {0};
+        for (int n = 0; n < 10; n++) {
+            snprintf(label, sizeof(label), n ? "c2s.%s.%d" : "c2s.%s", scenarios[s], n);
+            char *bytes = nest_frame(label);
+            sbuf_appends(&out, bytes ? bytes : "");
+            free(bytes);
+        }
+        CHECK(out.len > 0, "%s: no client frame", scenarios[s]);
+        for (size_t b = 0; bytewise && b < out.len; b++) {
+            raw_send(&raw, out.data + b, 1);
+            run_for(1);
+        }
+        if (!bytewise) {
+            raw_send(&raw, out.data, out.len);
+        }
+        sbuf_cleanup(&out);
+        for (int n = 0; n < 10; n++) {
+            snprintf(label, sizeof(label), n ? "s2c.%s.%d" : "s2c.%s", scenarios[s], n);
+            char *nest = nest_frame(label), *body = NULL;
+            if (nest == NULL) {
+                continue;
+            }
+            cJSON *want = nest_tree(label), *got = raw_next(&raw, &body);
+            CHECK(cJSON_Compare(want, got, true), "%s: got %s", label, body ? body : "nothing");
+            if (strcmp(scenarios[s], "unknown_pattern") == 0) {
+                CHECK(body && strcmp(body, strchr(nest, '#') + 1) == 0,
+                      "%s: bytes differ:\n  %s\n  %s", label, body, nest);
+            }
+            free(nest);
+            free(body);
+            cJSON_Delete(got);
+            cJSON_Delete(want);
+        }
+    }
+    CHECK(raw.in.len == 0 && !raw.closed, "left over: %zu bytes, closed %d", raw.in.len,
+          raw.closed);
+    raw_close(&raw);
+    stop(NULL);
+}
+
+static void
+test_events(void)
+{
+    if (!start(1 << 20, 10000, 100)) {
+        return;
+    }
+    struct raw raw;
+    raw_open(&raw, fx.port);
+    char *e1 = nest_frame("c2s.event.note"), *e2 = nest_frame("c2s.event.note.persian_emoji");
+    raw_sends(&raw, e1 ? e1 : "");
+    raw_sends(&raw, e2 ? e2 : "");
+    free(e1);
+    free(e2);
+    raw_send_json(&raw, "{\"pattern\":{\"cmd\":\"nobody.listens\"},\"data\":{}}");
+    raw_send_json(&raw, "{\"pattern\":{\"cmd\":\"echo\"},\"data\":\"after\",\"id\":\"e1\"}");
+    cJSON *m = raw_next(&raw, NULL);
+    CHECK(json_equals(m, "{\"response\":\"after\",\"isDisposed\":true,\"id\":\"e1\"}"),
+          "first reply is not the echo: events were answered");
+    cJSON_Delete(m);
+    CHECK(fx.notes == 2, "note handler ran %d times", fx.notes);
+    cJSON *sent = nest_tree("c2s.event.note.persian_emoji");
+    CHECK(cJSON_Compare(fx.last_note, cJSON_GetObjectItem(sent, "data"), true), "event data");
+    cJSON_Delete(sent);
+    run_for(50);
+    CHECK(raw.in.len == 0 && !raw.closed, "extra bytes %zu, closed %d", raw.in.len, raw.closed);
+    raw_close(&raw);
+
+    /* rpc_client_emit: refused while not connected, delivered once connected. */
+    struct rpc_client *cli = client();
+    CHECK(rpc_client_emit(cli, "note", cJSON_Parse("{\"n\":0}")) == -1, "emit before connect");
+    CHECK(run_until(cli_connected, cli, 2000), "client never connected");
+    CHECK(rpc_client_emit(cli, "note", cJSON_Parse("{\"n\":9}")) == 0, "emit");
+    struct reply r;
+    call(cli, "echo", "{}", 2000, &r); /* after the event on the same conn */
+    reply_clear(&r);
+    CHECK(fx.notes == 3 && json_equals(fx.last_note, "{\"n\":9}"), "emitted event: %d", fx.notes);
+    stop(cli);
+}
+
+static void
+test_deadline(void)
+{
+    if (!start(1 << 20, 10000, 100)) {
+        return;
+    }
+    struct rpc_client *cli = client();
+    struct reply r;
+    int64_t t0 = time_mono_ms();
+    call(cli, "hold", "{}", 150, &r);
+    int64_t took = r.done_at - t0;
+    CHECK(r.status == RPC_TIMEOUT && r.result == NULL, "status %s",
+          rpc_client_status_name(r.status));
+    CHECK(took >= 140 && took < 2000, "timed out after %lld ms", (long long)took);
+    CHECK(fx.nheld == 1 && rpc_server_inflight(fx.srv) == 1, "held %d, inflight %zu", fx.nheld,
+          rpc_server_inflight(fx.srv));
+    finish_held(); /* the late reply is dropped by the client */
+    run_for(30);
+    CHECK(r.finals == 1, "%d final callbacks", r.finals);
+    reply_clear(&r);
+    call(cli, "echo", "{\"still\":true}", 2000, &r);
+    CHECK(r.status == RPC_OK, "client unusable after a timeout: %s",
+          rpc_client_status_name(r.status));
+    reply_clear(&r);
+
+    /* Freeing the client fails what is pending, synchronously and once. */
+    memset(&r, 0, sizeof(r));
+    rpc_client_call(cli, "hold", cJSON_CreateObject(), 5000, on_reply, &r);
+    CHECK(run_until(srv_busy, fx.srv, 2000), "hold not received");
+    rpc_client_free(cli);
+    CHECK(r.finals == 1 && r.status == RPC_LOST, "after free: finals %d status %s", r.finals,
+          rpc_client_status_name(r.status));
+    reply_clear(&r);
+    stop(NULL);
+}
+
+static bool
+fd_readable(void *arg)
+{
+    struct pollfd p = {*(int *)arg, POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* A server that takes the request and drops the connection: the outcome is unknown (LOST). */
+static void
+test_server_gone(void)
+{
+    if (!start(1 << 20, 10000, 100)) {
+        return;
+    }
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(lfd, 4) == 0 &&
+              getsockname(lfd, (struct sockaddr *)&sa, &len) == 0,
+          "fake server");
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(sa.sin_port));
+    struct rpc_client *cli = rpc_client_new(fx.loop, addr, 1 << 20);
+    CHECK(run_until(cli_connected, cli, 2000), "not connected");
+    struct reply r = {0};
+    rpc_client_call(cli, "echo", cJSON_CreateObject(), 5000, on_reply, &r);
+    int cfd = accept(lfd, NULL, NULL);
+    CHECK(run_until(fd_readable, &cfd, 2000), "request never arrived");
+    char buf[512];
+    CHECK(read(cfd, buf, sizeof(buf)) > 0, "read request");
+    close(cfd);
+    close(lfd);
+    CHECK(run_until(reply_done, &r, 2000), "no reply after the server left");
+    CHECK(r.status == RPC_LOST, "status %s, want lost", rpc_client_status_name(r.status));
+    reply_clear(&r);
+
+    /* Nobody listens now: the next call is never sent. */
+    call(cli, "echo", "{}", 1000, &r);
+    CHECK(r.status == RPC_UNAVAILABLE, "status %s, want unavailable",
+          rpc_client_status_name(r.status));
+    reply_clear(&r);
+    rpc_client_free(cli);
+
+    /* The real server goes away between calls. */
+    cli = client();
+    call(cli, "echo", "{}", 2000, &r);
+    CHECK(r.status == RPC_OK, "before: %s", rpc_client_status_name(r.status));
+    reply_clear(&r);
+    rpc_server_free(fx.srv);
+    fx.srv = NULL;
+    run_for(50);
+    call(cli, "echo", "{}", 1000, &r);
+    CHECK(r.status == RPC_UNAVAILABLE, "after: %s", rpc_client_status_name(r.status));
+    reply_clear(&r);
+    stop(cli);
+}
+
+/* A bad peer, or one announcing an oversize frame, loses only its own connection. */
+static void
+test_malformed_isolated(void)
+{
+    /* The last ones exceed the 1024-unit limit in the prefix, before any body is sent. */
+    static const char *bad[] = {"xx#{}", "3#{a}", "2#[]",  "0#",   "3#{}x",    "#{}",
+                                "5#\"\xff\xfe\"x", "99999", "1025", "1025#", "00001025#"};
+    if (!start(1024, 10000, 100)) {
+        return;
+    }
+    struct rpc_client *cli = client();
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        struct raw raw, good;
+        raw_open(&good, fx.port);
+        raw_open(&raw, fx.port);
+        raw_sends(&raw, bad[i]);
+        CHECK(run_until(raw_is_closed, &raw, 2000), "'%s': connection left open", bad[i]);
+        raw_send_json(&good, "{\"pattern\":{\"cmd\":\"echo\"},\"data\":1,\"id\":1}");
+        cJSON *m = raw_next(&good, NULL);
+        CHECK(json_equals(m, "{\"response\":1,\"isDisposed\":true,\"id\":1}"), "'%s': neighbour",
+              bad[i]);
+        cJSON_Delete(m);
+        struct reply r;
+        call(cli, "echo", "{}", 2000, &r);
+        CHECK(r.status == RPC_OK, "'%s': client: %s", bad[i], rpc_client_status_name(r.status));
+        reply_clear(&r);
+        raw_close(&raw);
+        raw_close(&good);
+    }
+    struct raw raw;
+    raw_open(&raw, fx.port);
+    raw_sends(&raw, "1024#{\"a\":\"");
+    run_for(150);
+    CHECK(!raw.closed, "a frame at the limit was refused");
+    raw_close(&raw);
+    stop(cli);
+}
+
+struct trickle {
+    struct raw *raw;
+    int sent;
+};
+
+static void
+trickle_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct trickle *t = arg;
+    UNUSED(fd);
+    UNUSED(what);
+    if (!t->raw->closed && t->sent < 60) {
+        raw_sends(t->raw, "x");
+        t->sent++;
+    }
+}
+
+static void
+test_stall(void)
+{
+    if (!start(1 << 20, 300, 100)) {
+        return;
+    }
+    struct raw raw;
+    raw_open(&raw, fx.port);
+    int64_t t0 = time_mono_ms();
+    raw_sends(&raw, "10#{");
+    CHECK(run_until(raw_is_closed, &raw, 3000), "stalled frame left open");
+    int64_t took = time_mono_ms() - t0;
+    CHECK(took >= 250, "closed after %lld ms, before the stall limit", (long long)took);
+    raw_close(&raw);
+
+    /* Idle between frames is not a stall. */
+    raw_open(&raw, fx.port);
+    run_for(500);
+    CHECK(!raw.closed, "idle connection closed");
+    raw_close(&raw);
+
+    /*
+     * conn.h: "a partial frame older than this closes the conn". A peer that trickles one byte
+     * every 100 ms never completes its frame and must not hold the connection forever.
+     */
+    raw_open(&raw, fx.port);
+    raw_sends(&raw, "100#{\"a\":\"");
+    struct trickle t = {&raw, 0};
+    struct event *ev = loop_timer(fx.loop, 100, true, trickle_tick, &t);
+    CHECK(run_until(raw_is_closed, &raw, 2500), "trickling peer kept a partial frame open for "
+                                               "2.5 s with stall_ms=300 (%d bytes sent)",
+          t.sent);
+    event_free(ev);
+    raw_close(&raw);
+    stop(NULL);
+}
+
+static void
+test_max_conns(void)
+{
+    if (!start(1 << 20, 10000, 2)) {
+        return;
+    }
+    struct raw a, b, c;
+    raw_open(&a, fx.port);
+    raw_open(&b, fx.port);
+    run_for(50);
+    raw_open(&c, fx.port);
+    CHECK(run_until(raw_is_closed, &c, 2000), "third connection accepted");
+    raw_send_json(&b, "{\"pattern\":{\"cmd\":\"echo\"},\"data\":2,\"id\":2}");
+    cJSON *m = raw_next(&b, NULL);
+    CHECK(json_equals(m, "{\"response\":2,\"isDisposed\":true,\"id\":2}"), "b served");
+    cJSON_Delete(m);
+    raw_close(&a);
+    raw_close(&b);
+    raw_close(&c);
+    stop(NULL);
+}
+
+struct sync_job {
+    struct rpc_client *cli;
+    const char *cmd;
+    const char *data;
+    int timeout_ms;
+    int status;
+    cJSON *result;
+    int progress; /* stream items seen (loop thread) */
+    bool done;    /* set by the thread, read by the loop thread */
+};
+
+static void
+sync_progress(int status, const cJSON *result, void *arg)
+{
+    struct sync_job *j = arg;
+    CHECK(status == RPC_PARTIAL && result != NULL, "progress status %d", status);
+    j->progress++;
+}
+
+static void *
+sync_thread(void *arg)
+{
+    struct sync_job *j = arg;
+    j->status = rpc_client_call_sync(j->cli, j->cmd, cJSON_Parse(j->data), j->timeout_ms,
+                                     &j->result, sync_progress, j);
+    __atomic_store_n(&j->done, true, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static bool
+sync_done(void *arg)
+{
+    return __atomic_load_n(&((struct sync_job *)arg)->done, __ATOMIC_ACQUIRE);
+}
+
+static void
+run_sync(struct sync_job *j)
+{
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, sync_thread, j) == 0, "pthread_create");
+    CHECK(run_until(sync_done, j, 5000), "%s: blocking call never returned", j->cmd);
+    pthread_join(th, NULL);
+}
+
+static void
+test_call_sync(void)
+{
+    if (!start(1 << 20, 10000, 100)) {
+        return;
+    }
+    struct rpc_client *cli = client();
+    struct sync_job j = {cli, "echo", "{\"from\":\"thread\"}", 2000, -1, NULL, 0, false};
+    run_sync(&j);
+    CHECK(j.status == RPC_OK && json_equals(j.result, "{\"from\":\"thread\"}"), "sync echo: %s",
+          rpc_client_status_name(j.status));
+    cJSON_Delete(j.result);
+
+    struct sync_job s = {cli, "stream", "{}", 2000, -1, NULL, 0, false};
+    run_sync(&s);
+    CHECK(s.status == RPC_OK && s.progress == 2 && json_equals(s.result, "{\"seq\":3}"),
+          "sync stream: %s, %d items", rpc_client_status_name(s.status), s.progress);
+    cJSON_Delete(s.result);
+
+    struct sync_job t = {cli, "hold", "{}", 100, -1, NULL, 0, false};
+    run_sync(&t);
+    CHECK(t.status == RPC_TIMEOUT && t.result == NULL, "sync timeout: %s",
+          rpc_client_status_name(t.status));
+    stop(cli);
+}
+
+static const struct test_case cases[] = {
+    {"call_reply", test_call_reply},
+    {"error_and_stream", test_error_and_stream},
+    {"nest_replay", test_nest_replay},
+    {"events", test_events},
+    {"deadline", test_deadline},
+    {"server_gone", test_server_gone},
+    {"malformed_isolated", test_malformed_isolated},
+    {"stall", test_stall},
+    {"max_conns", test_max_conns},
+    {"call_sync", test_call_sync},
+};
+
+HARNESS_MAIN("rpc", cases)
