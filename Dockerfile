@@ -1,0 +1,84 @@
+# chanced: one image for every role (gateway, chance, logger; or all three in one process).
+#
+#   docker build -t chanced:local .
+#   docker run --rm chanced:local --help
+#   docker run -e CHANCED_ROLE=chance -e CHANCED_REDIS_URL_FILE=... chanced:local
+#
+# The role comes from CHANCED_ROLE (default: all) or --role=...; the HEALTHCHECK below runs
+# `chanced healthcheck`, which reads the same environment, so prefer CHANCED_ROLE (compose.yaml
+# sets both and gives each service an explicit healthcheck). Configuration: CHANCED_<KEY>
+# variables, CHANCED_<KEY>_FILE for secrets; see docs/deploy.md.
+
+# ---- build ---------------------------------------------------------------------------------
+FROM debian:bookworm-slim AS build
+
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        build-essential pkg-config \
+        libevent-dev libhiredis-dev libcjson-dev librabbitmq-dev libmongoc-dev libbson-dev \
+        libargon2-dev libcivetweb-dev libinih-dev libssl-dev libpq-dev \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+# Only what `make` reads (see .dockerignore): a test or doc edit does not invalidate this layer.
+COPY Makefile ./
+COPY include/ include/
+COPY src/ src/
+COPY roles/ roles/
+RUN make -j"$(nproc)" build/chanced \
+ && strip --strip-debug build/chanced \
+ && build/chanced --version \
+ && build/chanced config check >/dev/null
+
+# ---- runtime -------------------------------------------------------------------------------
+FROM debian:bookworm-slim
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="chanced" \
+      org.opencontainers.image.description="Chance codes service: gateway, chance and logger roles" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.vendor="The chanced authors" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
+
+# Runtime libraries only: one package per library the binary links (test_deploy.py checks this
+# list against `ldd build/chanced`). ca-certificates: TLS to managed databases.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates \
+        libevent-2.1-7 libevent-pthreads-2.1-7 libhiredis0.14 libcjson1 librabbitmq4 \
+        libmongoc-1.0-0 libbson-1.0-0 libargon2-1 libcivetweb1 libinih1 libssl3 libpq5 \
+ && rm -rf /var/lib/apt/lists/*
+
+# A fixed, non-root uid/gid: volume and secret permissions can be planned for it.
+RUN groupadd --system --gid 10001 chanced \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin chanced
+
+COPY --from=build /src/build/chanced /usr/local/bin/chanced
+COPY LICENSE /usr/share/doc/chanced/LICENSE
+# Fails the build if a runtime library is missing (the dynamic loader runs here).
+RUN ["/usr/local/bin/chanced", "--version"]
+
+USER 10001:10001
+
+# Containers listen on every interface; the environment beats a --config file, flags beat both.
+# health_listen is not set here: it is one key read by chance (default :9101) and logger
+# (default :9102), and with --role=all both would get the same port.
+ENV CHANCED_ROLE=all \
+    CHANCED_HTTP_LISTEN=0.0.0.0:8080 \
+    CHANCED_CHANCE_LISTEN=0.0.0.0:4001 \
+    CHANCED_LOGGER_LISTEN=0.0.0.0:4002
+
+# 8080 gateway HTTP (API, UI, /livez /readyz /metrics); 4001 chance and 4002 logger (NestJS TCP);
+# 9101 chance and 9102 logger health and metrics.
+EXPOSE 8080 4001 4002 9101 9102
+
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/chanced", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/chanced"]
