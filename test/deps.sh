@@ -15,7 +15,7 @@ PACKAGES=(
 	# servers for the tests
 	redis-server redis-tools postgresql postgresql-contrib rabbitmq-server
 	# test drivers (they run under /usr/bin/python3)
-	python3-pytest python3-mockupdb python3-mongomock python3-pika python3-psycopg2 python3-redis python3-yaml
+	wrk bc python3-pytest python3-mockupdb python3-mongomock python3-pika python3-psycopg2 python3-redis python3-yaml
 	# NestJS interop peers
 	nodejs npm
 )

@@ -3,6 +3,7 @@
 
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -126,8 +127,10 @@ connect_and_login(struct chance_amqp *a, const char *url, int timeout_ms, char *
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     int st = sock ? amqp_socket_open_noblock(sock, ci.host, ci.port, &tv) : AMQP_STATUS_NO_MEMORY;
     if (st != AMQP_STATUS_OK) {
+        /* librabbitmq says only "a socket error occurred"; errno says which */
         snprintf(err, errlen, "cannot connect to %s:%d: %s", ci.host, ci.port,
-                 amqp_error_string2(st));
+                 st == AMQP_STATUS_SOCKET_ERROR && errno ? strerror(errno)
+                                                         : amqp_error_string2(st));
         goto out;
     }
     pthread_mutex_lock(&a->lock);

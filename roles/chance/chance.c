@@ -13,6 +13,7 @@
 #include "log.h"
 #include "loop.h"
 #include "redis.h"
+#include "relay.h"
 #include "role.h"
 #include "rpc_server.h"
 #include "scripts.h"
@@ -399,6 +400,8 @@ chance_start(struct role_ctx *ctx)
         goto fail;
     }
     ch->stats_timer = loop_timer(ch->loop, 1000, true, on_stats_tick, ch);
+    /* The relay runs on its own thread: RabbitMQ being slow or down never blocks a claim. */
+    ch->relay = relay_new(ch->conf);
     log_info("chance_started", "listen=%s health=%s", ch->conf->chance_listen,
              ch->conf->health_listen);
     return ch;
@@ -437,6 +440,7 @@ static void
 chance_free(void *state)
 {
     struct chance *ch = state;
+    relay_free(ch->relay);
     if (ch->drain_timer) {
         event_free(ch->drain_timer);
     }

@@ -1,26 +1,290 @@
-/* The gateway role: not built yet; starting it fails with a clear message. */
-#include <stddef.h>
+/*
+ * The gateway role: wiring (start, stop, free), the shared gw helpers, and the subcommands
+ * `chanced migrate` and `chanced admin create-user`.
+ */
+#include "gateway.h"
 
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "bgtask.h"
 #include "conf.h"
+#include "core_conf.h"
+#include "http.h"
 #include "log.h"
+#include "loop.h"
+#include "gwmetrics.h"
+#include "migrate.h"
+#include "openapi.h"
+#include "outbox.h"
+#include "passwd.h"
+#include "pg.h"
+#include "ratelimit.h"
+#include "reconcile.h"
 #include "role.h"
+#include "rpc_client.h"
+#include "usercmd.h"
+
+#ifndef CHANCED_VERSION
+#define CHANCED_VERSION "0.0.0-dev"
+#endif
+
+#define HEALTH_SAMPLE_MS 50 /* how often RPC connection state is copied for /readyz */
+#define OUTBOX_LINGER_MS 20  /* after a commit, wait this long so one relay pass takes many */
+
+/* ---- helpers shared by the gateway's modules ---- */
+
+void
+gw_outbox_kick(struct gw *gw)
+{
+    bgtask_kick(gw->relay);
+}
+
+void
+gw_failpoint(struct gw *gw, const char *name)
+{
+    if (gw->failpoint && strcmp(gw->failpoint, name) == 0) {
+        log_warn("failpoint_hit", "name=%s action=SIGKILL", name);
+        raise(SIGKILL);
+    }
+}
+
+void
+gw_pg_status(struct gw *gw, bool up)
+{
+    __atomic_store_n(&gw->pg_up, up ? 1 : 0, __ATOMIC_RELAXED);
+}
+
+const char *
+gw_err_code(const cJSON *err)
+{
+    const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(err, "code"));
+    return code ? code : "";
+}
+
+struct pg_pool *
+gw_pool_new(const struct gateway_conf *conf, int size)
+{
+    struct pg_options opt = {conf->postgres_url, size, (int)conf->pg_connect_timeout_s,
+                             (int)conf->pg_statement_timeout_ms, "chanced-gateway"};
+    return pg_pool_new(&opt);
+}
+
+struct passwd *
+gw_passwd_new(const struct gateway_conf *conf)
+{
+    struct passwd_params pp = {(unsigned)conf->argon2_memory_kib, (unsigned)conf->argon2_iterations,
+                               (unsigned)conf->argon2_parallelism, (int)conf->argon2_max_inflight,
+                               (int)conf->argon2_queue_ms};
+    return passwd_new(&pp);
+}
+
+/* ---- lifecycle ---- */
+
+static void
+on_health(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw *gw = arg;
+    UNUSED(fd);
+    UNUSED(what);
+    __atomic_store_n(&gw->chance_up, rpc_client_connected(gw->chance) ? 1 : 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&gw->logger_up, rpc_client_connected(gw->logger) ? 1 : 0, __ATOMIC_RELAXED);
+    /* READY=1 only once /readyz would say so: PostgreSQL answered and chance is connected. */
+    if (!gw->ready_sent && __atomic_load_n(&gw->chance_up, __ATOMIC_RELAXED) &&
+        __atomic_load_n(&gw->pg_up, __ATOMIC_RELAXED) &&
+        !__atomic_load_n(&gw->stopping, __ATOMIC_RELAXED)) {
+        gw->ready_sent = true;
+        role_status(gw->ctx, "serving");
+        role_ready(gw->ctx);
+    }
+}
+
+static void
+gw_release(struct gw *gw)
+{
+    if (gw->health_timer) {
+        event_free(gw->health_timer);
+    }
+    reconciler_free(gw->rec);
+    rpc_client_free(gw->chance);
+    rpc_client_free(gw->logger);
+    pg_pool_free(gw->pg);
+    passwd_free(gw->passwd);
+    ratelimit_free(gw->rl_login_user);
+    ratelimit_free(gw->rl_login_ip);
+    ratelimit_free(gw->rl_signup_ip);
+    ratelimit_free(gw->rl_claim);
+    authcache_free(gw->authcache);
+    gwmetrics_cleanup(gw);
+    free(gw->openapi);
+    free(gw->failpoint);
+    free(gw);
+}
 
 static void *
 gateway_start(struct role_ctx *ctx)
 {
-    (void)ctx;
-    log_error("role_unavailable", "role=gateway reason=\"not built in this version\"");
+    const struct conf *conf = role_conf(ctx);
+    const struct core_conf *core = conf_module_data(conf, "core");
+    struct gw *gw = xcalloc(1, sizeof(*gw));
+    gw->ctx = ctx;
+    gw->loop = role_loop(ctx);
+    gw->conf = conf_module_data(conf, "gateway");
+    gw->max_frame = (size_t)core->max_frame_bytes;
+    const struct gateway_conf *c = gw->conf;
+    const char *fp = getenv("CHANCED_FAILPOINT");
+    if (fp && *fp) {
+        gw->failpoint = xstrdup(fp);
+        log_warn("failpoint_armed", "name=%s note=\"test builds only; the process kills itself\"",
+                 fp);
+    }
+
+    /* Blocking work before serving is fine here: the loop does not run yet. */
+    gw->pg = gw_pool_new(c, (int)c->pg_pool_size);
+    if (migrate_apply(gw->pg) != 0) {
+        goto fail;
+    }
+    gw->pg_up = 1;
+    if ((gw->passwd = gw_passwd_new(c)) == NULL) {
+        goto fail;
+    }
+    gw->rl_login_user = ratelimit_new((double)c->login_rate_user / 60.0, (double)c->login_rate_user,
+                                      100000);
+    gw->rl_login_ip = ratelimit_new((double)c->login_rate_ip / 60.0, (double)c->login_rate_ip,
+                                    100000);
+    gw->rl_signup_ip = ratelimit_new((double)c->signup_rate_ip / 60.0, (double)c->signup_rate_ip,
+                                     100000);
+    gw->rl_claim = ratelimit_new((double)c->claim_rate, (double)c->claim_burst, 100000);
+    if (c->auth_cache_ms > 0) {
+        gw->authcache = authcache_new((int)c->auth_cache_ms);
+    }
+    gw->metrics = role_metrics(ctx);
+    gwmetrics_init(gw);
+    gw->openapi = openapi_build(CHANCED_VERSION);
+    gw->chance = rpc_client_new(gw->loop, c->chance_addr, gw->max_frame);
+    gw->logger = rpc_client_new(gw->loop, c->logger_addr, gw->max_frame);
+    if (gw->chance == NULL || gw->logger == NULL) {
+        log_error("gateway_start_failed", "reason=\"bad chance_addr or logger_addr\"");
+        goto fail;
+    }
+    gw->health_timer = loop_timer(gw->loop, HEALTH_SAMPLE_MS, true, on_health, gw);
+    gw->rec = reconciler_new(gw);
+    gw->relay = bgtask_start("outbox", (int)c->outbox_interval_ms, OUTBOX_LINGER_MS,
+                             outbox_relay_pass, gw);
+    gw->reconciler = bgtask_start("reconciler", (int)c->reconcile_interval_ms, 0, reconcile_pass,
+                                  gw->rec);
+    struct http_options ho = {c->http_listen, (int)c->http_threads, (int)c->http_request_timeout_ms,
+                              c->trust_forwarded_for};
+    if ((gw->http = http_server_new(&ho, api_dispatch, gw)) == NULL) {
+        __atomic_store_n(&gw->stopping, 1, __ATOMIC_RELAXED);
+        bgtask_stop(gw->reconciler);
+        bgtask_stop(gw->relay);
+        goto fail;
+    }
+    log_info("gateway_started", "http=%s chance=%s logger=%s pg_pool=%lld", c->http_listen,
+             c->chance_addr, c->logger_addr, c->pg_pool_size);
+    role_status(ctx, "waiting for chance");
+    return gw;
+fail:
+    gw_release(gw);
     return NULL;
 }
 
 static void
-gateway_noop(void *state)
+on_drained(void *arg)
 {
-    (void)state;
+    struct gw *gw = arg;
+    role_done(gw->ctx);
 }
 
-static const struct conf_module gateway_conf_module = {"gateway", NULL, 0, 1, NULL};
+/* Drains off the loop thread: handlers and tasks may wait on synchronous RPC, which needs it. */
+static void *
+stopper(void *arg)
+{
+    struct gw *gw = arg;
+    log_set_role("gateway");
+    http_server_free(gw->http);
+    gw->http = NULL;
+    bgtask_stop(gw->reconciler);
+    gw->reconciler = NULL;
+    bgtask_stop(gw->relay);
+    gw->relay = NULL;
+    /* A last delivery of audit events written by the final requests; the rest wait in the outbox. */
+    for (int i = 0; i < 10 && __atomic_load_n(&gw->logger_up, __ATOMIC_RELAXED); i++) {
+        if (!outbox_relay_pass(gw)) {
+            break;
+        }
+    }
+    log_info("gateway_drained", "relay=flushed");
+    __atomic_store_n(&gw->stopper_done, 1, __ATOMIC_RELEASE);
+    loop_post(gw->loop, on_drained, gw);
+    return NULL;
+}
+
+static void
+gateway_stop(void *state)
+{
+    struct gw *gw = state;
+    __atomic_store_n(&gw->stopping, 1, __ATOMIC_RELAXED);
+    role_status(gw->ctx, "draining");
+    if (pthread_create(&gw->stopper, NULL, stopper, gw) != 0) {
+        log_error("thread_failed", "task=stopper");
+        abort();
+    }
+    gw->stopper_started = true;
+}
+
+static void
+gateway_free(void *state)
+{
+    struct gw *gw = state;
+    if (gw->stopper_started && !__atomic_load_n(&gw->stopper_done, __ATOMIC_ACQUIRE)) {
+        /* The drain deadline passed with work still blocked: the process is exiting anyway, and
+         * freeing what that work still uses would only turn a slow exit into a crash. */
+        log_warn("gateway_abandoned", "reason=drain_timeout");
+        pthread_detach(gw->stopper);
+        return;
+    }
+    if (gw->stopper_started) {
+        pthread_join(gw->stopper, NULL);
+    }
+    gw_release(gw);
+}
+
+static int
+gateway_command(const struct conf *conf, int argc, char **argv)
+{
+    const struct gateway_conf *c = conf_module_data(conf, "gateway");
+    if (strcmp(argv[0], "migrate") == 0) {
+        if (argc != 1) {
+            fprintf(stderr, "chanced: usage: chanced migrate\n");
+            return 64;
+        }
+        struct pg_pool *pool = gw_pool_new(c, 1);
+        int rc = migrate_apply(pool);
+        pg_pool_free(pool);
+        return rc == 0 ? 0 : rc == -2 ? 1 : 69;
+    }
+    if (strcmp(argv[0], "admin") == 0) {
+        return usercmd_run(c, argc, argv);
+    }
+    return -1;
+}
 
 const struct role role_gateway = {
-    "gateway", &gateway_conf_module, gateway_start, gateway_noop, NULL, gateway_noop, NULL, NULL, NULL,
+    .name = "gateway",
+    .conf = &gateway_conf_module,
+    .start = gateway_start,
+    .stop = gateway_stop,
+    .reload = NULL,
+    .free = gateway_free,
+    .command = gateway_command,
+    .command_help =
+        "       chanced migrate [--postgres_url=URL]\n"
+        "       chanced admin create-user --username U [--admin] [--password-file F] "
+        "[--if-missing]\n",
+    .health_key = "http_listen", /* /readyz is served with the API */
 };

@@ -1,0 +1,301 @@
+/*
+ * POST /api/v1/claims: the hot path. One chance.claim round trip, then one PostgreSQL statement
+ * that credits (DESIGN.md §5.2). Unknown outcomes answer 202 and are finished by the reconciler.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "claims.h"
+#include "crypto.h"
+#include "gateway.h"
+#include "json.h"
+#include "log.h"
+#include "gwmetrics.h"
+#include "pg.h"
+#include "ratelimit.h"
+#include "rpc_client.h"
+
+#define IDEMPOTENCY_KEY_MAX 255
+
+/* chance error codes and how they reach the client. */
+static const char *const claim_errors[] = {
+    "category_not_found", "404", "category_disabled", "409", "not_in_window", "409",
+    "user_limit_reached", "409", "category_exhausted", "409", NULL,
+};
+
+/* What chance answered, checked: we trust no peer's shapes. */
+struct assignment {
+    char code[CLAIM_CODE_MAX + 1];
+    int64_t category;
+    int64_t reward;
+    bool replay;
+};
+
+static bool
+key_ok(const char *k)
+{
+    size_t n = strlen(k);
+    if (n == 0 || n > IDEMPOTENCY_KEY_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (k[i] < 0x21 || k[i] > 0x7e) {
+            return false; /* visible ASCII only */
+        }
+    }
+    return true;
+}
+
+static bool
+code_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > CLAIM_CODE_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int
+parse_assignment(const cJSON *r, const char *claim_id, struct assignment *a)
+{
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(r, "code");
+    const cJSON *cat = cJSON_GetObjectItemCaseSensitive(r, "category");
+    const cJSON *reward = cJSON_GetObjectItemCaseSensitive(r, "reward");
+    const cJSON *cid = cJSON_GetObjectItemCaseSensitive(r, "claim_id");
+    if (!cJSON_IsString(code) || !code_ok(code->valuestring) || !json_is_int(cat) ||
+        cat->valuedouble < 1 || !json_is_int(reward) || reward->valuedouble < 1 ||
+        !cJSON_IsString(cid) || strcmp(cid->valuestring, claim_id) != 0) {
+        return -1;
+    }
+    snprintf(a->code, sizeof(a->code), "%s", code->valuestring);
+    a->category = (int64_t)cat->valuedouble;
+    a->reward = (int64_t)reward->valuedouble;
+    a->replay = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "replay"));
+    return 0;
+}
+
+static void
+reply_credit(struct api_call *call, const struct credit_row *row, bool replayed)
+{
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "claim_id", row->claim_id);
+    cJSON_AddStringToObject(b, "status", "credited");
+    cJSON_AddStringToObject(b, "code", row->code);
+    cJSON_AddNumberToObject(b, "category", (double)row->category);
+    cJSON_AddNumberToObject(b, "reward", (double)row->reward);
+    cJSON_AddNumberToObject(b, "balance", (double)row->balance);
+    api_reply(call, 201, b, replayed ? "Idempotent-Replayed: true\r\n" : NULL);
+}
+
+static void
+reply_pending(struct api_call *call, const char *claim_id, int64_t category)
+{
+    struct pg_error err;
+    struct pg_conn *c = pg_acquire(call->gw->pg, (int)call->gw->conf->pg_acquire_timeout_ms, &err);
+    /* Best effort: without the row the reconciler still finds the assignment, if there is one. */
+    if (c == NULL || claims_mark_pending(c, claim_id, call->who.user_id, category, &err) != 0) {
+        log_warn("claim_pending_unrecorded", "claim=%.12s reason=\"%s\"", claim_id, err.message);
+    }
+    pg_release(call->gw->pg, c);
+    gwmetrics_count(call->gw, M_CLAIM_PENDING, 1);
+    char loc[128];
+    snprintf(loc, sizeof(loc), "Location: /api/v1/claims/%s\r\nRetry-After: 1\r\n", claim_id);
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "claim_id", claim_id);
+    cJSON_AddStringToObject(b, "status", "pending");
+    cJSON_AddNumberToObject(b, "category", (double)category);
+    api_reply(call, 202, b, loc);
+}
+
+static void
+record_refusal(struct api_call *call, const char *claim_id, int64_t category, const cJSON *err)
+{
+    struct pg_error perr;
+    struct pg_conn *c = pg_acquire(call->gw->pg, (int)call->gw->conf->pg_acquire_timeout_ms, &perr);
+    if (c == NULL || claims_mark_failed(call->gw, c, claim_id, call->who.user_id,
+                                        call->who.username, category, gw_err_code(err),
+                                        &perr) != 0) {
+        log_warn("claim_refusal_unrecorded", "claim=%.12s reason=\"%s\"", claim_id, perr.message);
+    }
+    pg_release(call->gw->pg, c);
+}
+
+static void
+credit_and_reply(struct api_call *call, const char *claim_id, const struct assignment *a)
+{
+    struct gw *gw = call->gw;
+    struct credit in = {claim_id,  call->who.user_id, call->who.username, a->code,
+                        a->category, a->reward,        "request"};
+    struct credit_row row;
+    struct pg_error err = {0};
+    struct pg_conn *c = pg_acquire(gw->pg, (int)gw->conf->pg_acquire_timeout_ms, &err);
+    int rc = c ? claims_credit(gw, c, &in, &row, &err) : CREDIT_FAILED;
+    if (rc == CREDIT_FAILED && c && err.cls == PG_ERR_RETRY) {
+        rc = claims_credit(gw, c, &in, &row, &err); /* a lost race: the second look settles it */
+    }
+    pg_release(gw->pg, c);
+    switch (rc) {
+    case CREDIT_NEW:
+        gwmetrics_count(gw, M_CLAIM_CREDITED, 1);
+        reply_credit(call, &row, false);
+        break;
+    case CREDIT_EXISTING:
+        gwmetrics_count(gw, M_CLAIM_REPLAYED, 1);
+        reply_credit(call, &row, true);
+        break;
+    case CREDIT_MISMATCH:
+        if (strcmp(row.claim_id, claim_id) == 0 && strcmp(row.code, a->code) != 0) {
+            /* This claim id was credited with another code (the same key racing itself with
+             * another category): the new code must go back, and the client gets its 422. */
+            claims_release(gw, claim_id, a->category, "idempotency key reused");
+            http_problem(call->req, 422, "idempotency_key_reused",
+                         "this Idempotency-Key was used with a different request", NULL);
+            break;
+        }
+        http_problem(call->req, 500, "internal", "the claim could not be credited", NULL);
+        break;
+    case CREDIT_ORPHAN:
+        http_problem(call->req, 500, "internal", "the claim could not be credited", NULL);
+        break;
+    default:
+        /* The code is assigned and the credit is not written: the reconciler will write it. */
+        log_warn("credit_deferred", "claim=%.12s reason=\"%s\"", claim_id, err.message);
+        reply_pending(call, claim_id, a->category);
+        break;
+    }
+}
+
+/*
+ * A key seen before: answers from PostgreSQL when it can (a replay needs no chance call) and
+ * refuses another category before chance could assign anything under this claim id. Returns
+ * true if the request was answered here.
+ */
+static bool
+answer_from_record(struct api_call *call, const char *claim_id, long long category)
+{
+    struct claim_record rec;
+    struct pg_error err;
+    struct pg_conn *c = api_pg(call);
+    if (c == NULL) {
+        return true;
+    }
+    int rc = claims_lookup(c, claim_id, &rec, &err);
+    pg_release(call->gw->pg, c);
+    if (rc != 0) {
+        api_pg_problem(call, &err);
+    } else if (rec.found && rec.category != category) {
+        http_problem(call->req, 422, "idempotency_key_reused",
+                     "this Idempotency-Key was used with a different request", NULL);
+    } else if (rec.credited) {
+        gwmetrics_count(call->gw, M_CLAIM_REPLAYED, 1);
+        reply_credit(call, &rec.row, true);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Maps chance's answer (or its absence) to the client's. */
+static void
+answer_chance(struct api_call *call, const char *claim_id, long long category, int st,
+              const cJSON *result)
+{
+    struct gw *gw = call->gw;
+    const char *code = gw_err_code(result);
+    struct assignment a;
+    if (st == RPC_OK && parse_assignment(result, claim_id, &a) == 0) {
+        if (a.category != category) {
+            /* The key was first used for another category: refuse rather than replay. */
+            http_problem(call->req, 422, "idempotency_key_reused",
+                         "this Idempotency-Key was used with a different request", NULL);
+            return;
+        }
+        gw_failpoint(gw, "after_assign_before_credit");
+        credit_and_reply(call, claim_id, &a);
+    } else if (st == RPC_OK) {
+        log_error("chance_bad_reply", "claim=%.12s", claim_id);
+        reply_pending(call, claim_id, category); /* something was assigned, maybe */
+    } else if (st == RPC_TIMEOUT || st == RPC_LOST ||
+               (st == RPC_ERROR && strcmp(code, "timeout") == 0)) {
+        reply_pending(call, claim_id, category); /* unknown outcome: never release, never retry */
+    } else if (st == RPC_ERROR && strcmp(code, "unavailable") != 0 &&
+               strcmp(code, "bad_request") != 0 && strcmp(code, "internal") != 0) {
+        gwmetrics_count(gw, M_CLAIM_REFUSED, 1);
+        record_refusal(call, claim_id, category, result);
+        api_rpc_problem(call, "chance", st, result, claim_errors);
+    } else {
+        gwmetrics_count(gw, M_CLAIM_UNAVAILABLE, 1);
+        api_rpc_problem(call, "chance", st, result, claim_errors);
+    }
+}
+
+/* Reads {category}; -1 after answering. */
+static int
+read_category(struct api_call *call, long long *category)
+{
+    static const char *const fields[] = {"category", NULL};
+    char err[160];
+    cJSON *body = api_read_json(call, fields);
+    if (body == NULL) {
+        return -1;
+    }
+    int rc = json_get_int(body, "category", true, 1, JSON_MAX_SAFE_INT, category, err,
+                          sizeof(err));
+    cJSON_Delete(body);
+    if (rc != 0) {
+        http_problem(call->req, 422, "validation_failed", err, NULL);
+    }
+    return rc;
+}
+
+void
+api_claims_create(struct api_call *call)
+{
+    struct gw *gw = call->gw;
+    long long category = 0;
+    int wait = ratelimit_take(gw->rl_claim, call->who.id);
+    if (wait > 0) {
+        api_rate_limited(call, wait, "claims");
+        return;
+    }
+    const char *key = http_header(call->req, "Idempotency-Key");
+    if (key && !key_ok(key)) {
+        http_problem(call->req, 400, "bad_idempotency_key",
+                     "Idempotency-Key must be 1 to 255 visible ASCII characters", NULL);
+        return;
+    }
+    if (read_category(call, &category) != 0) {
+        return;
+    }
+    /* The claim id is a function of the user and the key, so a retry can never claim twice. */
+    char random_key[33], claim_id[CRYPTO_SHA256_HEX];
+    if (key == NULL) {
+        util_random_hex(random_key, 16);
+    }
+    char *material = xasprintf("%s:%s", call->who.id, key ? key : random_key);
+    crypto_sha256_hex(material, strlen(material), claim_id);
+    free(material);
+    if (key && answer_from_record(call, claim_id, category)) {
+        return;
+    }
+    cJSON *data = cJSON_CreateObject(), *result = NULL;
+    cJSON_AddStringToObject(data, "claim_id", claim_id);
+    cJSON_AddNumberToObject(data, "category", (double)category);
+    cJSON *user = cJSON_AddObjectToObject(data, "user");
+    cJSON_AddNumberToObject(user, "id", (double)call->who.user_id);
+    cJSON_AddStringToObject(user, "username", call->who.username);
+    int st = rpc_client_call_sync(gw->chance, "chance.claim", data, (int)gw->conf->rpc_timeout_ms,
+                                  &result, NULL, NULL);
+    answer_chance(call, claim_id, category, st, result);
+    cJSON_Delete(result);
+}

@@ -1,0 +1,85 @@
+/*
+ * The gateway's runtime state, shared by its modules. One struct gw per running role, created
+ * by gateway_start on the loop thread and freed by gateway_free after the loop returned.
+ *
+ * Ownership:
+ *   gw -> pg pool -> connections          (borrowed by workers between acquire and release)
+ *      -> rpc clients (chance, logger)    (live on the loop; other threads use *_call_sync)
+ *      -> http server -> worker threads   (each request borrows gw through the handler arg)
+ *      -> bgtasks (outbox relay, reconciler)
+ *      -> passwd, rate limiters, auth cache (metrics: borrowed from main)
+ */
+#ifndef CHANCED_GATEWAY_GATEWAY_H
+#define CHANCED_GATEWAY_GATEWAY_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "gateway_conf.h"
+
+struct authcache;
+struct bgtask;
+struct event;
+struct http_server;
+struct loop;
+struct metrics;
+struct passwd;
+struct pg_pool;
+struct ratelimit;
+struct reconciler;
+struct role_ctx;
+struct rpc_client;
+
+struct gw {
+    const struct gateway_conf *conf; /* borrowed: the frozen configuration */
+    struct role_ctx *ctx;            /* borrowed from main */
+    struct loop *loop;               /* borrowed: the role's loop */
+    size_t max_frame;                /* NestJS frame limit for the RPC clients */
+    struct rpc_client *chance;       /* owned: chance role */
+    struct rpc_client *logger;       /* owned: logger role */
+    struct pg_pool *pg;              /* owned */
+    struct passwd *passwd;           /* owned: argon2id with bounded concurrency */
+    struct ratelimit *rl_login_user; /* owned: login attempts per username */
+    struct ratelimit *rl_login_ip;   /* owned: login attempts per client address */
+    struct ratelimit *rl_signup_ip;  /* owned: signups per client address */
+    struct ratelimit *rl_claim;      /* owned: claims per user */
+    struct authcache *authcache;     /* owned: verified tokens, or NULL when disabled */
+    struct metrics *metrics;         /* borrowed: the process-wide registry */
+    struct http_server *http;        /* owned; freed by the stopper thread */
+    struct bgtask *relay;            /* owned: outbox relay */
+    struct bgtask *reconciler;       /* owned: runs reconcile_pass over rec */
+    struct reconciler *rec;          /* owned: the reconciler's per-category state */
+    struct event *health_timer;      /* owned: samples RPC connection state */
+    bool ready_sent;                 /* loop thread only: role_ready was called */
+    pthread_t stopper;               /* drains HTTP and the tasks after stop() */
+    bool stopper_started;            /* stopper was created */
+    int stopper_done;                /* atomic: stopper finished draining */
+    int stopping;                    /* atomic: readiness answers 503 */
+    int chance_up;                   /* atomic: chance connection is up */
+    int logger_up;                   /* atomic: logger connection is up */
+    int pg_up;                       /* atomic: last PostgreSQL use succeeded */
+    long long outbox_backlog;        /* atomic: undelivered audit events at the last look */
+    int64_t relay_housekeeping_ms;   /* relay thread only: last prune and backlog count */
+    char event_ns[16];               /* relay thread only: audit _id prefix of this database */
+    char *failpoint;                 /* owned: CHANCED_FAILPOINT, or NULL */
+    char *openapi;                   /* owned: the OpenAPI document, built at start */
+};
+
+/* Wakes the outbox relay after a commit that wrote audit events. Any thread. */
+void gw_outbox_kick(struct gw *gw);
+/* Kills the process with SIGKILL if the failpoint `name` is armed (crash tests). */
+void gw_failpoint(struct gw *gw, const char *name);
+/* The stable `code` of an RPC error object ("" if it has none). */
+const char *gw_err_code(const cJSON *err);
+/* A PostgreSQL pool of `size` connections with the configured URL and timeouts. */
+struct pg_pool *gw_pool_new(const struct gateway_conf *conf, int size);
+/* The password hasher with the configured argon2id parameters; NULL if refused (logged). */
+struct passwd *gw_passwd_new(const struct gateway_conf *conf);
+/* Records whether the last PostgreSQL use worked (feeds /readyz). */
+void gw_pg_status(struct gw *gw, bool up);
+
+#endif

@@ -1,0 +1,79 @@
+/* The gateway role's key table. */
+#include "gateway_conf.h"
+
+#include <stddef.h>
+
+#define K(name, type, def, lo, hi, check, flags, help)                                            \
+    {#name, type, def, offsetof(struct gateway_conf, name), lo, hi, check, flags, help}
+
+static const struct conf_key gateway_keys[] = {
+    K(http_listen, CONF_STR, "127.0.0.1:8080", 0, 0, conf_check_hostport, 0,
+      "Where the gateway serves the HTTP API, /livez, /readyz and /metrics."),
+    K(http_threads, CONF_INT, "64", 2, 4096, NULL, 0,
+      "HTTP worker threads; each serves one keep-alive connection at a time."),
+    K(http_request_timeout_ms, CONF_INT, "30000", 100, 600000, NULL, 0,
+      "Deadline for reading a request and writing its response."),
+    K(max_body_bytes, CONF_INT, "1048576", 1024, 64 << 20, NULL, 0,
+      "Largest accepted request body; larger ones get 413."),
+    K(chance_addr, CONF_STR, "127.0.0.1:4001", 0, 0, conf_check_hostport, 0,
+      "The chance role the gateway calls (NestJS TCP)."),
+    K(logger_addr, CONF_STR, "127.0.0.1:4002", 0, 0, conf_check_hostport, 0,
+      "The logger role the gateway calls (NestJS TCP)."),
+    K(rpc_timeout_ms, CONF_INT, "3000", 50, 600000, NULL, 0,
+      "Deadline of a claim and of reads from chance; a claim past it answers 202 pending."),
+    K(admin_rpc_timeout_ms, CONF_INT, "300000", 1000, 3600000, NULL, 0,
+      "Deadline of code generation (chance.generate)."),
+    K(logger_timeout_ms, CONF_INT, "10000", 100, 600000, NULL, 0,
+      "Deadline of calls to the logger (audit delivery and reports)."),
+    K(postgres_url, CONF_STR, "postgresql://chanced@127.0.0.1:5432/chanced", 0, 0,
+      conf_check_url_postgres, CONF_SECRET, "PostgreSQL holding users, wallets and the ledger."),
+    K(pg_pool_size, CONF_INT, "16", 1, 1000, NULL, 0,
+      "PostgreSQL connections shared by the HTTP workers."),
+    K(pg_acquire_timeout_ms, CONF_INT, "5000", 10, 600000, NULL, 0,
+      "Wait for a free PostgreSQL connection before answering 503."),
+    K(pg_connect_timeout_s, CONF_INT, "5", 1, 600, NULL, 0,
+      "Deadline for opening a PostgreSQL connection."),
+    K(pg_statement_timeout_ms, CONF_INT, "10000", 100, 3600000, NULL, 0,
+      "Server-side statement_timeout of the gateway's connections."),
+    K(token_ttl_s, CONF_INT, "86400", 1, 2592000, NULL, 0,
+      "Lifetime of a session token (bearer or cookie)."),
+    K(auth_cache_ms, CONF_INT, "1000", 0, 60000, NULL, 0,
+      "Trust a verified token this long without asking PostgreSQL (0: always ask). Logout and "
+      "disable take effect at once on this instance, after at most this long on others; expiry "
+      "is always exact."),
+    K(cookie_secure, CONF_BOOL, "true", 0, 0, NULL, 0,
+      "Mark the session cookie Secure (browsers still accept it on http://localhost)."),
+    K(argon2_memory_kib, CONF_INT, "19456", 19456, 4194304, NULL, 0,
+      "argon2id memory per hash in KiB (OWASP minimum 19456)."),
+    K(argon2_iterations, CONF_INT, "2", 2, 100, NULL, 0, "argon2id passes (OWASP minimum 2)."),
+    K(argon2_parallelism, CONF_INT, "1", 1, 64, NULL, 0, "argon2id lanes."),
+    K(argon2_max_inflight, CONF_INT, "2", 1, 256, NULL, 0,
+      "Password hashes computed at once; bounds memory and CPU spent on logins."),
+    K(argon2_queue_ms, CONF_INT, "5000", 10, 600000, NULL, 0,
+      "Wait for a hashing slot before answering 503."),
+    K(login_rate_user, CONF_INT, "10", 1, 1000000, NULL, 0,
+      "Login attempts per minute for one username (429 beyond)."),
+    K(login_rate_ip, CONF_INT, "300", 1, 10000000, NULL, 0,
+      "Login attempts per minute from one client address (429 beyond)."),
+    K(signup_rate_ip, CONF_INT, "60", 1, 10000000, NULL, 0,
+      "Signups per minute from one client address (429 beyond)."),
+    K(claim_rate, CONF_INT, "5", 1, 1000000, NULL, 0, "Sustained claims per second per user."),
+    K(claim_burst, CONF_INT, "10", 1, 1000000, NULL, 0, "Claims one user may make at once."),
+    K(trust_forwarded_for, CONF_BOOL, "false", 0, 0, NULL, 0,
+      "Use the last X-Forwarded-For address as the client (only behind a trusted proxy)."),
+    K(reconcile_interval_ms, CONF_INT, "1000", 50, 3600000, NULL, 0,
+      "How often the reconciler reads chance's assignment log."),
+    K(reconcile_grace_ms, CONF_INT, "5000", 0, 3600000, NULL, 0,
+      "Assignments younger than this are left to the request that made them."),
+    K(pending_settle_ms, CONF_INT, "10000", 100, 86400000, NULL, 0,
+      "A claim still pending after this long is driven to a final state by the reconciler."),
+    K(outbox_interval_ms, CONF_INT, "500", 10, 600000, NULL, 0,
+      "How often the audit relay looks for undelivered events when idle."),
+    K(outbox_batch, CONF_INT, "500", 1, 500, NULL, 0, "Audit events per log.append call."),
+    K(outbox_retention_s, CONF_INT, "86400", 0, 31536000, NULL, 0,
+      "Delivered audit events stay in the outbox this long (0: delete at once)."),
+};
+
+const struct conf_module gateway_conf_module = {
+    "gateway", gateway_keys, ARRAY_SIZE(gateway_keys), sizeof(struct gateway_conf), NULL,
+};

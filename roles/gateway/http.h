@@ -1,0 +1,99 @@
+/*
+ * HTTP adapter (civetweb): a server whose worker threads call one handler per request, plus
+ * request accessors and response writers (JSON, RFC 9457 problem+json, chunked streams).
+ * Handlers run on civetweb threads and may block (PostgreSQL, argon2, sync RPC).
+ *
+ * Ownership: server -> civetweb context; a struct http_req is borrowed by the handler for the
+ * duration of the call; strings it returns are valid until the handler returns.
+ */
+#ifndef CHANCED_GATEWAY_HTTP_H
+#define CHANCED_GATEWAY_HTTP_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util.h"
+
+struct http_server;
+struct http_req;
+
+/* Handles one request; must send exactly one response (any http_reply* or a stream). */
+typedef void (*http_handler_fn)(struct http_req *req, void *arg);
+
+struct http_options {
+    const char *listen;     /* "host:port" with an IP literal host */
+    int threads;            /* worker threads */
+    int request_timeout_ms; /* civetweb read/write deadline */
+    bool trust_forwarded;   /* client address from X-Forwarded-For */
+};
+
+/* Starts listening; NULL on failure (logged, e.g. the port is taken). */
+struct http_server *http_server_new(const struct http_options *opt, http_handler_fn fn, void *arg);
+/* Stops accepting, waits for running handlers, frees. Blocks: never call from a handler. */
+void http_server_free(struct http_server *srv);
+
+const char *http_method(const struct http_req *req);
+/* The path, not percent-decoded, without the query. */
+const char *http_path(const struct http_req *req);
+/* The raw query string after '?', or "". */
+const char *http_query(const struct http_req *req);
+/* A request header (case-insensitive name), or NULL. */
+const char *http_header(const struct http_req *req, const char *name);
+/* The client address (after X-Forwarded-For when trusted). */
+const char *http_client_addr(const struct http_req *req);
+/* The request id (X-Request-Id when well formed, else generated). */
+const char *http_request_id(const struct http_req *req);
+/* Copies cookie `name` into out (NUL-terminated); false if absent or longer than size-1. */
+bool http_cookie(const struct http_req *req, const char *name, char *out, size_t size);
+
+enum http_body_status {
+    HTTP_BODY_OK,        /* *body holds len bytes plus a NUL */
+    HTTP_BODY_TOO_LARGE, /* over max: answer 413 */
+    HTTP_BODY_ERROR,     /* the client went away or stalled */
+};
+/* Reads the whole body (at most max bytes) into a new buffer (caller frees). */
+int http_read_body(struct http_req *req, size_t max, char **body, size_t *len);
+
+/*
+ * Sends a complete response. extra_headers is "Name: value\r\n..." or NULL. Security headers
+ * (nosniff, no-store) and X-Request-Id are added here.
+ */
+void http_reply(struct http_req *req, int status, const char *content_type,
+                const char *extra_headers, const char *body, size_t len);
+/* Sends body (not consumed) as application/json. */
+void http_reply_json(struct http_req *req, int status, const cJSON *body,
+                     const char *extra_headers);
+/* Sends an RFC 9457 problem: type derived from code, title from status, detail optional. */
+void http_problem(struct http_req *req, int status, const char *code, const char *detail,
+                  const char *extra_headers);
+/* Starts a chunked response; then http_stream_write any number of times and http_stream_end. */
+void http_stream_begin(struct http_req *req, int status, const char *content_type,
+                       const char *extra_headers);
+int http_stream_write(struct http_req *req, const char *data, size_t len) MUSTCHECK;
+void http_stream_end(struct http_req *req);
+/* The status sent, or 0 if nothing was sent yet. */
+int http_status(const struct http_req *req);
+
+/* Query strings: at most HTTP_QUERY_MAX pairs, names and values percent-decoded. */
+#define HTTP_QUERY_MAX 32
+struct http_query {
+    int n;                       /* pairs parsed */
+    char *names[HTTP_QUERY_MAX]; /* decoded names (into buf) */
+    char *values[HTTP_QUERY_MAX]; /* decoded values (into buf) */
+    char *buf;                   /* owned storage */
+};
+/*
+ * Parses raw into q; refuses (-1, err filled) more than HTTP_QUERY_MAX pairs, a repeated name,
+ * a name outside allowed (NULL-terminated), invalid UTF-8 or a NUL after decoding.
+ */
+int http_query_parse(const char *raw, const char *const *allowed, struct http_query *q,
+                     char *err, size_t errlen) MUSTCHECK;
+/* The value of name, or NULL. */
+const char *http_query_get(const struct http_query *q, const char *name);
+void http_query_cleanup(struct http_query *q);
+
+/* The reason phrase of a status code ("Not Found"). */
+const char *http_status_text(int status);
+
+#endif

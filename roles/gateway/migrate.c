@@ -1,0 +1,185 @@
+/*
+ * The schema, as numbered migrations. Never edit a released migration: add a new one. The
+ * constraints here are the last line of defence for money (DESIGN.md §4): a bug in C must not be
+ * able to credit a code twice or drive a balance negative. Identifiers (digests, claim ids, codes)
+ * are COLLATE "C": bytewise is their meaning, and much cheaper than a linguistic collation on the
+ * hottest indexes.
+ */
+#include "migrate.h"
+
+#include <stdio.h>
+
+#include "log.h"
+#include "pg.h"
+
+#define MIGRATE_LOCK_KEY "7264452801" /* pg_advisory_lock key, arbitrary but fixed */
+
+struct migration {
+    int version;     /* strictly increasing */
+    const char *name; /* short description */
+    const char *sql;  /* applied in one transaction */
+};
+
+static const struct migration migrations[] = {
+    {1, "users, wallets, sessions, claims, ledger, outbox, reconciler cursors, meta",
+     "CREATE TABLE users ("
+     "  id            BIGSERIAL PRIMARY KEY,"
+     "  username      TEXT NOT NULL CHECK (char_length(username) BETWEEN 1 AND 64),"
+     "  password_hash TEXT NOT NULL CHECK (password_hash LIKE '$argon2id$%'),"
+     "  role          TEXT NOT NULL DEFAULT 'user' CHECK (role IN ('user', 'admin')),"
+     "  disabled      BOOLEAN NOT NULL DEFAULT false,"
+     "  created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),"
+     "  updated_at    TIMESTAMPTZ NOT NULL DEFAULT now());"
+     "CREATE UNIQUE INDEX users_username_lower_key ON users (lower(username));"
+
+     "CREATE TABLE wallets ("
+     "  user_id    BIGINT PRIMARY KEY REFERENCES users (id),"
+     "  balance    BIGINT NOT NULL DEFAULT 0 CONSTRAINT wallets_balance_nonnegative"
+     "             CHECK (balance >= 0),"
+     "  updated_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+
+     /* Tokens are stored only as SHA-256 digests: a database leak yields no usable token. */
+     "CREATE TABLE sessions ("
+     "  id         BIGSERIAL PRIMARY KEY,"
+     "  token_hash TEXT COLLATE \"C\" NOT NULL UNIQUE CHECK (token_hash ~ '^[0-9a-f]{64}$'),"
+     "  csrf_hash  TEXT COLLATE \"C\" NOT NULL CHECK (csrf_hash ~ '^[0-9a-f]{64}$'),"
+     "  user_id    BIGINT NOT NULL REFERENCES users (id),"
+     "  created_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+     "  expires_at TIMESTAMPTZ NOT NULL,"
+     "  revoked_at TIMESTAMPTZ);"
+     "CREATE INDEX sessions_user_live ON sessions (user_id) WHERE revoked_at IS NULL;"
+
+     /* One row per claim id: the idempotency record and the user's view of the claim. */
+     "CREATE TABLE claims ("
+     "  seq        BIGSERIAL UNIQUE,"
+     "  claim_id   TEXT COLLATE \"C\" PRIMARY KEY CHECK (claim_id ~ '^[A-Za-z0-9_-]{1,64}$'),"
+     "  user_id    BIGINT NOT NULL REFERENCES users (id),"
+     "  category   BIGINT NOT NULL CHECK (category > 0),"
+     "  status     TEXT NOT NULL CHECK (status IN ('pending', 'credited', 'failed')),"
+     "  code       TEXT COLLATE \"C\" UNIQUE,"
+     "  reward     BIGINT CHECK (reward > 0),"
+     "  error      TEXT,"
+     "  created_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+     "  updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),"
+     "  CONSTRAINT claims_credited_has_code"
+     "    CHECK ((status = 'credited') = (code IS NOT NULL AND reward IS NOT NULL)));"
+     "CREATE INDEX claims_user_seq ON claims (user_id, seq);"
+     "CREATE INDEX claims_pending ON claims (updated_at) WHERE status = 'pending';"
+
+     /* The ledger of record: one row per credited code, never two for a claim or a code. */
+     "CREATE TABLE ledger ("
+     "  id            BIGSERIAL PRIMARY KEY,"
+     "  user_id       BIGINT NOT NULL REFERENCES users (id),"
+     "  claim_id      TEXT COLLATE \"C\" NOT NULL CONSTRAINT ledger_claim_id_key UNIQUE,"
+     "  code          TEXT COLLATE \"C\" NOT NULL CONSTRAINT ledger_code_key UNIQUE,"
+     "  category      BIGINT NOT NULL CHECK (category > 0),"
+     "  amount        BIGINT NOT NULL CONSTRAINT ledger_amount_positive CHECK (amount > 0),"
+     "  balance_after BIGINT NOT NULL CHECK (balance_after >= 0),"
+     "  source        TEXT NOT NULL CHECK (source IN ('request', 'reconciler')),"
+     "  created_at    TIMESTAMPTZ NOT NULL DEFAULT now());"
+     "CREATE INDEX ledger_user_id ON ledger (user_id, id);"
+
+     /* Audit events written with the change they describe; the relay delivers them. */
+     "CREATE TABLE outbox ("
+     "  id           BIGSERIAL PRIMARY KEY,"
+     "  event        TEXT NOT NULL,"
+     "  created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),"
+     "  delivered_at TIMESTAMPTZ,"
+     "  rejected     TEXT);"
+     "CREATE INDEX outbox_undelivered ON outbox (id) WHERE delivered_at IS NULL;"
+     "CREATE INDEX outbox_delivered_at ON outbox (delivered_at) WHERE delivered_at IS NOT NULL;"
+
+     /* Outbox ids restart in every database; this prefix keeps audit _ids unique across
+      * databases that share one logger (and across test runs). */
+     "CREATE TABLE gateway_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+     "INSERT INTO gateway_meta VALUES ('event_namespace',"
+     "  substr(replace(gen_random_uuid()::text, '-', ''), 1, 12));"
+
+     "CREATE TABLE reconcile_cursors ("
+     "  category   BIGINT PRIMARY KEY,"
+     "  cursor     TEXT NOT NULL,"
+     "  updated_at TIMESTAMPTZ NOT NULL DEFAULT now());"},
+};
+
+int
+migrate_latest(void)
+{
+    return migrations[ARRAY_SIZE(migrations) - 1].version;
+}
+
+static int
+current_version(struct pg_conn *c, int *version, struct pg_error *err)
+{
+    struct pg_result *res = NULL;
+    if (pg_exec_sql(c,
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    "  version INT PRIMARY KEY, name TEXT NOT NULL,"
+                    "  applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                    err) != 0 ||
+        pg_query_sql(c, "SELECT coalesce(max(version), 0) FROM schema_migrations", &res, err) != 0) {
+        return -1;
+    }
+    *version = (int)pg_int(res, 0, 0);
+    pg_result_free(res);
+    return 0;
+}
+
+static int
+apply_one(struct pg_conn *c, const struct migration *m, struct pg_error *err)
+{
+    static const struct pg_stmt record = {
+        "migrate_record", "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"};
+    char version[16];
+    snprintf(version, sizeof(version), "%d", m->version);
+    const char *params[] = {version, m->name};
+    if (pg_exec_sql(c, "BEGIN", err) != 0 || pg_exec_sql(c, m->sql, err) != 0 ||
+        pg_exec(c, &record, 2, params, NULL, err) != 0 || pg_exec_sql(c, "COMMIT", err) != 0) {
+        pg_rollback(c);
+        return -1;
+    }
+    log_info("migration_applied", "version=%d name=\"%s\"", m->version, m->name);
+    return 0;
+}
+
+int
+migrate_apply(struct pg_pool *pool)
+{
+    struct pg_error err = {0};
+    int rc = -1, version = 0;
+    struct pg_conn *c = pg_acquire(pool, 30000, &err);
+    if (c == NULL) {
+        log_error("migrate_failed", "reason=\"%s\"", err.message);
+        return -1;
+    }
+    if (pg_exec_sql(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", &err) != 0) {
+        goto fail;
+    }
+    if (current_version(c, &version, &err) != 0) {
+        goto unlock;
+    }
+    if (version > migrate_latest()) {
+        log_error("migrate_refused", "database_version=%d binary_version=%d "
+                  "reason=\"the database is newer than this binary\"", version, migrate_latest());
+        rc = -2;
+        goto unlock;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(migrations); i++) {
+        if (migrations[i].version > version && apply_one(c, &migrations[i], &err) != 0) {
+            log_error("migration_failed", "version=%d reason=\"%s\"", migrations[i].version,
+                      err.message);
+            goto unlock;
+        }
+    }
+    log_info("schema_ready", "version=%d", migrate_latest());
+    rc = 0;
+unlock:
+    if (pg_exec_sql(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", &err) != 0) {
+        log_warn("migrate_unlock_failed", "reason=\"%s\"", err.message);
+    }
+fail:
+    if (rc == -1 && err.message[0]) {
+        log_error("migrate_failed", "reason=\"%s\"", err.message);
+    }
+    pg_release(pool, c);
+    return rc;
+}

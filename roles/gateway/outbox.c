@@ -1,0 +1,164 @@
+/* Outbox relay: PostgreSQL outbox -> logger (log.append) -> mark delivered. */
+#include "outbox.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+#include "log.h"
+#include "gwmetrics.h"
+#include "pg.h"
+#include "rpc_client.h"
+
+/* Rows are locked while in flight so a second gateway's relay skips them instead of resending. */
+static const struct pg_stmt fetch = {
+    "outbox_fetch", "SELECT id, event FROM outbox WHERE delivered_at IS NULL ORDER BY id "
+                    "LIMIT $1 FOR UPDATE SKIP LOCKED"};
+static const struct pg_stmt mark = {
+    "outbox_mark", "UPDATE outbox SET delivered_at = now() WHERE id = ANY($1::bigint[])"};
+static const struct pg_stmt reject = {
+    "outbox_reject", "UPDATE outbox SET delivered_at = now(), rejected = $2 WHERE id = $1"};
+static const struct pg_stmt prune = {
+    "outbox_prune", "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE delivered_at < "
+                    "now() - make_interval(secs => $1::int) LIMIT 10000)"};
+static const struct pg_stmt namespace = {
+    "outbox_namespace", "SELECT value FROM gateway_meta WHERE key = 'event_namespace'"};
+static const struct pg_stmt backlog = {
+    "outbox_backlog", "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"};
+
+/* Builds the log.append payload; rows whose stored text is not an object are skipped. */
+static cJSON *
+build_batch(const struct pg_result *res, const char *ns, struct sbuf *ids)
+{
+    cJSON *data = cJSON_CreateObject();
+    cJSON *events = cJSON_AddArrayToObject(data, "events");
+    sbuf_appends(ids, "{");
+    for (int i = 0; i < pg_rows(res); i++) {
+        cJSON *ev = cJSON_Parse(pg_text(res, i, 1));
+        if (!cJSON_IsObject(ev)) {
+            log_error("outbox_event_corrupt", "id=%s", pg_text(res, i, 0));
+            cJSON_Delete(ev);
+            continue;
+        }
+        char id[64];
+        snprintf(id, sizeof(id), "gw:%s:%s", ns, pg_text(res, i, 0));
+        cJSON_AddStringToObject(ev, "_id", id);
+        cJSON_AddItemToArray(events, ev);
+        sbuf_appendf(ids, "%s%s", ids->len > 1 ? "," : "", pg_text(res, i, 0));
+    }
+    sbuf_appends(ids, "}");
+    return data;
+}
+
+/* The logger refused the batch: park the event it named so the rest can flow. */
+static void
+reject_named(struct pg_conn *c, const struct pg_result *res, const cJSON *err, struct gw *gw)
+{
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+    const char *text = cJSON_IsString(msg) ? msg->valuestring : "refused";
+    const char *p = strstr(text, "events[");
+    int idx = p ? atoi(p + 7) : 0;
+    if (idx < 0 || idx >= pg_rows(res)) {
+        idx = 0;
+    }
+    const char *params[] = {pg_text(res, idx, 0), text};
+    struct pg_error perr;
+    if (pg_exec(c, &reject, 2, params, NULL, &perr) == 0) {
+        log_error("outbox_event_rejected", "id=%s reason=\"%.200s\"", params[0], text);
+        gwmetrics_count(gw, M_OUTBOX_REJECTED, 1);
+    }
+}
+
+/* Reads the database's event namespace once (it never changes). */
+static int
+load_namespace(struct gw *gw, struct pg_conn *c)
+{
+    if (gw->event_ns[0]) {
+        return 0;
+    }
+    struct pg_error err;
+    struct pg_result *res = NULL;
+    if (pg_exec(c, &namespace, 0, NULL, &res, &err) != 0 || pg_rows(res) != 1) {
+        log_error("outbox_namespace_missing", "reason=\"%s\"", res ? "no row" : err.message);
+        pg_result_free(res);
+        return -1;
+    }
+    snprintf(gw->event_ns, sizeof(gw->event_ns), "%s", pg_text(res, 0, 0));
+    pg_result_free(res);
+    return 0;
+}
+
+static void
+housekeeping(struct gw *gw, struct pg_conn *c)
+{
+    struct pg_error err;
+    struct pg_result *res = NULL;
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%lld", gw->conf->outbox_retention_s);
+    const char *params[] = {secs};
+    if (pg_exec(c, &prune, 1, params, NULL, &err) != 0) {
+        log_warn("outbox_prune_failed", "reason=\"%s\"", err.message);
+    }
+    if (pg_exec(c, &backlog, 0, NULL, &res, &err) == 0) {
+        __atomic_store_n(&gw->outbox_backlog, (long long)pg_int(res, 0, 0), __ATOMIC_RELAXED);
+        pg_result_free(res);
+    }
+}
+
+bool
+outbox_relay_pass(void *arg)
+{
+    struct gw *gw = arg;
+    struct pg_error err = {0};
+    struct pg_result *res = NULL;
+    struct sbuf ids = {0};
+    bool more = false;
+    struct pg_conn *c = pg_acquire(gw->pg, (int)gw->conf->pg_acquire_timeout_ms, &err);
+    if (c == NULL) {
+        gw_pg_status(gw, err.cls != PG_ERR_CONNECTION);
+        return false;
+    }
+    char limit[16];
+    snprintf(limit, sizeof(limit), "%lld", gw->conf->outbox_batch);
+    const char *params[] = {limit};
+    if (pg_exec_sql(c, "BEGIN", &err) != 0 || pg_exec(c, &fetch, 1, params, &res, &err) != 0) {
+        gw_pg_status(gw, err.cls != PG_ERR_CONNECTION);
+        log_warn("outbox_fetch_failed", "reason=\"%s\"", err.message);
+        goto done;
+    }
+    gw_pg_status(gw, true);
+    int n = pg_rows(res);
+    if (n == 0 || load_namespace(gw, c) != 0) {
+        goto done;
+    }
+    cJSON *reply = NULL;
+    int st = rpc_client_call_sync(gw->logger, "log.append", build_batch(res, gw->event_ns, &ids),
+                                  (int)gw->conf->logger_timeout_ms, &reply, NULL, NULL);
+    if (st == RPC_OK) {
+        const char *mp[] = {ids.data};
+        if (pg_exec(c, &mark, 1, mp, NULL, &err) != 0 || pg_exec_sql(c, "COMMIT", &err) != 0) {
+            log_warn("outbox_mark_failed", "reason=\"%s\" note=redelivery_is_harmless", err.message);
+        } else {
+            gwmetrics_count(gw, M_OUTBOX_DELIVERED, n);
+            more = n == gw->conf->outbox_batch;
+        }
+    } else if (st == RPC_ERROR && strcmp(gw_err_code(reply), "bad_request") == 0) {
+        reject_named(c, res, reply, gw);
+        more = pg_exec_sql(c, "COMMIT", &err) == 0;
+    } else {
+        log_warn("outbox_delivery_failed", "status=%s events=%d", rpc_client_status_name(st), n);
+    }
+    cJSON_Delete(reply);
+done:
+    pg_rollback(c);
+    if (!more && time_mono_ms() - gw->relay_housekeeping_ms > 5000) {
+        gw->relay_housekeeping_ms = time_mono_ms();
+        housekeeping(gw, c);
+    }
+    pg_result_free(res);
+    sbuf_cleanup(&ids);
+    pg_release(gw->pg, c);
+    return more;
+}

@@ -1,0 +1,433 @@
+/* Reconciler: assignment log -> missing credits; stale pending claims -> credited or failed. */
+#include "reconcile.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "claims.h"
+#include "gateway.h"
+#include "json.h"
+#include "log.h"
+#include "gwmetrics.h"
+#include "pg.h"
+#include "rpc_client.h"
+
+#define REC_PAGE 500              /* assignments per chance.assignments call */
+#define REC_FULL_SCAN_MS 60000    /* rescan every category this often, changed or not */
+#define REC_PENDING_BATCH 100     /* pending claims settled per pass */
+#define REC_CURSOR_MAX 64         /* longest assignment-log cursor we keep */
+
+struct rec_cat {
+    int64_t id;                      /* category id */
+    int64_t assigned;                /* chance's assigned count when last fully scanned, or -1 */
+    bool loaded;                     /* cursor read from PostgreSQL */
+    char cursor[REC_CURSOR_MAX + 1]; /* last handled assignment-log entry, "" = start */
+};
+
+struct reconciler {
+    struct gw *gw;          /* borrowed */
+    struct rec_cat *cats;   /* known categories, by id ascending */
+    size_t ncats, cap;      /* used and allocated */
+    int64_t last_full_ms;   /* monotonic time of the last full scan */
+};
+
+static const struct pg_stmt cursor_get = {
+    "rec_cursor_get", "SELECT cursor FROM reconcile_cursors WHERE category = $1"};
+static const struct pg_stmt cursor_put = {
+    "rec_cursor_put",
+    "INSERT INTO reconcile_cursors (category, cursor) VALUES ($1, $2) ON CONFLICT (category)"
+    " DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()"};
+static const struct pg_stmt credited = {
+    "rec_credited", "SELECT claim_id, code FROM ledger WHERE claim_id = ANY($1::text[])"};
+static const struct pg_stmt released = {
+    "rec_released",
+    "UPDATE claims SET status = 'failed', error = 'released', updated_at = now()"
+    " WHERE claim_id = $1 AND status = 'pending'"};
+static const struct pg_stmt stale = {
+    "rec_stale",
+    "SELECT c.claim_id, c.user_id, u.username, c.category FROM claims c"
+    " JOIN users u ON u.id = c.user_id WHERE c.status = 'pending'"
+    "   AND c.updated_at < now() - make_interval(secs => $1::double precision / 1000)"
+    " ORDER BY c.updated_at LIMIT $2"};
+static const struct pg_stmt touch = {
+    "rec_touch", "UPDATE claims SET updated_at = now() WHERE claim_id = $1 AND status = 'pending'"};
+
+struct reconciler *
+reconciler_new(struct gw *gw)
+{
+    struct reconciler *rec = xcalloc(1, sizeof(*rec));
+    rec->gw = gw;
+    return rec;
+}
+
+void
+reconciler_free(struct reconciler *rec)
+{
+    if (rec) {
+        free(rec->cats);
+        free(rec);
+    }
+}
+
+static struct rec_cat *
+cat_get(struct reconciler *rec, int64_t id)
+{
+    size_t lo = 0, hi = rec->ncats;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (rec->cats[mid].id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if (lo < rec->ncats && rec->cats[lo].id == id) {
+        return &rec->cats[lo];
+    }
+    if (rec->ncats == rec->cap) {
+        rec->cap = rec->cap ? rec->cap * 2 : 64;
+        rec->cats = xrealloc(rec->cats, rec->cap * sizeof(*rec->cats));
+    }
+    memmove(&rec->cats[lo + 1], &rec->cats[lo], (rec->ncats - lo) * sizeof(*rec->cats));
+    rec->ncats++;
+    memset(&rec->cats[lo], 0, sizeof(rec->cats[lo]));
+    rec->cats[lo].id = id;
+    rec->cats[lo].assigned = -1;
+    return &rec->cats[lo];
+}
+
+static bool
+token_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= max && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                          "0123456789_-") == n;
+}
+
+static int
+load_cursor(struct reconciler *rec, struct pg_conn *c, struct rec_cat *cat)
+{
+    struct pg_error err;
+    struct pg_result *res = NULL;
+    char id[24];
+    snprintf(id, sizeof(id), "%" PRId64, cat->id);
+    const char *params[] = {id};
+    if (pg_exec(c, &cursor_get, 1, params, &res, &err) != 0) {
+        gw_pg_status(rec->gw, err.cls != PG_ERR_CONNECTION);
+        return -1;
+    }
+    snprintf(cat->cursor, sizeof(cat->cursor), "%s", pg_rows(res) ? pg_text(res, 0, 0) : "");
+    cat->loaded = true;
+    pg_result_free(res);
+    return 0;
+}
+
+static int
+save_cursor(struct pg_conn *c, const struct rec_cat *cat)
+{
+    struct pg_error err;
+    char id[24];
+    snprintf(id, sizeof(id), "%" PRId64, cat->id);
+    const char *params[] = {id, cat->cursor};
+    if (pg_exec(c, &cursor_put, 2, params, NULL, &err) != 0) {
+        log_warn("reconcile_cursor_failed", "category=%" PRId64 " reason=\"%s\"", cat->id,
+                 err.message);
+        return -1;
+    }
+    return 0;
+}
+
+/* Credits one assignment item; false if PostgreSQL failed (stop, retry next pass). */
+static bool
+credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it)
+{
+    struct gw *gw = rec->gw;
+    const char *claim = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "claim_id"));
+    const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "code"));
+    const char *uid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "user_id"));
+    const char *uname = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "username"));
+    const cJSON *reward = cJSON_GetObjectItemCaseSensitive(it, "reward");
+    const cJSON *cat = cJSON_GetObjectItemCaseSensitive(it, "category");
+    char *end = NULL;
+    long long user = uid ? strtoll(uid, &end, 10) : 0;
+    if (!claim || !token_ok(claim, CLAIM_ID_MAX) || !code || !token_ok(code, CLAIM_CODE_MAX) ||
+        !uname || !json_is_int(reward) || reward->valuedouble < 1 || !json_is_int(cat) ||
+        user <= 0 || *end != '\0') {
+        gwmetrics_count(gw, M_RECONCILE_ORPHAN, 1);
+        log_error("reconcile_item_invalid", "claim=%.12s", claim ? claim : "-");
+        return true; /* nothing we could ever credit: move on, loudly */
+    }
+    struct credit in = {claim, user, uname, code, (int64_t)cat->valuedouble,
+                        (int64_t)reward->valuedouble, "reconciler"};
+    struct credit_row row;
+    struct pg_error err = {0};
+    int rc = claims_credit(gw, c, &in, &row, &err);
+    if (rc == CREDIT_FAILED && err.cls == PG_ERR_RETRY) {
+        rc = claims_credit(gw, c, &in, &row, &err);
+    }
+    switch (rc) {
+    case CREDIT_NEW:
+        gwmetrics_count(gw, M_RECONCILE_CREDITED, 1);
+        log_info("reconcile_credited", "claim=%.12s user=%lld category=%" PRId64, claim, user,
+                 in.category);
+        return true;
+    case CREDIT_ORPHAN:
+        gwmetrics_count(gw, M_RECONCILE_ORPHAN, 1);
+        log_error("reconcile_orphan", "claim=%.12s user=%lld reason=\"no such user\"", claim, user);
+        return true;
+    case CREDIT_FAILED:
+        log_warn("reconcile_credit_failed", "claim=%.12s reason=\"%s\"", claim, err.message);
+        return false;
+    default:
+        return true; /* credited before, or a mismatch already logged */
+    }
+}
+
+/* Handles one page of the log; returns items consumed, -1 to stop the category. */
+static int
+handle_page(struct reconciler *rec, struct pg_conn *c, struct rec_cat *cat, const cJSON *items,
+            bool *young)
+{
+    int64_t horizon = time_wall_ms() - rec->gw->conf->reconcile_grace_ms;
+    struct sbuf arr = {0};
+    struct pg_result *done = NULL;
+    struct pg_error err;
+    int n = 0, total = cJSON_GetArraySize(items);
+    sbuf_appends(&arr, "{");
+    for (; n < total; n++) {
+        const cJSON *it = cJSON_GetArrayItem(items, n);
+        const cJSON *at = cJSON_GetObjectItemCaseSensitive(it, "at");
+        const char *claim = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "claim_id"));
+        if (json_is_int(at) && at->valuedouble > (double)horizon) {
+            *young = true; /* leave it to the request that is crediting it right now */
+            break;
+        }
+        if (claim && token_ok(claim, CLAIM_ID_MAX)) {
+            sbuf_appendf(&arr, "%s%s", arr.len > 1 ? "," : "", claim);
+        }
+    }
+    sbuf_appends(&arr, "}");
+    const char *params[] = {arr.data};
+    if (n > 0 && pg_exec(c, &credited, 1, params, &done, &err) != 0) {
+        sbuf_cleanup(&arr);
+        return -1;
+    }
+    sbuf_cleanup(&arr);
+    int consumed = 0;
+    for (; consumed < n; consumed++) {
+        const cJSON *it = cJSON_GetArrayItem(items, consumed);
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "type"));
+        const char *claim = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "claim_id"));
+        const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "code"));
+        const char *ledger_code = NULL;
+        for (int r = 0; claim && done && r < pg_rows(done) && !ledger_code; r++) {
+            if (strcmp(pg_text(done, r, 0), claim) == 0) {
+                ledger_code = pg_text(done, r, 1);
+            }
+        }
+        if (type && strcmp(type, "released") == 0 && claim) {
+            const char *p[] = {claim};
+            if (pg_exec(c, &released, 1, p, NULL, &err) != 0) {
+                break;
+            }
+        } else if (type && strcmp(type, "assigned") == 0 && ledger_code && code &&
+                   strcmp(ledger_code, code) != 0) {
+            /* The claim id was credited with another code: this one can never be paid. */
+            claims_release(rec->gw, claim, cat->id, "claim id already credited with another code");
+        } else if (type && strcmp(type, "assigned") == 0 && !ledger_code &&
+                   !credit_item(rec, c, it)) {
+            break;
+        }
+        const char *cur = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "cursor"));
+        if (cur && strlen(cur) <= REC_CURSOR_MAX) {
+            snprintf(cat->cursor, sizeof(cat->cursor), "%s", cur);
+        }
+    }
+    pg_result_free(done);
+    return consumed < n ? -1 : consumed;
+}
+
+/* Reads the category's log from its cursor to the end (or a young entry); true if complete. */
+static bool
+scan_category(struct reconciler *rec, struct pg_conn *c, struct rec_cat *cat)
+{
+    struct gw *gw = rec->gw;
+    if (!cat->loaded && load_cursor(rec, c, cat) != 0) {
+        return false;
+    }
+    for (;;) {
+        char before[REC_CURSOR_MAX + 1];
+        snprintf(before, sizeof(before), "%s", cat->cursor);
+        cJSON *data = cJSON_CreateObject(), *result = NULL;
+        cJSON_AddNumberToObject(data, "category", (double)cat->id);
+        cJSON_AddNumberToObject(data, "limit", REC_PAGE);
+        if (cat->cursor[0]) {
+            cJSON_AddStringToObject(data, "after", cat->cursor);
+        }
+        int st = rpc_client_call_sync(gw->chance, "chance.assignments", data,
+                                      (int)gw->conf->rpc_timeout_ms, &result, NULL, NULL);
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(result, "items");
+        if (st != RPC_OK || !cJSON_IsArray(items)) {
+            log_warn("reconcile_read_failed", "category=%" PRId64 " status=%s code=%s", cat->id,
+                     rpc_client_status_name(st), gw_err_code(result));
+            cJSON_Delete(result);
+            return false;
+        }
+        bool young = false;
+        int n = handle_page(rec, c, cat, items, &young);
+        int total = cJSON_GetArraySize(items);
+        cJSON_Delete(result);
+        if (strcmp(before, cat->cursor) != 0) {
+            (void)save_cursor(c, cat); /* a lost cursor only means re-reading: credits are idempotent */
+        }
+        if (n < 0 || young) {
+            return false;
+        }
+        if (total < REC_PAGE || __atomic_load_n(&gw->stopping, __ATOMIC_RELAXED)) {
+            return true;
+        }
+    }
+}
+
+/* Re-drives one pending claim with its own claim id: chance replays or assigns, or refuses. */
+static void
+settle_one(struct reconciler *rec, struct pg_conn *c, const struct pg_result *res, int i)
+{
+    struct gw *gw = rec->gw;
+    const char *claim = pg_text(res, i, 0), *uname = pg_text(res, i, 2);
+    int64_t user = pg_int(res, i, 1), category = pg_int(res, i, 3);
+    cJSON *data = cJSON_CreateObject(), *result = NULL;
+    cJSON_AddStringToObject(data, "claim_id", claim);
+    cJSON_AddNumberToObject(data, "category", (double)category);
+    cJSON *u = cJSON_AddObjectToObject(data, "user");
+    cJSON_AddNumberToObject(u, "id", (double)user);
+    cJSON_AddStringToObject(u, "username", uname);
+    int st = rpc_client_call_sync(gw->chance, "chance.claim", data, (int)gw->conf->rpc_timeout_ms,
+                                  &result, NULL, NULL);
+    const char *code = gw_err_code(result);
+    struct pg_error err = {0};
+    const char *p[] = {claim};
+    if (st == RPC_OK) {
+        cJSON *item = cJSON_Duplicate(result, 1);
+        cJSON_AddStringToObject(item, "user_id", pg_text(res, i, 1));
+        cJSON_AddStringToObject(item, "username", uname);
+        if (credit_item(rec, c, item)) {
+            gwmetrics_count(gw, M_PENDING_SETTLED, 1);
+        }
+        cJSON_Delete(item);
+    } else if (st == RPC_ERROR && strcmp(code, "unavailable") != 0 && strcmp(code, "timeout") != 0 &&
+               strcmp(code, "internal") != 0) {
+        if (claims_mark_failed(gw, c, claim, user, uname, category, code[0] ? code : "refused",
+                               &err) == 0) {
+            gwmetrics_count(gw, M_PENDING_SETTLED, 1);
+            log_info("pending_failed", "claim=%.12s reason=%s", claim, code);
+        }
+    } else if (pg_exec(c, &touch, 1, p, NULL, &err) != 0) {
+        log_warn("pending_touch_failed", "claim=%.12s reason=\"%s\"", claim, err.message);
+    }
+    cJSON_Delete(result);
+}
+
+static void
+settle_pending(struct reconciler *rec, struct pg_conn *c)
+{
+    struct gw *gw = rec->gw;
+    struct pg_error err;
+    struct pg_result *res = NULL;
+    char age[24], limit[24];
+    snprintf(age, sizeof(age), "%lld", gw->conf->pending_settle_ms);
+    snprintf(limit, sizeof(limit), "%d", REC_PENDING_BATCH);
+    const char *params[] = {age, limit};
+    if (pg_exec(c, &stale, 2, params, &res, &err) != 0) {
+        log_warn("pending_scan_failed", "reason=\"%s\"", err.message);
+        return;
+    }
+    for (int i = 0; i < pg_rows(res) && !__atomic_load_n(&gw->stopping, __ATOMIC_RELAXED); i++) {
+        settle_one(rec, c, res, i);
+    }
+    pg_result_free(res);
+}
+
+/* Lists every category with its assigned count; NULL if chance could not be read. */
+static cJSON *
+list_categories(struct gw *gw)
+{
+    cJSON *all = cJSON_CreateArray();
+    long long after = 0;
+    for (;;) {
+        cJSON *data = cJSON_CreateObject(), *result = NULL;
+        cJSON_AddNumberToObject(data, "limit", 1000);
+        if (after > 0) {
+            cJSON_AddNumberToObject(data, "after", (double)after);
+        }
+        int st = rpc_client_call_sync(gw->chance, "chance.categories", data,
+                                      (int)gw->conf->rpc_timeout_ms, &result, NULL, NULL);
+        cJSON *items = cJSON_GetObjectItemCaseSensitive(result, "items");
+        if (st != RPC_OK || !cJSON_IsArray(items)) {
+            cJSON_Delete(result);
+            cJSON_Delete(all);
+            return NULL;
+        }
+        cJSON *it;
+        while ((it = cJSON_DetachItemFromArray(items, 0)) != NULL) {
+            cJSON_AddItemToArray(all, it);
+        }
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(result, "next_cursor");
+        after = json_is_int(next) && next->valuedouble > (double)after ? (long long)next->valuedouble
+                                                                       : 0;
+        cJSON_Delete(result);
+        if (after == 0) {
+            return all;
+        }
+    }
+}
+
+bool
+reconcile_pass(void *arg)
+{
+    struct reconciler *rec = arg;
+    struct gw *gw = rec->gw;
+    if (!__atomic_load_n(&gw->chance_up, __ATOMIC_RELAXED)) {
+        return false;
+    }
+    cJSON *cats = list_categories(gw);
+    if (cats == NULL) {
+        return false;
+    }
+    struct pg_error err;
+    struct pg_conn *c = pg_acquire(gw->pg, (int)gw->conf->pg_acquire_timeout_ms, &err);
+    if (c == NULL) {
+        cJSON_Delete(cats);
+        return false;
+    }
+    bool full = time_mono_ms() - rec->last_full_ms >= REC_FULL_SCAN_MS, complete = true;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cats) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        const cJSON *assigned = cJSON_GetObjectItemCaseSensitive(it, "assigned");
+        if (!json_is_int(id) || !json_is_int(assigned) ||
+            __atomic_load_n(&gw->stopping, __ATOMIC_RELAXED)) {
+            continue;
+        }
+        struct rec_cat *cat = cat_get(rec, (int64_t)id->valuedouble);
+        /* Unchanged counts mean nothing new was assigned (bar a release and re-assignment,
+         * which the periodic full scan catches). */
+        if (!full && cat->assigned == (int64_t)assigned->valuedouble) {
+            continue;
+        }
+        if (scan_category(rec, c, cat)) {
+            cat->assigned = (int64_t)assigned->valuedouble;
+        } else {
+            complete = false;
+        }
+    }
+    if (full && complete) {
+        rec->last_full_ms = time_mono_ms();
+    }
+    settle_pending(rec, c);
+    pg_release(gw->pg, c);
+    cJSON_Delete(cats);
+    return false;
+}

@@ -1,0 +1,382 @@
+/* The logger's RabbitMQ adapter: librabbitmq calls, delivery assembly and error translation. */
+#include "rabbit.h"
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "log.h"
+
+#define CHANNEL 1
+#define HEARTBEAT_S 30     /* the broker drops us after two missed beats */
+#define FRAME_MAX 131072   /* librabbitmq's default */
+
+enum rx_state {
+    RX_IDLE,   /* waiting for basic.deliver */
+    RX_HEADER, /* deliver seen, content header next */
+    RX_BODY,   /* collecting body frames */
+};
+
+struct logger_amqp {
+    amqp_connection_state_t conn; /* owned; owns the socket */
+    char *queue;                  /* owned copies of the names */
+    char *dlx;
+    char *dlq;
+    char *tag;                    /* consumer tag while consuming, else NULL */
+    size_t max_body;              /* bodies above this are skipped, not buffered */
+    enum rx_state rx;             /* where a delivery in progress stands */
+    struct logger_amqp_msg cur;   /* the delivery being assembled */
+    size_t got;                   /* body bytes seen so far */
+    pthread_mutex_t lock;         /* guards fd against logger_amqp_interrupt */
+    int fd;                       /* socket, -1 once closed */
+};
+
+/* librabbitmq's reply kinds turned into one sentence. */
+static void
+reply_error(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        snprintf(err, errlen, "%s: ok", what);
+        break;
+    case AMQP_RESPONSE_NONE:
+        snprintf(err, errlen, "%s: no reply from the broker", what);
+        break;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(err, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
+        break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            amqp_connection_close_t *m = r.reply.decoded;
+            snprintf(err, errlen, "%s: broker closed the connection: %u %.*s", what,
+                     m->reply_code, (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *m = r.reply.decoded;
+            snprintf(err, errlen, "%s: broker closed the channel: %u %.*s", what, m->reply_code,
+                     (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        } else {
+            snprintf(err, errlen, "%s: unexpected broker method 0x%08x", what, r.reply.id);
+        }
+        break;
+    }
+}
+
+static int
+check_rpc(struct logger_amqp *a, const char *what, char *err, size_t errlen)
+{
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        return 0;
+    }
+    reply_error(r, what, err, errlen);
+    return -1;
+}
+
+static int
+declare_topology(struct logger_amqp *a, int delivery_limit, char *err, size_t errlen)
+{
+    amqp_exchange_declare(a->conn, CHANNEL, amqp_cstring_bytes(a->dlx),
+                          amqp_cstring_bytes("fanout"), 0, 1, 0, 0, amqp_empty_table);
+    if (check_rpc(a, "declare dead-letter exchange", err, errlen) != 0) {
+        return -1;
+    }
+    amqp_queue_declare(a->conn, CHANNEL, amqp_cstring_bytes(a->dlq), 0, 1, 0, 0,
+                       amqp_empty_table);
+    if (check_rpc(a, "declare dead-letter queue", err, errlen) != 0) {
+        return -1;
+    }
+    amqp_queue_bind(a->conn, CHANNEL, amqp_cstring_bytes(a->dlq), amqp_cstring_bytes(a->dlx),
+                    amqp_cstring_bytes(""), amqp_empty_table);
+    if (check_rpc(a, "bind dead-letter queue", err, errlen) != 0) {
+        return -1;
+    }
+    /* x-delivery-limit needs a quorum queue; the chance relay declares exactly these. */
+    amqp_table_entry_t args[3];
+    args[0].key = amqp_cstring_bytes("x-queue-type");
+    args[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    args[0].value.value.bytes = amqp_cstring_bytes("quorum");
+    args[1].key = amqp_cstring_bytes("x-dead-letter-exchange");
+    args[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    args[1].value.value.bytes = amqp_cstring_bytes(a->dlx);
+    args[2].key = amqp_cstring_bytes("x-delivery-limit");
+    args[2].value.kind = AMQP_FIELD_KIND_I64;
+    args[2].value.value.i64 = delivery_limit;
+    amqp_table_t table = {3, args};
+    amqp_queue_declare(a->conn, CHANNEL, amqp_cstring_bytes(a->queue), 0, 1, 0, 0, table);
+    return check_rpc(a, "declare queue", err, errlen);
+}
+
+static int
+connect_and_login(struct logger_amqp *a, const struct logger_amqp_opts *o, char *err,
+                  size_t errlen)
+{
+    struct amqp_connection_info ci;
+    char *u = xstrdup(o->url); /* amqp_parse_url writes into its argument */
+    int rc = -1;
+    amqp_default_connection_info(&ci);
+    if (amqp_parse_url(u, &ci) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "amqp_url is not a valid amqp:// URL");
+        goto out;
+    }
+    if (ci.ssl) {
+        snprintf(err, errlen, "amqps:// is not supported; use amqp:// on a trusted network");
+        goto out;
+    }
+    amqp_socket_t *sock = amqp_tcp_socket_new(a->conn);
+    struct timeval tv = {o->timeout_ms / 1000, (o->timeout_ms % 1000) * 1000};
+    int st = sock ? amqp_socket_open_noblock(sock, ci.host, ci.port, &tv) : AMQP_STATUS_NO_MEMORY;
+    if (st != AMQP_STATUS_OK) {
+        /* librabbitmq says only "a socket error occurred"; errno says which */
+        snprintf(err, errlen, "cannot connect to %s:%d: %s", ci.host, ci.port,
+                 st == AMQP_STATUS_SOCKET_ERROR && errno ? strerror(errno)
+                                                         : amqp_error_string2(st));
+        goto out;
+    }
+    pthread_mutex_lock(&a->lock);
+    a->fd = amqp_socket_get_sockfd(sock);
+    pthread_mutex_unlock(&a->lock);
+    amqp_set_handshake_timeout(a->conn, &tv);
+    amqp_set_rpc_timeout(a->conn, &tv);
+    /* "amqp://host:port/" names the default vhost "/", as amqplib and pika read it. */
+    const char *vhost = ci.vhost && *ci.vhost ? ci.vhost : "/";
+    amqp_rpc_reply_t r = amqp_login(a->conn, vhost, 0, FRAME_MAX, HEARTBEAT_S,
+                                    AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        reply_error(r, "login", err, errlen);
+        goto out;
+    }
+    rc = 0;
+out:
+    util_wipe(u, strlen(o->url)); /* it holds the password */
+    free(u);
+    return rc;
+}
+
+struct logger_amqp *
+logger_amqp_open(const struct logger_amqp_opts *o, char *err, size_t errlen)
+{
+    struct logger_amqp *a = xcalloc(1, sizeof(*a));
+    pthread_mutex_init(&a->lock, NULL);
+    a->fd = -1;
+    a->queue = xstrdup(o->queue);
+    a->dlx = xasprintf("%s.dlx", o->queue);
+    a->dlq = xasprintf("%s.dlq", o->queue);
+    a->max_body = o->max_body;
+    a->conn = amqp_new_connection();
+    if (a->conn == NULL) {
+        snprintf(err, errlen, "out of memory creating an AMQP connection");
+        goto fail;
+    }
+    if (connect_and_login(a, o, err, errlen) != 0) {
+        goto fail;
+    }
+    amqp_channel_open(a->conn, CHANNEL);
+    if (check_rpc(a, "open channel", err, errlen) != 0 ||
+        declare_topology(a, o->delivery_limit, err, errlen) != 0) {
+        goto fail;
+    }
+    amqp_basic_qos(a->conn, CHANNEL, 0, (uint16_t)o->prefetch, 0);
+    if (check_rpc(a, "set prefetch", err, errlen) != 0) {
+        goto fail;
+    }
+    return a;
+fail:
+    logger_amqp_close(a);
+    return NULL;
+}
+
+void
+logger_amqp_close(struct logger_amqp *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&a->lock);
+    a->fd = -1;
+    pthread_mutex_unlock(&a->lock);
+    if (a->conn) {
+        /* A polite close when the link still works; destroy frees everything regardless. */
+        if (amqp_get_socket(a->conn) != NULL && amqp_get_sockfd(a->conn) >= 0) {
+            amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+        }
+        amqp_destroy_connection(a->conn);
+    }
+    logger_amqp_msg_cleanup(&a->cur);
+    free(a->tag);
+    pthread_mutex_destroy(&a->lock);
+    free(a->queue);
+    free(a->dlx);
+    free(a->dlq);
+    free(a);
+}
+
+void
+logger_amqp_interrupt(struct logger_amqp *a)
+{
+    pthread_mutex_lock(&a->lock);
+    if (a->fd >= 0) {
+        shutdown(a->fd, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&a->lock);
+}
+
+int
+logger_amqp_consume(struct logger_amqp *a, char *err, size_t errlen)
+{
+    amqp_basic_consume_ok_t *ok =
+        amqp_basic_consume(a->conn, CHANNEL, amqp_cstring_bytes(a->queue), amqp_empty_bytes, 0,
+                           0, 0, amqp_empty_table);
+    if (ok == NULL) {
+        if (check_rpc(a, "start consuming", err, errlen) == 0) {
+            snprintf(err, errlen, "start consuming: no consume-ok");
+        }
+        return -1;
+    }
+    free(a->tag);
+    a->tag = xstrndup(ok->consumer_tag.bytes, ok->consumer_tag.len);
+    return 0;
+}
+
+int
+logger_amqp_cancel(struct logger_amqp *a, char *err, size_t errlen)
+{
+    if (a->tag == NULL) {
+        return 0;
+    }
+    /* Deliveries that arrive before cancel-ok are queued by librabbitmq for logger_amqp_next. */
+    amqp_basic_cancel(a->conn, CHANNEL, amqp_cstring_bytes(a->tag));
+    free(a->tag);
+    a->tag = NULL;
+    return check_rpc(a, "cancel consumer", err, errlen);
+}
+
+void
+logger_amqp_msg_cleanup(struct logger_amqp_msg *msg)
+{
+    free(msg->body);
+    memset(msg, 0, sizeof(*msg));
+}
+
+/* A method frame on our channel or the connection; -1 ends the link with err filled. */
+static int
+on_method(struct logger_amqp *a, const amqp_frame_t *f, char *err, size_t errlen)
+{
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_DELIVER_METHOD: {
+        const amqp_basic_deliver_t *d = f->payload.method.decoded;
+        logger_amqp_msg_cleanup(&a->cur);
+        a->cur.tag = d->delivery_tag;
+        a->cur.redelivered = d->redelivered;
+        a->rx = RX_HEADER;
+        return 0;
+    }
+    case AMQP_BASIC_CANCEL_METHOD:
+        snprintf(err, errlen, "the broker cancelled our consumer (queue deleted?)");
+        return -1;
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        const amqp_channel_close_t *m = f->payload.method.decoded;
+        snprintf(err, errlen, "broker closed the channel: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        return -1;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        const amqp_connection_close_t *m = f->payload.method.decoded;
+        snprintf(err, errlen, "broker closed the connection: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        amqp_connection_close_ok_t ok = {0};
+        (void)amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        return -1;
+    }
+    default:
+        return 0; /* replies to our own calls that came late: nothing to do */
+    }
+}
+
+/* Content frames of the delivery in progress; 1 when it is complete. */
+static int
+on_content(struct logger_amqp *a, const amqp_frame_t *f, char *err, size_t errlen)
+{
+    if (f->frame_type == AMQP_FRAME_HEADER) {
+        if (a->rx != RX_HEADER) {
+            snprintf(err, errlen, "content header without a delivery");
+            return -1;
+        }
+        uint64_t size = f->payload.properties.body_size;
+        a->cur.len = (size_t)size;
+        a->got = 0;
+        if (size > a->max_body) {
+            a->cur.oversize = true; /* count the bytes, keep none */
+        } else {
+            a->cur.body = xmalloc((size_t)size + 1);
+            a->cur.body[size] = '\0';
+        }
+        a->rx = RX_BODY;
+    } else {
+        size_t n = f->payload.body_fragment.len;
+        if (a->rx != RX_BODY || a->got + n > a->cur.len) {
+            snprintf(err, errlen, "unexpected body frame");
+            return -1;
+        }
+        if (a->cur.body) {
+            memcpy(a->cur.body + a->got, f->payload.body_fragment.bytes, n);
+        }
+        a->got += n;
+    }
+    return a->rx == RX_BODY && a->got == a->cur.len ? 1 : 0;
+}
+
+int
+logger_amqp_next(struct logger_amqp *a, int timeout_ms, struct logger_amqp_msg *msg, char *err,
+                 size_t errlen)
+{
+    int64_t deadline = time_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - time_mono_ms();
+        if (left < 0) {
+            left = 0;
+        }
+        struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+        amqp_frame_t f;
+        int st = amqp_simple_wait_frame_noblock(a->conn, &f, &tv);
+        if (st == AMQP_STATUS_TIMEOUT) {
+            return 0;
+        }
+        if (st != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "%s", amqp_error_string2(st));
+            return -1;
+        }
+        int rc = 0;
+        if (f.frame_type == AMQP_FRAME_METHOD) {
+            rc = on_method(a, &f, err, errlen);
+        } else if (f.frame_type == AMQP_FRAME_HEADER || f.frame_type == AMQP_FRAME_BODY) {
+            rc = on_content(a, &f, err, errlen);
+        }
+        if (rc < 0) {
+            return -1;
+        }
+        if (rc == 1) {
+            *msg = a->cur;
+            memset(&a->cur, 0, sizeof(a->cur));
+            a->rx = RX_IDLE;
+            amqp_maybe_release_buffers(a->conn);
+            return 1;
+        }
+    }
+}
+
+int
+logger_amqp_ack(struct logger_amqp *a, uint64_t tag, bool multiple)
+{
+    return amqp_basic_ack(a->conn, CHANNEL, tag, multiple) == AMQP_STATUS_OK ? 0 : -1;
+}
+
+int
+logger_amqp_reject(struct logger_amqp *a, uint64_t tag)
+{
+    return amqp_basic_reject(a->conn, CHANNEL, tag, 0) == AMQP_STATUS_OK ? 0 : -1;
+}

@@ -1,0 +1,468 @@
+/* The audit queue consumer thread: RabbitMQ -> validate -> MongoDB (journaled) -> ack. */
+#include "consumer.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rabbit.h"
+#include "event.h"
+#include "log.h"
+#include "logger_conf.h"
+#include "mongo.h"
+#include "util.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define IDLE_WAIT_MS 200      /* how long an empty batch waits for a first delivery */
+#define LOG_REPEAT_MS 30000   /* a failure that persists is logged again this often */
+
+/* One delivery of the current round. */
+struct item {
+    struct logger_amqp_msg msg; /* owned */
+    cJSON *event;               /* owned canonical event; NULL if not screened or invalid */
+    bool screened;              /* validated (and rejected if invalid) */
+    bool settled;               /* rejected already: no ack */
+};
+
+struct logger_consumer {
+    const struct logger_conf *conf; /* borrowed */
+    struct logger_mongo *store;     /* borrowed */
+    struct loop *loop;              /* borrowed; only loop_post is used from the thread */
+    loop_fn on_ready, on_exit;      /* posted to the loop */
+    void *arg;                      /* their argument */
+    pthread_t thread;
+    int stop;                       /* atomic: set by logger_consumer_stop */
+    pthread_mutex_t link_lock;      /* guards link against logger_consumer_free's interrupt */
+    struct logger_amqp *link;       /* thread-owned connection, NULL while disconnected */
+    struct item *items;             /* thread-owned: the deliveries of this round */
+    size_t n, cap;                  /* items used / allocated (cap = prefetch) */
+    int backoff_ms;                 /* next wait after a failure */
+    int64_t paused_at;              /* monotonic ms when the store stopped answering, or 0 */
+    char last_err[256];             /* last failure logged, to avoid repeating it */
+    int64_t last_err_at;            /* when it was logged */
+    struct logger_consumer_stats st; /* counters, updated with atomics */
+};
+
+#define BUMP(c, field, n) __atomic_add_fetch(&(c)->st.field, (n), __ATOMIC_RELAXED)
+#define SET(c, field, v) __atomic_store_n(&(c)->st.field, (v), __ATOMIC_RELAXED)
+
+static bool
+stopping(struct logger_consumer *c)
+{
+    return __atomic_load_n(&c->stop, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Sleeps ms, waking early when a stop is requested. */
+static void
+nap(struct logger_consumer *c, int ms)
+{
+    while (ms > 0 && !stopping(c)) {
+        int step = ms < 50 ? ms : 50;
+        struct timespec ts = {0, (long)step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+static void
+backoff(struct logger_consumer *c)
+{
+    nap(c, c->backoff_ms);
+    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+/* Logs a failure once, and again only if it changes or persists for LOG_REPEAT_MS. */
+static void
+log_failure(struct logger_consumer *c, const char *event, const char *why)
+{
+    int64_t now = time_mono_ms();
+    if (strcmp(c->last_err, why) != 0 || now - c->last_err_at >= LOG_REPEAT_MS) {
+        log_warn(event, "reason=\"%s\" retry_ms=%d", why, c->backoff_ms);
+        snprintf(c->last_err, sizeof(c->last_err), "%s", why);
+        c->last_err_at = now;
+    }
+}
+
+static int
+ensure_store(struct logger_consumer *c)
+{
+    char err[256];
+    int rc = logger_mongo_ensure(c->store, c->conf->retention_days, err, sizeof(err));
+    if (rc != LOGGER_MONGO_OK) {
+        SET(c, store_up, false);
+        log_failure(c, "store_unavailable", err);
+        return -1;
+    }
+    SET(c, store_up, true);
+    c->last_err[0] = '\0';
+    log_info("store_ready", "ns=%s retention_days=%lld", logger_mongo_namespace(c->store),
+             c->conf->retention_days);
+    return 0;
+}
+
+static int
+open_link(struct logger_consumer *c)
+{
+    char err[256];
+    struct logger_amqp_opts o = {
+        .url = c->conf->amqp_url,
+        .queue = c->conf->amqp_queue,
+        .delivery_limit = (int)c->conf->amqp_delivery_limit,
+        .prefetch = (int)c->conf->amqp_prefetch,
+        .max_body = (size_t)c->conf->max_event_bytes,
+        .timeout_ms = 10000,
+    };
+    struct logger_amqp *a = logger_amqp_open(&o, err, sizeof(err));
+    if (a == NULL || logger_amqp_consume(a, err, sizeof(err)) != 0) {
+        logger_amqp_close(a);
+        log_failure(c, "amqp_unavailable", err);
+        return -1;
+    }
+    pthread_mutex_lock(&c->link_lock);
+    c->link = a;
+    pthread_mutex_unlock(&c->link_lock);
+    SET(c, amqp_up, true);
+    BUMP(c, reconnects, 1);
+    c->last_err[0] = '\0';
+    log_info("amqp_consuming", "queue=%s prefetch=%lld batch=%lld delivery_limit=%lld",
+             c->conf->amqp_queue, c->conf->amqp_prefetch, c->conf->insert_batch,
+             c->conf->amqp_delivery_limit);
+    /* Ready means both ends work: the store answered (checked first) and we consume. */
+    loop_post(c->loop, c->on_ready, c->arg);
+    return 0;
+}
+
+static void
+clear_items(struct logger_consumer *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        logger_amqp_msg_cleanup(&c->items[i].msg);
+        cJSON_Delete(c->items[i].event);
+    }
+    memset(c->items, 0, c->n * sizeof(*c->items));
+    c->n = 0;
+}
+
+/* Unacknowledged deliveries go back to the queue when the connection closes. */
+static void
+drop_link(struct logger_consumer *c, const char *why)
+{
+    pthread_mutex_lock(&c->link_lock);
+    struct logger_amqp *a = c->link;
+    c->link = NULL;
+    pthread_mutex_unlock(&c->link_lock);
+    if (a != NULL && stopping(c)) {
+        log_info("amqp_link_closed", "reason=\"%s\" unacked=%zu", why, c->n);
+    } else if (a != NULL) {
+        log_warn("amqp_link_closed", "reason=\"%s\" unacked=%zu", why, c->n);
+    }
+    logger_amqp_close(a);
+    SET(c, amqp_up, false);
+    clear_items(c);
+}
+
+/* Adds deliveries until want are held or none is ready; the first may wait first_wait_ms. */
+static int
+collect(struct logger_consumer *c, int first_wait_ms, size_t want, char *err, size_t errlen)
+{
+    int wait = first_wait_ms;
+    while (c->n < want && c->n < c->cap) {
+        struct logger_amqp_msg msg;
+        int rc = logger_amqp_next(c->link, wait, &msg, err, errlen);
+        if (rc < 0) {
+            return -1;
+        }
+        if (rc == 0) {
+            break;
+        }
+        c->items[c->n++] = (struct item){.msg = msg};
+        BUMP(c, received, 1);
+        wait = 0;
+    }
+    return 0;
+}
+
+static int
+dead_letter(struct logger_consumer *c, struct item *it, const char *why, char *err, size_t errlen)
+{
+    /* The body is not logged: it may hold codes and user data. */
+    log_warn("message_dead_lettered", "reason=\"%s\" bytes=%zu redelivered=%d queue=%s", why,
+             it->msg.len, it->msg.redelivered, c->conf->amqp_queue);
+    it->settled = true;
+    BUMP(c, dead_lettered, 1);
+    if (logger_amqp_reject(c->link, it->msg.tag) != 0) {
+        snprintf(err, errlen, "reject failed: connection lost");
+        return -1;
+    }
+    return 0;
+}
+
+/* Validates the deliveries not seen yet; the unusable ones go to the dead-letter queue. */
+static int
+screen(struct logger_consumer *c, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        struct item *it = &c->items[i];
+        char why[256];
+        if (it->screened) {
+            continue;
+        }
+        it->screened = true;
+        if (it->msg.oversize) {
+            snprintf(why, sizeof(why), "larger than max_event_bytes (%lld)",
+                     c->conf->max_event_bytes);
+        } else if ((it->event = logger_event_from_message(it->msg.body, it->msg.len, why,
+                                                          sizeof(why))) != NULL) {
+            continue;
+        }
+        if (dead_letter(c, it, why, err, errlen) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static size_t
+gather(struct logger_consumer *c, const cJSON **evs, size_t *idx)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->items[i].event != NULL && !c->items[i].settled) {
+            evs[k] = c->items[i].event;
+            idx[k++] = i;
+        }
+    }
+    return k;
+}
+
+/* Inserts until MongoDB answers, holding the deliveries (and servicing the link) meanwhile. */
+static int
+insert_held(struct logger_consumer *c, const cJSON **evs, size_t *idx, unsigned char *outcome,
+            size_t *k, char *err, size_t errlen)
+{
+    c->backoff_ms = BACKOFF_MIN_MS;
+    for (;;) {
+        char why[256];
+        *k = gather(c, evs, idx);
+        if (*k == 0) {
+            return 0;
+        }
+        int rc = logger_mongo_insert(c->store, evs, *k, outcome, why, sizeof(why));
+        if (rc == LOGGER_MONGO_OK) {
+            return 0;
+        }
+        BUMP(c, store_errors, 1);
+        SET(c, store_up, false);
+        if (c->paused_at == 0) {
+            c->paused_at = time_mono_ms();
+            SET(c, paused, true);
+            log_warn("consumer_paused", "reason=\"%s\" held=%zu", why, *k);
+        }
+        if (stopping(c)) {
+            snprintf(err, errlen, "stopping while MongoDB is unavailable: %.180s", why);
+            return -1;
+        }
+        /* Waiting on the link keeps heartbeats going; the prefetch window caps what arrives. */
+        int64_t until = time_mono_ms() + c->backoff_ms;
+        for (int64_t left = c->backoff_ms; left > 0 && !stopping(c);
+             left = until - time_mono_ms()) {
+            if (c->n >= c->cap) { /* the broker sends no more: nothing to read but beats */
+                nap(c, (int)left);
+                break;
+            }
+            if (collect(c, (int)left, c->cap, err, errlen) != 0) {
+                return -1;
+            }
+        }
+        if (screen(c, err, errlen) != 0) {
+            return -1;
+        }
+        c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+    }
+}
+
+static int
+settle(struct logger_consumer *c, size_t *idx, const unsigned char *outcome, size_t k, char *err,
+       size_t errlen)
+{
+    uint64_t max_tag = 0;
+    for (size_t j = 0; j < k; j++) {
+        struct item *it = &c->items[idx[j]];
+        if (outcome[j] == LOGGER_INSERT_REFUSED) {
+            if (dead_letter(c, it, "MongoDB refused the document", err, errlen) != 0) {
+                return -1;
+            }
+        } else {
+            BUMP(c, stored, outcome[j] == LOGGER_INSERT_STORED);
+            BUMP(c, duplicates, outcome[j] == LOGGER_INSERT_DUPLICATE);
+        }
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        if (!c->items[i].settled && c->items[i].msg.tag > max_tag) {
+            max_tag = c->items[i].msg.tag;
+        }
+    }
+    if (k > 0 && c->conf->test_ack_delay_ms > 0) {
+        log_info("consumer_ack_delayed", "events=%zu delay_ms=%lld", k, c->conf->test_ack_delay_ms);
+        struct timespec ts = {(time_t)(c->conf->test_ack_delay_ms / 1000),
+                              (long)(c->conf->test_ack_delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    /* Every delivery up to max_tag belongs to this round and is stored or already rejected. */
+    if (max_tag > 0 && logger_amqp_ack(c->link, max_tag, true) != 0) {
+        snprintf(err, errlen, "ack failed: connection lost");
+        return -1;
+    }
+    return 0;
+}
+
+/* One round: screen, insert (waiting out a MongoDB outage), settle, forget. */
+static int
+process(struct logger_consumer *c, char *err, size_t errlen)
+{
+    const cJSON **evs = xcalloc(c->cap, sizeof(*evs));
+    size_t *idx = xcalloc(c->cap, sizeof(*idx)), k = 0;
+    unsigned char *outcome = xcalloc(c->cap, 1);
+    int rc = -1;
+    if (screen(c, err, errlen) != 0 || insert_held(c, evs, idx, outcome, &k, err, errlen) != 0) {
+        goto out;
+    }
+    if (c->paused_at != 0) {
+        log_info("consumer_resumed", "paused_ms=%lld", (long long)(time_mono_ms() - c->paused_at));
+        c->paused_at = 0;
+        SET(c, paused, false);
+    }
+    if (k > 0) {
+        SET(c, store_up, true);
+        BUMP(c, batches, 1);
+    }
+    if (settle(c, idx, outcome, k, err, errlen) != 0) {
+        goto out;
+    }
+    clear_items(c);
+    rc = 0;
+out:
+    free(evs);
+    free(idx);
+    free(outcome);
+    return rc;
+}
+
+/* Graceful end: no new deliveries, store and acknowledge those already here, close. */
+static void
+finish(struct logger_consumer *c)
+{
+    char err[256];
+    if (c->link == NULL) {
+        return;
+    }
+    if (logger_amqp_cancel(c->link, err, sizeof(err)) != 0 ||
+        collect(c, 0, c->cap, err, sizeof(err)) != 0 || process(c, err, sizeof(err)) != 0) {
+        drop_link(c, err);
+        return;
+    }
+    drop_link(c, "stopping");
+}
+
+static void *
+consumer_main(void *arg)
+{
+    struct logger_consumer *c = arg;
+    bool ready = false;
+    char err[256];
+    log_set_role("logger");
+    c->backoff_ms = BACKOFF_MIN_MS;
+    while (!stopping(c)) {
+        /* Consume only once the store answers: a delivery we cannot store would sit unacked. */
+        if (!ready) {
+            if (ensure_store(c) != 0) {
+                backoff(c);
+                continue;
+            }
+            ready = true;
+            c->backoff_ms = BACKOFF_MIN_MS;
+        }
+        if (c->link == NULL) {
+            if (open_link(c) != 0) {
+                backoff(c);
+                continue;
+            }
+            c->backoff_ms = BACKOFF_MIN_MS;
+        }
+        if (collect(c, IDLE_WAIT_MS, (size_t)c->conf->insert_batch, err, sizeof(err)) != 0 ||
+            (c->n > 0 && process(c, err, sizeof(err)) != 0)) {
+            drop_link(c, err);
+        }
+    }
+    finish(c);
+    loop_post(c->loop, c->on_exit, c->arg);
+    return NULL;
+}
+
+struct logger_consumer *
+logger_consumer_new(const struct logger_conf *conf, struct logger_mongo *store, struct loop *loop,
+                    loop_fn on_ready, loop_fn on_exit, void *arg)
+{
+    struct logger_consumer *c = xcalloc(1, sizeof(*c));
+    c->conf = conf;
+    c->store = store;
+    c->loop = loop;
+    c->on_ready = on_ready;
+    c->on_exit = on_exit;
+    c->arg = arg;
+    c->cap = (size_t)conf->amqp_prefetch;
+    c->items = xcalloc(c->cap, sizeof(*c->items));
+    pthread_mutex_init(&c->link_lock, NULL);
+    if (pthread_create(&c->thread, NULL, consumer_main, c) != 0) {
+        log_error("thread_failed", "what=logger_consumer");
+        pthread_mutex_destroy(&c->link_lock);
+        free(c->items);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void
+logger_consumer_stop(struct logger_consumer *c)
+{
+    __atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+}
+
+void
+logger_consumer_free(struct logger_consumer *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    logger_consumer_stop(c);
+    /* A forced shutdown may find the thread blocked writing to a stalled broker. */
+    pthread_mutex_lock(&c->link_lock);
+    if (c->link != NULL) {
+        logger_amqp_interrupt(c->link);
+    }
+    pthread_mutex_unlock(&c->link_lock);
+    pthread_join(c->thread, NULL);
+    clear_items(c);
+    free(c->items);
+    pthread_mutex_destroy(&c->link_lock);
+    free(c);
+}
+
+void
+logger_consumer_stats(const struct logger_consumer *c, struct logger_consumer_stats *out)
+{
+    out->received = __atomic_load_n(&c->st.received, __ATOMIC_RELAXED);
+    out->stored = __atomic_load_n(&c->st.stored, __ATOMIC_RELAXED);
+    out->duplicates = __atomic_load_n(&c->st.duplicates, __ATOMIC_RELAXED);
+    out->dead_lettered = __atomic_load_n(&c->st.dead_lettered, __ATOMIC_RELAXED);
+    out->batches = __atomic_load_n(&c->st.batches, __ATOMIC_RELAXED);
+    out->store_errors = __atomic_load_n(&c->st.store_errors, __ATOMIC_RELAXED);
+    out->reconnects = __atomic_load_n(&c->st.reconnects, __ATOMIC_RELAXED);
+    out->amqp_up = __atomic_load_n(&c->st.amqp_up, __ATOMIC_RELAXED);
+    out->store_up = __atomic_load_n(&c->st.store_up, __ATOMIC_RELAXED);
+    out->paused = __atomic_load_n(&c->st.paused, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,66 @@
+/* The logger role's key table. */
+#include "logger_conf.h"
+
+#include <stddef.h>
+
+/* Same rule as the chance role's: both declare the queue, so both must accept the same names. */
+static const char *
+check_queue(const char *v)
+{
+    size_t n = 0;
+    for (; v[n]; n++) {
+        char c = v[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return "queue names use letters, digits, '.', '_' and '-'";
+        }
+    }
+    return n == 0 || n > 200 ? "expected 1 to 200 characters" : NULL;
+}
+
+static const char *
+validate(const void *data)
+{
+    const struct logger_conf *c = data;
+    /* A batch can never fill if the broker may not push that many unacked messages. */
+    if (c->amqp_prefetch < c->insert_batch) {
+        return "amqp_prefetch must be at least insert_batch";
+    }
+    return NULL;
+}
+
+#define K(name, type, def, lo, hi, check, flags, help)                                            \
+    {#name, type, def, offsetof(struct logger_conf, name), lo, hi, check, flags, help}
+
+static const struct conf_key logger_keys[] = {
+    K(logger_listen, CONF_STR, "127.0.0.1:4002", 0, 0, conf_check_hostport, 0,
+      "Where the logger role accepts NestJS TCP requests (log.append, log.query, log.stats)."),
+    K(mongo_url, CONF_STR, "mongodb://127.0.0.1:27017/chanced", 0, 0, conf_check_url_mongo,
+      CONF_SECRET, "MongoDB holding the audit events (collection \"events\" of the URL's database)."),
+    K(mongo_timeout_ms, CONF_INT, "10000", 500, 600000, NULL, 0,
+      "MongoDB socket and server-selection deadline, unless the URL sets its own."),
+    K(store_workers, CONF_INT, "4", 1, 64, NULL, 0,
+      "Threads running MongoDB work for log.append, log.query and log.stats."),
+    K(amqp_url, CONF_STR, "amqp://guest:guest@127.0.0.1:5672/", 0, 0, conf_check_url_amqp,
+      CONF_SECRET, "RabbitMQ that receives audit events (chance publishes, logger consumes)."),
+    K(amqp_queue, CONF_STR, "chanced.events", 0, 0, check_queue, 0,
+      "Durable queue of audit events."),
+    K(amqp_delivery_limit, CONF_INT, "5", 1, 1000, NULL, 0,
+      "Deliveries of one message before it is dead-lettered."),
+    K(amqp_prefetch, CONF_INT, "1000", 1, 65535, NULL, 0,
+      "Unacknowledged audit messages RabbitMQ may push to the logger at once."),
+    K(insert_batch, CONF_INT, "500", 1, 10000, NULL, 0,
+      "Most events the logger inserts in one MongoDB round trip when the queue is deep."),
+    K(max_event_bytes, CONF_INT, "65536", 1024, 4194304, NULL, 0,
+      "Largest audit message accepted from the queue; bigger ones are dead-lettered."),
+    K(retention_days, CONF_INT, "0", 0, 36500, NULL, 0,
+      "Delete audit events older than this many days (MongoDB TTL index); 0 keeps them."),
+    K(test_ack_delay_ms, CONF_INT, "0", 0, 60000, NULL, 0,
+      "Testing only: wait this long between storing a batch and acknowledging it."),
+    K(health_listen, CONF_STR, "127.0.0.1:9102", 0, 0, conf_check_hostport, 0,
+      "HTTP port of the logger role for /livez, /readyz and /metrics."),
+};
+
+const struct conf_module logger_conf_module = {
+    "logger", logger_keys, ARRAY_SIZE(logger_keys), sizeof(struct logger_conf), validate,
+};

@@ -1,0 +1,709 @@
+/* The logger's MongoDB adapter: libmongoc calls, BSON <-> cJSON, and error translation. */
+#include "mongo.h"
+
+#include <mongoc/mongoc.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "json.h"
+#include "log.h"
+#include "query.h"
+
+#define COLLECTION "events"
+#define TTL_INDEX "_at_ttl"
+#define STATS_ROWS_MAX 50000 /* buckets x types in one log.stats reply */
+
+struct logger_mongo {
+    mongoc_uri_t *uri;           /* owned, parsed mongo_url */
+    mongoc_client_pool_t *pool;  /* owned; thread-safe */
+    mongoc_write_concern_t *wc;  /* owned: the URL's write concern with journaling forced on */
+    char db[64];                 /* database from the URL (default "chanced") */
+    char ns[96];                 /* "db.events" for logs */
+};
+
+static void append_json(bson_t *b, const char *key, const cJSON *v);
+static cJSON *bson_to_json(const bson_t *doc, bool top);
+
+/* Server error codes that mean "try again later" rather than "this request is wrong". */
+static bool
+transient_code(uint32_t code)
+{
+    static const uint32_t codes[] = {6,     7,     50,    89,    91,    189,   262,  9001,
+                                     10107, 11600, 11602, 13435, 13436, 64,    100};
+    for (size_t i = 0; i < ARRAY_SIZE(codes); i++) {
+        if (codes[i] == code) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Library errors are translated here, once: transport trouble is "unavailable", a refusal is not. */
+static int
+classify(const bson_error_t *e, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s", e->message);
+    if ((e->domain == MONGOC_ERROR_SERVER || e->domain == MONGOC_ERROR_WRITE_CONCERN) &&
+        !transient_code(e->code)) {
+        return LOGGER_MONGO_FAILED;
+    }
+    return LOGGER_MONGO_UNAVAILABLE;
+}
+
+static void
+on_driver_log(mongoc_log_level_t level, const char *domain, const char *message, void *arg)
+{
+    UNUSED(arg);
+    if (level <= MONGOC_LOG_LEVEL_WARNING) {
+        log_warn("mongoc_log", "domain=%s message=\"%.300s\"", domain, message);
+    } else if (level <= MONGOC_LOG_LEVEL_INFO) {
+        log_debug("mongoc_log", "domain=%s message=\"%.300s\"", domain, message);
+    }
+}
+
+static void
+default_int_option(mongoc_uri_t *uri, const char *name, int value)
+{
+    if (!mongoc_uri_has_option(uri, name)) {
+        mongoc_uri_set_option_as_int32(uri, name, value);
+    }
+}
+
+struct logger_mongo *
+logger_mongo_new(const char *url, int timeout_ms, int max_clients, char *err, size_t errlen)
+{
+    bson_error_t e;
+    mongoc_init();
+    mongoc_log_set_handler(on_driver_log, NULL);
+    struct logger_mongo *m = xcalloc(1, sizeof(*m));
+    m->uri = mongoc_uri_new_with_error(url, &e);
+    if (m->uri == NULL) {
+        snprintf(err, errlen, "mongo_url: %s", e.message);
+        goto fail;
+    }
+    /* The driver's defaults (a 5-minute socket timeout) would hide an outage for minutes. */
+    default_int_option(m->uri, MONGOC_URI_SOCKETTIMEOUTMS, timeout_ms);
+    default_int_option(m->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, timeout_ms);
+    default_int_option(m->uri, MONGOC_URI_CONNECTTIMEOUTMS, timeout_ms < 5000 ? timeout_ms : 5000);
+    const char *db = mongoc_uri_get_database(m->uri);
+    snprintf(m->db, sizeof(m->db), "%s", db && *db ? db : "chanced");
+    snprintf(m->ns, sizeof(m->ns), "%s.%s", m->db, COLLECTION);
+    m->wc = mongoc_write_concern_copy(mongoc_uri_get_write_concern(m->uri));
+    mongoc_write_concern_set_journal(m->wc, true);
+    m->pool = mongoc_client_pool_new(m->uri);
+    if (m->pool == NULL) {
+        snprintf(err, errlen, "mongo_url: cannot create a client pool");
+        goto fail;
+    }
+    mongoc_client_pool_set_error_api(m->pool, MONGOC_ERROR_API_VERSION_2);
+    mongoc_client_pool_set_appname(m->pool, "chanced-logger");
+    mongoc_client_pool_max_size(m->pool, (uint32_t)max_clients);
+    return m;
+fail:
+    logger_mongo_free(m);
+    return NULL;
+}
+
+void
+logger_mongo_free(struct logger_mongo *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    if (m->pool) {
+        mongoc_client_pool_destroy(m->pool);
+    }
+    mongoc_write_concern_destroy(m->wc);
+    mongoc_uri_destroy(m->uri);
+    free(m);
+    mongoc_cleanup();
+}
+
+const char *
+logger_mongo_namespace(const struct logger_mongo *m)
+{
+    return m->ns;
+}
+
+/* ---- cJSON -> BSON ---- */
+
+static void
+append_json(bson_t *b, const char *key, const cJSON *v)
+{
+    if (cJSON_IsObject(v) || cJSON_IsArray(v)) {
+        bson_t child;
+        bool arr = cJSON_IsArray(v);
+        if (arr) {
+            bson_append_array_begin(b, key, -1, &child);
+        } else {
+            bson_append_document_begin(b, key, -1, &child);
+        }
+        uint32_t i = 0;
+        for (const cJSON *c = v->child; c; c = c->next, i++) {
+            char buf[16];
+            const char *k = c->string;
+            if (arr) {
+                bson_uint32_to_string(i, &k, buf, sizeof(buf));
+            }
+            append_json(&child, k, c);
+        }
+        if (arr) {
+            bson_append_array_end(b, &child);
+        } else {
+            bson_append_document_end(b, &child);
+        }
+    } else if (cJSON_IsString(v)) {
+        bson_append_utf8(b, key, -1, v->valuestring, -1);
+    } else if (cJSON_IsBool(v)) {
+        bson_append_bool(b, key, -1, cJSON_IsTrue(v));
+    } else if (json_is_int(v)) {
+        bson_append_int64(b, key, -1, (int64_t)v->valuedouble);
+    } else if (cJSON_IsNumber(v)) {
+        bson_append_double(b, key, -1, v->valuedouble);
+    } else {
+        bson_append_null(b, key, -1);
+    }
+}
+
+static void
+append_string_once(bson_t *arr, uint32_t *n, const char **seen, const cJSON *v)
+{
+    if (!cJSON_IsString(v)) {
+        return;
+    }
+    for (uint32_t i = 0; i < *n; i++) {
+        if (strcmp(seen[i], v->valuestring) == 0) {
+            return;
+        }
+    }
+    char buf[16];
+    const char *k;
+    bson_uint32_to_string(*n, &k, buf, sizeof(buf));
+    bson_append_utf8(arr, k, -1, v->valuestring, -1);
+    seen[(*n)++] = v->valuestring;
+}
+
+/* The derived fields: one multikey index each serves the user and category filters. */
+static void
+append_derived(bson_t *doc, const cJSON *ev)
+{
+    const cJSON *actor = cJSON_GetObjectItemCaseSensitive(ev, "actor");
+    const cJSON *subject = cJSON_GetObjectItemCaseSensitive(ev, "subject");
+    bson_t arr;
+    const char *seen[4];
+    uint32_t n = 0;
+    bson_append_array_begin(doc, "_users", -1, &arr);
+    append_string_once(&arr, &n, seen, cJSON_GetObjectItemCaseSensitive(actor, "id"));
+    append_string_once(&arr, &n, seen, cJSON_GetObjectItemCaseSensitive(actor, "username"));
+    append_string_once(&arr, &n, seen, cJSON_GetObjectItemCaseSensitive(subject, "user_id"));
+    append_string_once(&arr, &n, seen, cJSON_GetObjectItemCaseSensitive(subject, "username"));
+    bson_append_array_end(doc, &arr);
+
+    bson_append_array_begin(doc, "_cats", -1, &arr);
+    n = 0;
+    char buf[16];
+    const char *k;
+    const cJSON *cat = cJSON_GetObjectItemCaseSensitive(subject, "category");
+    if (json_is_int(cat)) {
+        bson_uint32_to_string(n++, &k, buf, sizeof(buf));
+        bson_append_int64(&arr, k, -1, (int64_t)cat->valuedouble);
+    }
+    const cJSON *cats = cJSON_GetObjectItemCaseSensitive(subject, "categories");
+    for (const cJSON *c = cats ? cats->child : NULL; c; c = c->next) {
+        bson_uint32_to_string(n++, &k, buf, sizeof(buf));
+        bson_append_int64(&arr, k, -1, (int64_t)c->valuedouble);
+    }
+    bson_append_array_end(doc, &arr);
+}
+
+static bson_t *
+event_to_bson(const cJSON *ev)
+{
+    bson_t *doc = bson_new();
+    for (const cJSON *f = ev->child; f; f = f->next) {
+        append_json(doc, f->string, f);
+        if (strcmp(f->string, "ts") == 0) {
+            bson_append_date_time(doc, "_at", -1, (int64_t)f->valuedouble);
+        }
+    }
+    append_derived(doc, ev);
+    return doc;
+}
+
+/* ---- BSON -> cJSON ---- */
+
+static cJSON *
+value_to_json(bson_iter_t *it)
+{
+    switch (bson_iter_type(it)) {
+    case BSON_TYPE_UTF8:
+        return cJSON_CreateString(bson_iter_utf8(it, NULL));
+    case BSON_TYPE_INT32:
+        return cJSON_CreateNumber(bson_iter_int32(it));
+    case BSON_TYPE_INT64:
+        return cJSON_CreateNumber((double)bson_iter_int64(it));
+    case BSON_TYPE_DOUBLE:
+        return cJSON_CreateNumber(bson_iter_double(it));
+    case BSON_TYPE_BOOL:
+        return cJSON_CreateBool(bson_iter_bool(it));
+    case BSON_TYPE_DATE_TIME:
+        return cJSON_CreateNumber((double)bson_iter_date_time(it));
+    case BSON_TYPE_DOCUMENT:
+    case BSON_TYPE_ARRAY: {
+        const uint8_t *data;
+        uint32_t len;
+        bson_t sub;
+        if (BSON_ITER_HOLDS_DOCUMENT(it)) {
+            bson_iter_document(it, &len, &data);
+        } else {
+            bson_iter_array(it, &len, &data);
+        }
+        if (!bson_init_static(&sub, data, len)) {
+            return cJSON_CreateNull();
+        }
+        cJSON *out = bson_to_json(&sub, false);
+        if (BSON_ITER_HOLDS_ARRAY(it)) { /* same children, array container */
+            cJSON *arr = cJSON_CreateArray();
+            while (out->child) {
+                cJSON_AddItemToArray(arr, cJSON_DetachItemViaPointer(out, out->child));
+            }
+            cJSON_Delete(out);
+            return arr;
+        }
+        return out;
+    }
+    default:
+        return cJSON_CreateNull(); /* types we never write */
+    }
+}
+
+static cJSON *
+bson_to_json(const bson_t *doc, bool top)
+{
+    bson_iter_t it;
+    cJSON *out = cJSON_CreateObject();
+    if (!bson_iter_init(&it, doc)) {
+        return out;
+    }
+    while (bson_iter_next(&it)) {
+        const char *k = bson_iter_key(&it);
+        if (top && (strcmp(k, "_at") == 0 || strcmp(k, "_users") == 0 || strcmp(k, "_cats") == 0)) {
+            continue;
+        }
+        cJSON_AddItemToObject(out, k, value_to_json(&it));
+    }
+    return out;
+}
+
+static long long
+iter_number(const bson_t *doc, const char *path)
+{
+    bson_iter_t it, f;
+    if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, path, &f) &&
+        BSON_ITER_HOLDS_NUMBER(&f)) {
+        return bson_iter_as_int64(&f);
+    }
+    return 0;
+}
+
+/* ---- commands ---- */
+
+static int
+run_command(struct logger_mongo *m, const bson_t *cmd, bool write, bson_t *reply, char *err,
+            size_t errlen)
+{
+    bson_error_t e;
+    mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
+    mongoc_database_t *db = mongoc_client_get_database(client, m->db);
+    bool ok;
+    if (write) {
+        bson_t opts = BSON_INITIALIZER;
+        mongoc_write_concern_append(m->wc, &opts);
+        ok = mongoc_database_write_command_with_opts(db, cmd, &opts, reply, &e);
+        bson_destroy(&opts);
+    } else {
+        ok = mongoc_database_command_with_opts(db, cmd, NULL, NULL, reply, &e);
+    }
+    mongoc_database_destroy(db);
+    mongoc_client_pool_push(m->pool, client);
+    return ok ? LOGGER_MONGO_OK : classify(&e, err, errlen);
+}
+
+int
+logger_mongo_ping(struct logger_mongo *m, char *err, size_t errlen)
+{
+    bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
+    bson_t reply;
+    int rc = run_command(m, cmd, false, &reply, err, errlen);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    return rc;
+}
+
+static void
+add_index(bson_t *arr, uint32_t i, const char *name, const bson_t *key, long long ttl_s)
+{
+    char buf[16];
+    const char *k;
+    bson_t spec;
+    bson_uint32_to_string(i, &k, buf, sizeof(buf));
+    bson_append_document_begin(arr, k, -1, &spec);
+    bson_append_document(&spec, "key", -1, key);
+    bson_append_utf8(&spec, "name", -1, name, -1);
+    if (ttl_s > 0) {
+        bson_append_int64(&spec, "expireAfterSeconds", -1, ttl_s);
+    }
+    bson_append_document_end(arr, &spec);
+}
+
+/* createIndexes as a command: libmongoc 1.23 has no create_indexes_with_opts helper. */
+static int
+create_indexes(struct logger_mongo *m, long long ttl_s, char *err, size_t errlen)
+{
+    bson_t *keys[] = {
+        BCON_NEW("ts", BCON_INT32(-1), "_id", BCON_INT32(-1)),
+        BCON_NEW("type", BCON_INT32(1), "ts", BCON_INT32(-1)),
+        BCON_NEW("_users", BCON_INT32(1), "ts", BCON_INT32(-1)),
+        BCON_NEW("_cats", BCON_INT32(1), "ts", BCON_INT32(-1)),
+        BCON_NEW("subject.code", BCON_INT32(1), "ts", BCON_INT32(-1)),
+        BCON_NEW("_at", BCON_INT32(1)),
+    };
+    static const char *const names[] = {"ts_id", "type_ts", "users_ts", "cats_ts", "code_ts",
+                                        TTL_INDEX};
+    size_t n = ttl_s > 0 ? ARRAY_SIZE(keys) : ARRAY_SIZE(keys) - 1;
+    bson_t cmd = BSON_INITIALIZER, arr, reply;
+    bson_append_utf8(&cmd, "createIndexes", -1, COLLECTION, -1);
+    bson_append_array_begin(&cmd, "indexes", -1, &arr);
+    for (size_t i = 0; i < n; i++) {
+        add_index(&arr, (uint32_t)i, names[i], keys[i], i == ARRAY_SIZE(keys) - 1 ? ttl_s : 0);
+    }
+    bson_append_array_end(&cmd, &arr);
+    int rc = run_command(m, &cmd, true, &reply, err, errlen);
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+        bson_destroy(keys[i]);
+    }
+    return rc;
+}
+
+static int
+drop_ttl_index(struct logger_mongo *m, char *err, size_t errlen)
+{
+    bson_t *cmd = BCON_NEW("dropIndexes", BCON_UTF8(COLLECTION), "index", BCON_UTF8(TTL_INDEX));
+    bson_t reply;
+    int rc = run_command(m, cmd, true, &reply, err, errlen);
+    long long code = iter_number(&reply, "code");
+    /* NamespaceNotFound, IndexNotFound: already in the wanted state. */
+    if (rc == LOGGER_MONGO_FAILED && (code == 26 || code == 27)) {
+        rc = LOGGER_MONGO_OK;
+    }
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    return rc;
+}
+
+int
+logger_mongo_ensure(struct logger_mongo *m, long long retention_days, char *err, size_t errlen)
+{
+    long long ttl_s = retention_days * 86400;
+    int rc = create_indexes(m, ttl_s, err, errlen);
+    if (rc == LOGGER_MONGO_FAILED && ttl_s > 0) {
+        /* The retention changed: an index's options cannot be altered in place everywhere
+         * (collMod is MongoDB-only), so replace the TTL index. */
+        log_info("mongo_ttl_replace", "ns=%s retention_days=%lld reason=\"%s\"", m->ns,
+                 retention_days, err);
+        if ((rc = drop_ttl_index(m, err, errlen)) == LOGGER_MONGO_OK) {
+            rc = create_indexes(m, ttl_s, err, errlen);
+        }
+    } else if (rc == LOGGER_MONGO_OK && ttl_s == 0) {
+        rc = drop_ttl_index(m, err, errlen);
+    }
+    return rc;
+}
+
+/* ---- insert ---- */
+
+static int
+read_write_errors(const bson_t *reply, size_t n, unsigned char *outcome, char *err, size_t errlen)
+{
+    bson_iter_t it, arr;
+    int rc = LOGGER_MONGO_OK;
+    if (iter_number(reply, "writeConcernErrors.0.code") != 0) {
+        snprintf(err, errlen, "write concern not satisfied (code %lld)",
+                 iter_number(reply, "writeConcernErrors.0.code"));
+        return LOGGER_MONGO_UNAVAILABLE;
+    }
+    if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &arr)) {
+        return LOGGER_MONGO_UNAVAILABLE; /* failed without a per-document reason */
+    }
+    while (bson_iter_next(&arr)) {
+        bson_iter_t doc, f;
+        long long index = -1, code = 0;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &doc)) {
+            continue;
+        }
+        while (bson_iter_next(&doc)) {
+            if (strcmp(bson_iter_key(&doc), "index") == 0 && BSON_ITER_HOLDS_NUMBER(&doc)) {
+                index = bson_iter_as_int64(&doc);
+            } else if (strcmp(bson_iter_key(&doc), "code") == 0 && BSON_ITER_HOLDS_NUMBER(&doc)) {
+                code = bson_iter_as_int64(&doc);
+            } else if (strcmp(bson_iter_key(&doc), "errmsg") == 0 && BSON_ITER_HOLDS_UTF8(&doc) &&
+                       code != 11000) {
+                f = doc;
+                snprintf(err, errlen, "%s", bson_iter_utf8(&f, NULL));
+            }
+        }
+        if (index < 0 || (size_t)index >= n) {
+            return LOGGER_MONGO_UNAVAILABLE;
+        }
+        if (code == 11000) {
+            outcome[index] = LOGGER_INSERT_DUPLICATE;
+        } else if (transient_code((uint32_t)code)) {
+            rc = LOGGER_MONGO_UNAVAILABLE;
+        } else {
+            outcome[index] = LOGGER_INSERT_REFUSED;
+        }
+    }
+    return rc;
+}
+
+int
+logger_mongo_insert(struct logger_mongo *m, const cJSON *const *events, size_t n,
+                    unsigned char *outcome, char *err, size_t errlen)
+{
+    bson_error_t e;
+    bson_t **docs = xcalloc(n, sizeof(*docs));
+    bson_t opts = BSON_INITIALIZER, reply;
+    for (size_t i = 0; i < n; i++) {
+        docs[i] = event_to_bson(events[i]);
+        outcome[i] = LOGGER_INSERT_STORED;
+    }
+    BSON_APPEND_BOOL(&opts, "ordered", false); /* one duplicate must not stop the rest */
+    mongoc_write_concern_append(m->wc, &opts);
+    mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, m->db, COLLECTION);
+    bool ok = mongoc_collection_insert_many(coll, (const bson_t **)docs, n, &opts, &reply, &e);
+    mongoc_collection_destroy(coll);
+    mongoc_client_pool_push(m->pool, client);
+    int rc = LOGGER_MONGO_OK;
+    if (!ok) {
+        char why[256];
+        rc = read_write_errors(&reply, n, outcome, why, sizeof(why));
+        if (rc != LOGGER_MONGO_OK) {
+            snprintf(err, errlen, "%s", e.message);
+            rc = LOGGER_MONGO_UNAVAILABLE;
+        } else {
+            snprintf(err, errlen, "%s", why);
+        }
+    }
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    for (size_t i = 0; i < n; i++) {
+        bson_destroy(docs[i]);
+    }
+    free(docs);
+    return rc;
+}
+
+/* ---- reports ---- */
+
+/* Escapes every ASCII punctuation character so user text is matched literally. */
+static char *
+regex_literal(const char *s)
+{
+    struct sbuf b = {0};
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x80 && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                          (c >= 'A' && c <= 'Z') || c == ' ')) {
+            sbuf_append(&b, "\\", 1);
+        }
+        sbuf_append(&b, s, 1);
+    }
+    return sbuf_steal(&b);
+}
+
+static void
+build_filter(const struct logger_query *q, bson_t *filter)
+{
+    bson_t child, and, alt, cur;
+    if (q->has_from || q->has_to) {
+        bson_append_document_begin(filter, "ts", -1, &child);
+        if (q->has_from) {
+            BSON_APPEND_INT64(&child, "$gte", q->from);
+        }
+        if (q->has_to) {
+            BSON_APPEND_INT64(&child, "$lte", q->to);
+        }
+        bson_append_document_end(filter, &child);
+    }
+    if (*q->service) {
+        BSON_APPEND_UTF8(filter, "service", q->service);
+    }
+    if (*q->type) {
+        BSON_APPEND_UTF8(filter, "type", q->type);
+    }
+    if (*q->user) {
+        BSON_APPEND_UTF8(filter, "_users", q->user);
+    }
+    if (q->has_category) {
+        BSON_APPEND_INT64(filter, "_cats", q->category);
+    }
+    if (*q->code) {
+        BSON_APPEND_UTF8(filter, "subject.code", q->code);
+    }
+    if (*q->text) {
+        char *rx = regex_literal(q->text);
+        bson_append_document_begin(filter, "message", -1, &child);
+        BSON_APPEND_UTF8(&child, "$regex", rx);
+        BSON_APPEND_UTF8(&child, "$options", "i");
+        bson_append_document_end(filter, &child);
+        free(rx);
+    }
+    if (q->has_cursor) { /* strictly after (cursor_ts, cursor_id) in (ts desc, _id desc) order */
+        bson_append_array_begin(filter, "$and", -1, &and);
+        bson_append_document_begin(&and, "0", -1, &child);
+        bson_append_array_begin(&child, "$or", -1, &alt);
+        bson_append_document_begin(&alt, "0", -1, &cur);
+        BCON_APPEND(&cur, "ts", "{", "$lt", BCON_INT64(q->cursor_ts), "}");
+        bson_append_document_end(&alt, &cur);
+        bson_append_document_begin(&alt, "1", -1, &cur);
+        BCON_APPEND(&cur, "ts", BCON_INT64(q->cursor_ts), "_id", "{", "$lt",
+                    BCON_UTF8(q->cursor_id), "}");
+        bson_append_document_end(&alt, &cur);
+        bson_append_array_end(&child, &alt);
+        bson_append_document_end(&and, &child);
+        bson_append_array_end(filter, &and);
+    }
+}
+
+static int
+cursor_failed(mongoc_cursor_t *cursor, char *err, size_t errlen)
+{
+    bson_error_t e;
+    if (mongoc_cursor_error(cursor, &e)) {
+        return classify(&e, err, errlen);
+    }
+    return LOGGER_MONGO_OK;
+}
+
+int
+logger_mongo_find(struct logger_mongo *m, const struct logger_query *q, cJSON **page, char *err,
+                  size_t errlen)
+{
+    bson_t filter = BSON_INITIALIZER;
+    build_filter(q, &filter);
+    bson_t *opts = BCON_NEW("sort", "{", "ts", BCON_INT32(-1), "_id", BCON_INT32(-1), "}",
+                            "limit", BCON_INT64(q->limit + 1), "projection", "{", "_at",
+                            BCON_INT32(0), "_users", BCON_INT32(0), "_cats", BCON_INT32(0), "}");
+    mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, m->db, COLLECTION);
+    mongoc_cursor_t *cursor = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    const bson_t *doc;
+    cJSON *items = cJSON_CreateArray();
+    int n = 0;
+    while (n < q->limit + 1 && mongoc_cursor_next(cursor, &doc)) {
+        cJSON_AddItemToArray(items, bson_to_json(doc, true));
+        n++;
+    }
+    int rc = cursor_failed(cursor, err, errlen);
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    mongoc_client_pool_push(m->pool, client);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    if (rc != LOGGER_MONGO_OK) {
+        cJSON_Delete(items);
+        return rc;
+    }
+    cJSON *next = cJSON_CreateNull();
+    if (n > q->limit) { /* one more than asked: there is a next page after the last kept item */
+        cJSON_DeleteItemFromArray(items, q->limit);
+        cJSON *last = cJSON_GetArrayItem(items, q->limit - 1);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(last, "_id");
+        const cJSON *ts = cJSON_GetObjectItemCaseSensitive(last, "ts");
+        if (cJSON_IsString(id) && cJSON_IsNumber(ts)) {
+            char *c = logger_query_cursor(q, (long long)ts->valuedouble, id->valuestring);
+            cJSON_Delete(next);
+            next = cJSON_CreateString(c);
+            free(c);
+        }
+    }
+    *page = cJSON_CreateObject();
+    cJSON_AddItemToObject(*page, "items", items);
+    cJSON_AddItemToObject(*page, "next_cursor", next);
+    return LOGGER_MONGO_OK;
+}
+
+/* $match on the range (and type), $group by (ts - ts mod bucket, type), sorted. */
+static bson_t *
+stats_pipeline(const struct logger_stats_req *s)
+{
+    bson_t match = BSON_INITIALIZER;
+    BCON_APPEND(&match, "ts", "{", "$gte", BCON_INT64(s->from), "$lte", BCON_INT64(s->to), "}");
+    if (*s->type) {
+        BSON_APPEND_UTF8(&match, "type", s->type);
+    }
+    bson_t *p = BCON_NEW("pipeline", "[",
+                         "{", "$match", BCON_DOCUMENT(&match), "}",
+                         "{", "$group", "{",
+                         "_id", "{", "b", "{", "$subtract", "[", BCON_UTF8("$ts"), "{", "$mod",
+                         "[", BCON_UTF8("$ts"), BCON_INT64(s->bucket_ms), "]", "}", "]", "}",
+                         "t", BCON_UTF8("$type"), "}",
+                         "count", "{", "$sum", BCON_INT32(1), "}",
+                         "reward", "{", "$sum", BCON_UTF8("$data.reward"), "}", "}", "}",
+                         "{", "$sort", "{", "_id.b", BCON_INT32(1), "_id.t", BCON_INT32(1), "}",
+                         "}", "]");
+    bson_destroy(&match);
+    return p;
+}
+
+int
+logger_mongo_stats(struct logger_mongo *m, const struct logger_stats_req *s, cJSON **out,
+                   char *err, size_t errlen)
+{
+    bson_t *pipeline = stats_pipeline(s);
+    mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, m->db, COLLECTION);
+    mongoc_cursor_t *cursor =
+        mongoc_collection_aggregate(coll, MONGOC_QUERY_NONE, pipeline, NULL, NULL);
+    const bson_t *doc;
+    cJSON *buckets = cJSON_CreateArray();
+    int n = 0, rc;
+    while (mongoc_cursor_next(cursor, &doc)) {
+        if (++n > STATS_ROWS_MAX) {
+            break;
+        }
+        bson_iter_t it, f;
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "start", (double)iter_number(doc, "_id.b"));
+        const char *type = "";
+        if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "_id.t", &f) &&
+            BSON_ITER_HOLDS_UTF8(&f)) {
+            type = bson_iter_utf8(&f, NULL);
+        }
+        cJSON_AddStringToObject(row, "type", type);
+        cJSON_AddNumberToObject(row, "count", (double)iter_number(doc, "count"));
+        cJSON_AddNumberToObject(row, "reward", (double)iter_number(doc, "reward"));
+        cJSON_AddItemToArray(buckets, row);
+    }
+    rc = cursor_failed(cursor, err, errlen);
+    if (rc == LOGGER_MONGO_OK && n > STATS_ROWS_MAX) {
+        snprintf(err, errlen, "more than %d buckets; narrow the range", STATS_ROWS_MAX);
+        rc = LOGGER_MONGO_FAILED;
+    }
+    mongoc_cursor_destroy(cursor);
+    mongoc_collection_destroy(coll);
+    mongoc_client_pool_push(m->pool, client);
+    bson_destroy(pipeline);
+    if (rc != LOGGER_MONGO_OK) {
+        cJSON_Delete(buckets);
+        return rc;
+    }
+    *out = cJSON_CreateObject();
+    cJSON_AddItemToObject(*out, "buckets", buckets);
+    return LOGGER_MONGO_OK;
+}
