@@ -8,7 +8,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-RUN="$ROOT/.run"
+RUN=${CHANCED_RUN_DIR:-$ROOT/.run}
 BIN=${CHANCED_RUN_BIN:-$ROOT/build/chanced}
 HTTP_PORT=${CHANCED_RUN_PORT:-8080}
 

@@ -1,0 +1,90 @@
+"""`make run`'s startup path: deploy/run.sh starts private servers and --role=all, prints the URL
+and the admin password; a user signs up and claims over HTTP; SIGTERM stops everything."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def http(method, url, body=None, token=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_make_run_serves_a_claim_and_stops_cleanly(chanced_bin, tmp_path):
+    port = free_port()
+    # PostgreSQL runs as the postgres user: the state directory must be reachable for it
+    # (pytest's tmp_path is private to root).
+    base = Path(tempfile.mkdtemp(prefix="chanced-makerun-", dir="/tmp"))
+    base.chmod(0o755)
+    run_dir = base / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANCED_")}
+    env.update(CHANCED_RUN_NODEPS="1", CHANCED_RUN_NOBUILD="1", CHANCED_RUN_BIN=chanced_bin,
+               CHANCED_RUN_PORT=str(port), CHANCED_RUN_DIR=str(run_dir))
+    log = open(tmp_path / "run.out", "w+")
+    proc = subprocess.Popen(["bash", str(ROOT / "deploy/run.sh")], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        text = ""
+        while "chanced is running" not in text:
+            assert proc.poll() is None, "make run exited early:\n" + text
+            assert time.time() < deadline, "make run did not come up:\n" + text
+            time.sleep(0.5)
+            log.seek(0)
+            text = log.read()
+        url = re.search(r"chanced is running: (http://\S+?)/\s", text).group(1)
+        password = re.search(r"admin login: admin / (\S+)", text).group(1)
+        api = url + "/api/v1"
+        status, body = http("POST", api + "/auth/login", {"username": "admin", "password": password})
+        assert status == 200, body
+        admin = body["token"]
+        status, body = http("POST", api + "/admin/batches",
+                            {"categories": 2, "codes_per_category": 5, "reward_min": 1000,
+                             "reward_max": 100000}, admin)
+        assert status in (200, 201), body
+        status, body = http("POST", api + "/auth/signup", {"username": "runner", "password": "a long enough pass"})
+        assert status in (200, 201), body
+        status, body = http("POST", api + "/auth/login", {"username": "runner", "password": "a long enough pass"})
+        user = body["token"]
+        status, cats = http("GET", api + "/categories", token=user)
+        assert status == 200 and cats["items"], cats
+        status, claim = http("POST", api + "/claims", {"category": cats["items"][0]["id"]}, user)
+        assert status == 201, claim
+        status, me = http("GET", api + "/me", token=user)
+        assert me["balance"] == claim["reward"], me
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(60)
+        log.seek(0)
+        out = log.read()
+    assert rc in (0, 130, 143), out
+    assert "stopping backing servers" in out
+    pids = (run_dir / "servers" / "pids").read_text().split("\n") if (run_dir / "servers" / "pids").exists() else []
+    for line in pids:
+        parts = line.split()
+        if len(parts) >= 2:
+            assert not Path("/proc/%s" % parts[1]).exists() or \
+                "Z" in Path("/proc/%s/stat" % parts[1]).read_text().split(")")[-1][:3], line
+    assert pids, "no server was recorded"
+    shutil.rmtree(base, ignore_errors=True)
