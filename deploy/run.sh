@@ -24,7 +24,9 @@ mkdir -p "$CHANCED_TEST_DIR"
 . test/lib/servers.sh
 CHPID=
 cleanup() {
+    local rc=$?
     trap - EXIT INT TERM
+    set +e # stop everything even if one step fails
     if [ -n "$CHPID" ] && kill -0 "$CHPID" 2>/dev/null; then
         say "stopping chanced (pid $CHPID)"
         kill -TERM "$CHPID" 2>/dev/null || true
@@ -32,6 +34,7 @@ cleanup() {
     fi
     say "stopping backing servers"
     stop_all
+    exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

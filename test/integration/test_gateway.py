@@ -253,9 +253,16 @@ def test_ops_endpoints(gw_stack):
     ready = request(s.port, "GET", "/readyz").json
     assert ready["checks"]["postgres"] and ready["checks"]["chance"]
     s.signup()
-    m = request(s.port, "GET", "/metrics")
+    want = 'chanced_gateway_http_requests_total{route="POST /api/v1/auth/signup",code="201"} 1'
+    # the request is counted after its response has been written: allow a moment
+    deadline = time.time() + 5
+    while True:
+        m = request(s.port, "GET", "/metrics")
+        if want in m.body or time.time() > deadline:
+            break
+        time.sleep(0.05)
     assert m.status == 200 and m.headers["content-type"].startswith("text/plain")
-    assert 'chanced_gateway_http_requests_total{route="POST /api/v1/auth/signup",code="201"} 1' in m.body
+    assert want in m.body
     assert "# TYPE chanced_gateway_http_request_duration_seconds histogram" in m.body
     assert "chanced_gateway_pg_connections" in m.body
 
