@@ -25,6 +25,8 @@ COPY Makefile ./
 COPY include/ include/
 COPY src/ src/
 COPY roles/ roles/
+COPY tools/ tools/
+COPY web/ web/
 RUN make -j"$(nproc)" build/chanced \
  && strip --strip-debug build/chanced \
  && build/chanced --version \

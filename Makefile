@@ -43,16 +43,21 @@ ROLE_OBJS := $(CHANCE_SRCS:%.c=$(BUILD)/%.o) $(GATEWAY_SRCS:%.c=$(BUILD)/%.o) \
              $(LOGGER_SRCS:%.c=$(BUILD)/%.o)
 ROLE_LIBS := $(CHANCE_LIBS) $(GATEWAY_LIBS) $(LOGGER_LIBS)
 
+# The web app: tools/embed.c turns web/'s files into one C source (a byte array, Content-Type
+# and ETag per file) that the gateway serves (roles/gateway/assets_serve.c).
+WEB_FILES := $(sort $(wildcard web/*.html web/*.css web/*.js web/*.svg))
+WEB_OBJS  := $(BUILD)/gen/web_assets.o
+
 UNIT_TESTS := test_util test_codec test_conf test_json test_codegen test_rpc
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/test/unit/%)
 
-.PHONY: all unit test run bench fuzz fuzz-smoke format clean clean-run
+.PHONY: all unit test run bench fuzz fuzz-smoke format clean clean-run FORCE
 all: $(BUILD)/chanced
 
 $(BUILD)/libcore.a: $(CORE_OBJS)
 	ar rcs $@ $^
 
-$(BUILD)/chanced: $(MAIN_OBJS) $(ROLE_OBJS) $(BUILD)/libcore.a
+$(BUILD)/chanced: $(MAIN_OBJS) $(ROLE_OBJS) $(WEB_OBJS) $(BUILD)/libcore.a
 	$(CC) $(LDSAN) -o $@ $^ $(ROLE_LIBS) $(LDLIBS)
 
 # The core sees only include/; main.c additionally only sees role descriptors through role.h.
@@ -70,6 +75,23 @@ $(BUILD)/roles/gateway/%.o: roles/gateway/%.c
 $(BUILD)/roles/logger/%.o: roles/logger/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LOGGER_CFLAGS) -Iinclude -Iroles/logger -c -o $@ $<
+
+# A build tool, never linked into chanced: no sanitizers, whatever SAN says.
+build/embed: tools/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	    -O2 -o $@ $<
+
+# web_files.list changes when a file is added or removed, so the source is regenerated then too.
+$(BUILD)/gen/web_files.list: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(WEB_FILES)' | cmp -s - $@ || echo '$(WEB_FILES)' > $@
+
+$(BUILD)/gen/web_assets.c: build/embed $(WEB_FILES) $(BUILD)/gen/web_files.list
+	build/embed $@ web $(WEB_FILES)
+
+$(BUILD)/gen/web_assets.o: $(BUILD)/gen/web_assets.c roles/gateway/assets.h
+	$(CC) $(CFLAGS) -Iinclude -Iroles/gateway -c -o $@ $<
 
 # Unit tests link against the core archive alone: if one will not link, a boundary leaks.
 $(BUILD)/test/unit/%: test/unit/%.c test/unit/harness.h $(BUILD)/libcore.a
@@ -122,4 +144,4 @@ clean:
 clean-run:
 	rm -rf .run
 
--include $(CORE_OBJS:.o=.d) $(MAIN_OBJS:.o=.d) $(ROLE_OBJS:.o=.d)
+-include $(CORE_OBJS:.o=.d) $(MAIN_OBJS:.o=.d) $(ROLE_OBJS:.o=.d) $(WEB_OBJS:.o=.d)

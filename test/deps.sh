@@ -18,6 +18,8 @@ PACKAGES=(
 	wrk bc python3-pytest python3-mockupdb python3-mongomock python3-pika python3-psycopg2 python3-redis python3-yaml
 	# NestJS interop peers
 	nodejs npm
+	# the web app's browser tests (test/browser drives it with playwright-core)
+	chromium fonts-liberation
 )
 
 say() { printf 'deps.sh: %s\n' "$*"; }
@@ -100,6 +102,13 @@ if [ -f "$ROOT/test/interop/package.json" ] && [ ! -d "$ROOT/test/interop/node_m
 	fi
 	if ! (cd "$ROOT/test/interop" && "${npm_cmd[@]}" --no-audit --no-fund </dev/null); then
 		say "WARNING: '${npm_cmd[*]}' failed in test/interop; the NestJS interop tests will fail"
+	fi
+fi
+# playwright-core for the web app's browser tests (it drives Debian's chromium; no download)
+if [ -f "$ROOT/test/browser/package.json" ] && [ ! -d "$ROOT/test/browser/node_modules/playwright-core" ]; then
+	say "installing test/browser node modules"
+	if ! (cd "$ROOT/test/browser" && npm ci --no-audit --no-fund </dev/null); then
+		say "WARNING: 'npm ci' failed in test/browser; the browser tests will fail"
 	fi
 fi
 exit 0

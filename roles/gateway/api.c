@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "assets.h"
 #include "body.h"
 #include "gateway.h"
 #include "json.h"
@@ -128,7 +129,9 @@ api_dispatch(struct http_req *req, void *arg)
         snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow.data);
         http_problem(req, 405, "method_not_allowed", "this path does not accept that method", hdr);
     } else if (r == NULL) {
-        http_problem(req, 404, "route_not_found", "no such route", NULL);
+        if (!assets_serve(req)) { /* the web app's pages and files, else 404 */
+            http_problem(req, 404, "route_not_found", "no such route", NULL);
+        }
     } else {
         call.route = r;
         if (r->access == API_PUBLIC || auth_request(gw, req, &call.who) == 0) {

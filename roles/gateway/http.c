@@ -298,6 +298,7 @@ http_status_text(int status)
     case 201: return "Created";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -317,16 +318,42 @@ http_status_text(int status)
     }
 }
 
+/* True if a "Name: value\r\n..." block has a header called name (case-insensitive). */
+static bool
+has_header(const char *block, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = block; p && *p;) {
+        if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+            return true;
+        }
+        p = strstr(p, "\r\n");
+        p = p ? p + 2 : NULL;
+    }
+    return false;
+}
+
+/*
+ * The status line and our headers. extra may bring its own Cache-Control and
+ * Content-Security-Policy (the web app's pages and files do): then ours are left out, since a
+ * browser obeys every CSP header it gets and default-src 'none' would block the page.
+ */
 static void
 append_head(struct sbuf *b, const struct http_req *req, int status, const char *content_type,
             const char *extra)
 {
-    sbuf_appendf(b,
-                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n"
-                 "X-Content-Type-Options: nosniff\r\n"
-                 "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
-                 "X-Request-Id: %s\r\n%s",
-                 status, http_status_text(status), content_type, req->rid, extra ? extra : "");
+    sbuf_appendf(b, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+    if (status != 304) {
+        sbuf_appendf(b, "Content-Type: %s\r\n", content_type);
+    }
+    if (extra == NULL || !has_header(extra, "Cache-Control")) {
+        sbuf_appends(b, "Cache-Control: no-store\r\n");
+    }
+    if (extra == NULL || !has_header(extra, "Content-Security-Policy")) {
+        sbuf_appends(b, "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n");
+    }
+    sbuf_appendf(b, "X-Content-Type-Options: nosniff\r\nX-Request-Id: %s\r\n%s", req->rid,
+                 extra ? extra : "");
 }
 
 void
@@ -339,8 +366,9 @@ http_reply(struct http_req *req, int status, const char *content_type, const cha
     }
     struct sbuf b = {0};
     append_head(&b, req, status, content_type, extra_headers);
-    if (status == 204) {
-        sbuf_appends(&b, "\r\n"); /* a 204 carries no body and no Content-Length (RFC 9110) */
+    if (status == 204 || status == 304) {
+        /* no body, and no Content-Length (RFC 9110: a 304's would describe the 200's body) */
+        sbuf_appends(&b, "\r\n");
         len = 0;
     } else {
         sbuf_appendf(&b, "Content-Length: %zu\r\n\r\n", len);

@@ -1,0 +1,262 @@
+/*
+ * embed: turns the web app's files into one C source for the gateway (build time only).
+ *
+ *   embed OUTPUT.c ROOT FILE...
+ *
+ * Each FILE (under ROOT) becomes a const byte array plus a row of `assets_table` (see
+ * roles/gateway/assets.h): its path relative to ROOT, bytes, length, Content-Type and a strong
+ * ETag (a 64-bit FNV-1a digest of the bytes served). `assets_build` is a digest of every file;
+ * in text files the token __CHANCED_BUILD__ is replaced by it, so that index.html and the
+ * modules can ask for "app.js?v=<build>", which the server may let browsers cache for a year.
+ * Unknown file types, odd names and duplicates fail the build. The output is written to a
+ * temporary file and renamed, so an interrupted build leaves no half-written source.
+ */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BUILD_TOKEN "__CHANCED_BUILD__"
+#define MAX_FILE_BYTES (8u << 20) /* a web asset larger than this is a mistake */
+#define MAX_NAME 200
+
+struct file {
+    const char *src;     /* path given on the command line (borrowed from argv) */
+    char name[MAX_NAME]; /* path relative to ROOT, '/'-separated */
+    const char *type;    /* Content-Type */
+    bool text;           /* the build token is substituted */
+    unsigned char *data; /* contents, owned */
+    size_t len;          /* bytes in data */
+};
+
+struct type_row {
+    const char *ext;  /* file name suffix, with the dot */
+    const char *type; /* Content-Type sent */
+    bool text;        /* substitute the build token */
+};
+
+static const struct type_row types[] = {
+    {".html", "text/html; charset=utf-8", true},
+    {".css", "text/css; charset=utf-8", true},
+    {".js", "text/javascript; charset=utf-8", true},
+    {".mjs", "text/javascript; charset=utf-8", true},
+    {".json", "application/json", true},
+    {".webmanifest", "application/manifest+json", true},
+    {".svg", "image/svg+xml", true},
+    {".txt", "text/plain; charset=utf-8", true},
+    {".png", "image/png", false},
+    {".ico", "image/x-icon", false},
+    {".woff2", "font/woff2", false},
+};
+
+static uint64_t
+fnv1a(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+
+__attribute__((noreturn, format(printf, 1, 2))) static void
+die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "embed: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+static bool
+name_ok(const char *name)
+{
+    if (name[0] == '\0' || name[0] == '/' || name[0] == '.' || strstr(name, "..") ||
+        strstr(name, "//")) {
+        return false;
+    }
+    for (const char *p = name; *p; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-' || c == '/')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static const struct type_row *
+type_of(const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        size_t e = strlen(types[i].ext);
+        if (n > e && strcmp(name + n - e, types[i].ext) == 0) {
+            return &types[i];
+        }
+    }
+    return NULL;
+}
+
+static void
+read_file(struct file *f)
+{
+    FILE *in = fopen(f->src, "rb");
+    if (in == NULL) {
+        die("cannot open %s", f->src);
+    }
+    size_t cap = 65536;
+    f->data = malloc(cap);
+    f->len = 0;
+    for (;;) {
+        if (f->data == NULL) {
+            die("out of memory reading %s", f->src);
+        }
+        size_t n = fread(f->data + f->len, 1, cap - f->len, in);
+        f->len += n;
+        if (n == 0) {
+            break;
+        }
+        if (f->len > MAX_FILE_BYTES) {
+            die("%s is too large for a web asset", f->src);
+        }
+        if (f->len == cap) {
+            cap *= 2;
+            f->data = realloc(f->data, cap);
+        }
+    }
+    if (ferror(in)) {
+        die("cannot read %s", f->src);
+    }
+    fclose(in);
+}
+
+/* Replaces every BUILD_TOKEN in f's data by build (same length or shorter: done in place). */
+static void
+substitute(struct file *f, const char *build)
+{
+    size_t tl = strlen(BUILD_TOKEN), bl = strlen(build), o = 0;
+    for (size_t i = 0; i < f->len;) {
+        if (f->len - i >= tl && memcmp(f->data + i, BUILD_TOKEN, tl) == 0) {
+            memcpy(f->data + o, build, bl);
+            o += bl;
+            i += tl;
+        } else {
+            f->data[o++] = f->data[i++];
+        }
+    }
+    f->len = o;
+}
+
+static int
+by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct file *)a)->name, ((const struct file *)b)->name);
+}
+
+static void
+write_output(FILE *out, const struct file *files, int n, const char *build)
+{
+    fprintf(out, "/* Generated by tools/embed.c from the web app's files: do not edit. */\n"
+                 "#include \"assets.h\"\n\n");
+    for (int i = 0; i < n; i++) {
+        fprintf(out, "/* %s */\nstatic const unsigned char asset_%d[] = {", files[i].name, i);
+        for (size_t j = 0; j < files[i].len; j++) {
+            fprintf(out, "%s0x%02x,", j % 16 == 0 ? "\n    " : " ", files[i].data[j]);
+        }
+        fprintf(out, "%s0x00};\n\n", files[i].len % 16 == 0 ? "\n    " : " ");
+    }
+    fprintf(out, "const struct asset assets_table[] = {\n");
+    for (int i = 0; i < n; i++) {
+        uint64_t etag = fnv1a(FNV_OFFSET, files[i].data, files[i].len);
+        fprintf(out, "    {\"%s\", asset_%d, %zu, \"%s\", \"\\\"%016llx\\\"\"},\n",
+                files[i].name, i, files[i].len, files[i].type, (unsigned long long)etag);
+    }
+    fprintf(out, "};\nconst size_t assets_count = %d;\nconst char assets_build[] = \"%s\";\n", n,
+            build);
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: embed OUTPUT.c ROOT FILE...\n");
+        return 64;
+    }
+    const char *output = argv[1], *root = argv[2];
+    size_t rootlen = strlen(root);
+    while (rootlen > 1 && root[rootlen - 1] == '/') {
+        rootlen--;
+    }
+    int n = argc - 3;
+    struct file *files = calloc((size_t)n, sizeof(*files));
+    if (files == NULL) {
+        die("out of memory");
+    }
+    uint64_t build = FNV_OFFSET;
+    for (int i = 0; i < n; i++) {
+        struct file *f = &files[i];
+        f->src = argv[i + 3];
+        if (strncmp(f->src, root, rootlen) != 0 || f->src[rootlen] != '/') {
+            die("%s is not under the root folder", f->src);
+        }
+        const char *rel = f->src + rootlen + 1;
+        if (strlen(rel) >= MAX_NAME || !name_ok(rel)) {
+            die("%s: use [A-Za-z0-9._-/] names, no dot files", f->src);
+        }
+        snprintf(f->name, sizeof(f->name), "%s", rel);
+        const struct type_row *t = type_of(rel);
+        if (t == NULL) {
+            die("%s: unknown file type (add it to the table in tools/embed.c)", f->src);
+        }
+        f->type = t->type;
+        f->text = t->text;
+        read_file(f);
+    }
+    qsort(files, (size_t)n, sizeof(*files), by_name);
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && strcmp(files[i - 1].name, files[i].name) == 0) {
+            die("%s is given twice", files[i].name);
+        }
+        build = fnv1a(build, files[i].name, strlen(files[i].name) + 1);
+        build = fnv1a(build, files[i].data, files[i].len);
+    }
+    char build_id[17];
+    snprintf(build_id, sizeof(build_id), "%016llx", (unsigned long long)build);
+    for (int i = 0; i < n; i++) {
+        if (files[i].text) {
+            substitute(&files[i], build_id);
+        }
+    }
+
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", output) >= sizeof(tmp)) {
+        die("output path too long: %s", output);
+    }
+    FILE *out = fopen(tmp, "w");
+    if (out == NULL) {
+        die("cannot create %s", tmp);
+    }
+    write_output(out, files, n, build_id);
+    if (fflush(out) != 0 || ferror(out) || fclose(out) != 0) {
+        remove(tmp);
+        die("cannot write %s", tmp);
+    }
+    if (rename(tmp, output) != 0) {
+        remove(tmp);
+        die("cannot rename the output to %s", output);
+    }
+    for (int i = 0; i < n; i++) {
+        free(files[i].data);
+    }
+    free(files);
+    return 0;
+}
