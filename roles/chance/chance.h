@@ -17,6 +17,9 @@
  *   chance:codes              hash code -> category id (global uniqueness and lookup by code)
  *   chance:categories         sorted set of ready category ids (score = id)
  *   chance:seq:category, chance:seq:batch   id counters
+ *   chance:instance           random id of this Redis dataset, set by the first batch and kept
+ *                             in each category's meta (ns); part of every audit event id, so a
+ *                             reset Redis (ids restart) never collides with stored events
  *   chance:batch:<id>         hash describing a batch
  *   chance:{g}:events         stream of batch-level audit events
  */

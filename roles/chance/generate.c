@@ -29,6 +29,7 @@ struct gen {
     char prefix[CODEGEN_MAX_PREFIX + 1];
     char name[101];
     char actor_id[65], actor_name[65], actor_role[17];
+    char ns[40];              /* chance:instance of this Redis dataset (event ids) */
     long long batch, first_cat;
     long long cat_index;      /* category being filled (0-based) */
     long long left_in_cat;    /* codes not yet handed to a chunk in that category */
@@ -163,7 +164,7 @@ finish(struct gen *g)
     format_toman(g->rmin, lo, sizeof(lo));
     format_toman(g->rmax, hi, sizeof(hi));
     cJSON *ev = cJSON_CreateObject();
-    char *id = xasprintf("batch.generated:%lld", g->batch);
+    char *id = xasprintf("batch.generated:%s:%lld", g->ns, g->batch);
     cJSON_AddStringToObject(ev, "_id", id);
     free(id);
     cJSON_AddNumberToObject(ev, "ts", (double)time_wall_ms());
@@ -428,9 +429,9 @@ on_ids(int status, cJSON *replies, void *arg)
                         "HSET %s id %lld name %s batch %lld reward_min %lld reward_max %lld "
                         "reward_step %lld per_user_limit %lld starts_at %lld ends_at %lld "
                         "enabled 1 status generating total 0 total_reward 0 assigned 0 "
-                        "paid_out 0 created_at %lld prefix %s",
+                        "paid_out 0 created_at %lld prefix %s ns %s",
                         key, cat, name, g->batch, g->rmin, g->rmax, g->rstep, g->limit, g->starts,
-                        g->ends, (long long)g->created_at, g->prefix);
+                        g->ends, (long long)g->created_at, g->prefix, g->ns);
     }
     redis_batch_cmd(b,
                     "HSET chance:batch:%lld id %lld name %s first_category %lld categories %lld "
@@ -444,14 +445,16 @@ static void
 on_space(int status, cJSON *replies, void *arg)
 {
     struct gen *g = arg;
-    const cJSON *count = cJSON_GetArrayItem(replies, 0);
-    if (status != REDIS_DONE || !cJSON_IsNumber(count)) {
+    const cJSON *ns = cJSON_GetArrayItem(replies, 1), *count = cJSON_GetArrayItem(replies, 2);
+    if (status != REDIS_DONE || !cJSON_IsNumber(count) || !cJSON_IsString(ns) ||
+        strlen(ns->valuestring) >= sizeof(g->ns)) {
         cJSON_Delete(replies);
         gen_fail(g, status == REDIS_DONE ? "internal" : failure_code(status),
                  "Redis is unavailable; nothing was created");
         return;
     }
     double existing = count->valuedouble;
+    snprintf(g->ns, sizeof(g->ns), "%s", ns->valuestring);
     cJSON_Delete(replies);
     if (!codegen_sparse_enough(existing + (double)g->total, (int)g->ch->conf->code_length)) {
         gen_fail(g, "too_many_codes",
@@ -546,7 +549,12 @@ chance_generate(struct rpc_call *call, const cJSON *data, void *arg)
         return;
     }
     ch->generating++;
+    /* The dataset's instance id (created by the first batch) goes into every audit event id. */
+    char fresh[33];
+    util_random_hex(fresh, 8);
     struct redis_batch *b = redis_batch_new(ch->redis);
+    redis_batch_cmd(b, "SET chance:instance %s NX", fresh);
+    redis_batch_cmd(b, "GET chance:instance");
     redis_batch_cmd(b, "HLEN chance:codes");
     redis_batch_send(b, on_space, g);
 }

@@ -74,7 +74,9 @@ def test_generate_counts_alphabet_rewards_and_events(chanced, redis_client):
     events = redis_client.xrange("chance:{g}:events")
     assert len(events) == 1
     ev = json.loads(events[0][1]["e"])
-    assert ev["type"] == "batch.generated" and ev["_id"] == "batch.generated:%d" % batch["id"]
+    ns = redis_client.get("chance:instance")
+    assert ns and ev["type"] == "batch.generated"
+    assert ev["_id"] == "batch.generated:%s:%d" % (ns, batch["id"])
     assert ev["message"] == ("admin alice generated 100 codes in 5 categories, "
                              "rewards 1,000\u2013100,000 Toman")
 
@@ -132,7 +134,7 @@ def test_generate_rejects_bad_input_and_writes_nothing(chanced, redis_client, ba
             c.call("chance.generate", req)
     assert err_code(e) == "bad_request", e.value.err
     assert e.value.err["message"]
-    assert redis_client.dbsize() == 0
+    assert set(redis_client.keys()) <= {"chance:instance"}
 
 
 def test_generate_refuses_more_than_the_batch_limit(chanced, redis_client):
@@ -142,7 +144,7 @@ def test_generate_refuses_more_than_the_batch_limit(chanced, redis_client):
             c.call("chance.generate", {"categories": 11, "codes_per_category": 100,
                                        "reward_min": 1, "reward_max": 2, "actor": ACTOR})
     assert err_code(e) == "too_many_codes"
-    assert redis_client.dbsize() == 0
+    assert set(redis_client.keys()) <= {"chance:instance"}
 
 
 # ---- claims --------------------------------------------------------------------------------
@@ -177,6 +179,7 @@ def test_claim_replay_limit_and_log(chanced, redis_client):
         assert len(events) == 1  # the replay wrote nothing
         ev = json.loads(events[0][1]["e"])
         assert ev["type"] == "code.assigned" and ev["subject"]["code"] == first["code"]
+        assert ev["_id"] == "code.assigned:%s:c%d:claim-1" % (redis_client.get("chance:instance"), cat)
         assert ev["message"].startswith("user bob received code %s" % first["code"][:6])
 
 

@@ -46,6 +46,9 @@ def test_sigkill_between_insert_and_ack_stores_exactly_once(chanced, store, amqp
     hp = lg.addr("health_listen")
     wait_until("redeliveries acknowledged", lambda: (metric(
         hp, "chanced_logger_events_duplicate_total", 'source="amqp"') or 0) == inserted)
+    # "drained" counts ready messages only: wait until the rest are stored as well
+    wait_until("the rest stored", lambda: (metric(
+        hp, "chanced_logger_events_stored_total", 'source="amqp"') or 0) == 200 - inserted)
     assert sorted(d["_id"] for d in store[1].events.find({}, {"_id": 1})) == \
         sorted(e["_id"] for e in events)
     assert metric(hp, "chanced_logger_events_stored_total", 'source="amqp"') == 200 - inserted
@@ -134,7 +137,8 @@ def test_rabbitmq_down_during_claims_loses_nothing(chanced, store, amqp_url, amq
     wait_relayed("after RabbitMQ came back", store, redis_client, 151, timeout=120)
     wait_until("streams trimmed", lambda: redis_client.xlen("chance:{c%d}:events" % cat) == 0)
     ids = [d["_id"] for d in store[1].events.find({"type": "code.assigned"}, {"_id": 1})]
-    assert sorted(ids) == sorted("code.assigned:c%d:down-%d" % (cat, i) for i in range(150))
+    ns = redis_client.get("chance:instance")
+    assert sorted(ids) == sorted("code.assigned:%s:c%d:down-%d" % (ns, cat, i) for i in range(150))
     assert queue_depth(amqp_url, amqp_queue + ".dlq")[0] == 0
     items = call(lg, "log.query", {"type": "code.assigned", "limit": 1000})["items"]
     assert len(items) == 150
