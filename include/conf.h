@@ -91,5 +91,7 @@ const char *conf_check_url_redis(const char *value);
 const char *conf_check_url_postgres(const char *value);
 const char *conf_check_url_amqp(const char *value);
 const char *conf_check_url_mongo(const char *value);
+/* RabbitMQ queue names: 1..200 of letters, digits, '.', '_', '-' (chance and logger agree). */
+const char *conf_check_queue_name(const char *value);
 
 #endif

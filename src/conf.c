@@ -548,3 +548,17 @@ conf_check_url_mongo(const char *value)
     static const char *const s[] = {"mongodb://", NULL};
     return check_scheme(value, s, "expected mongodb://host:port/db");
 }
+
+const char *
+conf_check_queue_name(const char *value)
+{
+    size_t n = 0;
+    for (; value[n]; n++) {
+        char c = value[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-')) {
+            return "queue names use letters, digits, '.', '_' and '-'";
+        }
+    }
+    return n == 0 || n > 200 ? "expected 1 to 200 characters" : NULL;
+}

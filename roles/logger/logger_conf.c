@@ -3,21 +3,6 @@
 
 #include <stddef.h>
 
-/* Same rule as the chance role's: both declare the queue, so both must accept the same names. */
-static const char *
-check_queue(const char *v)
-{
-    size_t n = 0;
-    for (; v[n]; n++) {
-        char c = v[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-')) {
-            return "queue names use letters, digits, '.', '_' and '-'";
-        }
-    }
-    return n == 0 || n > 200 ? "expected 1 to 200 characters" : NULL;
-}
-
 static const char *
 validate(const void *data)
 {
@@ -43,7 +28,7 @@ static const struct conf_key logger_keys[] = {
       "Threads running MongoDB work for log.append, log.query and log.stats."),
     K(amqp_url, CONF_STR, "amqp://guest:guest@127.0.0.1:5672/", 0, 0, conf_check_url_amqp,
       CONF_SECRET, "RabbitMQ that receives audit events (chance publishes, logger consumes)."),
-    K(amqp_queue, CONF_STR, "chanced.events", 0, 0, check_queue, 0,
+    K(amqp_queue, CONF_STR, "chanced.events", 0, 0, conf_check_queue_name, 0,
       "Durable queue of audit events."),
     K(amqp_delivery_limit, CONF_INT, "5", 1, 1000, NULL, 0,
       "Deliveries of one message before it is dead-lettered."),
