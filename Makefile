@@ -21,7 +21,7 @@ OPT      := -O2 -g
 LDSAN    :=
 endif
 
-PKGS     := libevent libevent_pthreads libcjson inih
+PKGS     := libevent libevent_pthreads libcjson inih librabbitmq
 CFLAGS   ?=
 CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-missing-field-initializers $(OPT) -pthread -MMD -MP \
@@ -29,7 +29,7 @@ CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmiss
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
 
 CORE_SRCS := src/util.c src/log.c src/conf.c src/core_conf.c src/codec.c src/json.c src/loop.c \
-             src/metrics.c src/health.c \
+             src/metrics.c src/health.c src/rmq.c \
              src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c
 MAIN_SRCS := src/main.c
 

@@ -2,8 +2,6 @@
 #include "rabbit.h"
 
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,10 +9,9 @@
 #include <sys/socket.h>
 
 #include "log.h"
+#include "rmq.h"
 
 #define CHANNEL 1
-#define HEARTBEAT_S 30     /* the broker drops us after two missed beats */
-#define FRAME_MAX 131072   /* librabbitmq's default */
 
 enum rx_state {
     RX_IDLE,   /* waiting for basic.deliver */
@@ -25,8 +22,6 @@ enum rx_state {
 struct logger_amqp {
     amqp_connection_state_t conn; /* owned; owns the socket */
     char *queue;                  /* owned copies of the names */
-    char *dlx;
-    char *dlq;
     char *tag;                    /* consumer tag while consuming, else NULL */
     size_t max_body;              /* bodies above this are skipped, not buffered */
     enum rx_state rx;             /* where a delivery in progress stands */
@@ -36,125 +31,18 @@ struct logger_amqp {
     int fd;                       /* socket, -1 once closed */
 };
 
-/* librabbitmq's reply kinds turned into one sentence. */
+
+
+
+
+/* Records the socket so logger_amqp_interrupt can break a blocked call (even the login). */
 static void
-reply_error(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen)
+remember_fd(int fd, void *arg)
 {
-    switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-        snprintf(err, errlen, "%s: ok", what);
-        break;
-    case AMQP_RESPONSE_NONE:
-        snprintf(err, errlen, "%s: no reply from the broker", what);
-        break;
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-        snprintf(err, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
-        break;
-    case AMQP_RESPONSE_SERVER_EXCEPTION:
-        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            amqp_connection_close_t *m = r.reply.decoded;
-            snprintf(err, errlen, "%s: broker closed the connection: %u %.*s", what,
-                     m->reply_code, (int)m->reply_text.len, (char *)m->reply_text.bytes);
-        } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-            amqp_channel_close_t *m = r.reply.decoded;
-            snprintf(err, errlen, "%s: broker closed the channel: %u %.*s", what, m->reply_code,
-                     (int)m->reply_text.len, (char *)m->reply_text.bytes);
-        } else {
-            snprintf(err, errlen, "%s: unexpected broker method 0x%08x", what, r.reply.id);
-        }
-        break;
-    }
-}
-
-static int
-check_rpc(struct logger_amqp *a, const char *what, char *err, size_t errlen)
-{
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
-    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-        return 0;
-    }
-    reply_error(r, what, err, errlen);
-    return -1;
-}
-
-static int
-declare_topology(struct logger_amqp *a, int delivery_limit, char *err, size_t errlen)
-{
-    amqp_exchange_declare(a->conn, CHANNEL, amqp_cstring_bytes(a->dlx),
-                          amqp_cstring_bytes("fanout"), 0, 1, 0, 0, amqp_empty_table);
-    if (check_rpc(a, "declare dead-letter exchange", err, errlen) != 0) {
-        return -1;
-    }
-    amqp_queue_declare(a->conn, CHANNEL, amqp_cstring_bytes(a->dlq), 0, 1, 0, 0,
-                       amqp_empty_table);
-    if (check_rpc(a, "declare dead-letter queue", err, errlen) != 0) {
-        return -1;
-    }
-    amqp_queue_bind(a->conn, CHANNEL, amqp_cstring_bytes(a->dlq), amqp_cstring_bytes(a->dlx),
-                    amqp_cstring_bytes(""), amqp_empty_table);
-    if (check_rpc(a, "bind dead-letter queue", err, errlen) != 0) {
-        return -1;
-    }
-    /* x-delivery-limit needs a quorum queue; the chance relay declares exactly these. */
-    amqp_table_entry_t args[3];
-    args[0].key = amqp_cstring_bytes("x-queue-type");
-    args[0].value.kind = AMQP_FIELD_KIND_UTF8;
-    args[0].value.value.bytes = amqp_cstring_bytes("quorum");
-    args[1].key = amqp_cstring_bytes("x-dead-letter-exchange");
-    args[1].value.kind = AMQP_FIELD_KIND_UTF8;
-    args[1].value.value.bytes = amqp_cstring_bytes(a->dlx);
-    args[2].key = amqp_cstring_bytes("x-delivery-limit");
-    args[2].value.kind = AMQP_FIELD_KIND_I64;
-    args[2].value.value.i64 = delivery_limit;
-    amqp_table_t table = {3, args};
-    amqp_queue_declare(a->conn, CHANNEL, amqp_cstring_bytes(a->queue), 0, 1, 0, 0, table);
-    return check_rpc(a, "declare queue", err, errlen);
-}
-
-static int
-connect_and_login(struct logger_amqp *a, const struct logger_amqp_opts *o, char *err,
-                  size_t errlen)
-{
-    struct amqp_connection_info ci;
-    char *u = xstrdup(o->url); /* amqp_parse_url writes into its argument */
-    int rc = -1;
-    amqp_default_connection_info(&ci);
-    if (amqp_parse_url(u, &ci) != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "amqp_url is not a valid amqp:// URL");
-        goto out;
-    }
-    if (ci.ssl) {
-        snprintf(err, errlen, "amqps:// is not supported; use amqp:// on a trusted network");
-        goto out;
-    }
-    amqp_socket_t *sock = amqp_tcp_socket_new(a->conn);
-    struct timeval tv = {o->timeout_ms / 1000, (o->timeout_ms % 1000) * 1000};
-    int st = sock ? amqp_socket_open_noblock(sock, ci.host, ci.port, &tv) : AMQP_STATUS_NO_MEMORY;
-    if (st != AMQP_STATUS_OK) {
-        /* librabbitmq says only "a socket error occurred"; errno says which */
-        snprintf(err, errlen, "cannot connect to %s:%d: %s", ci.host, ci.port,
-                 st == AMQP_STATUS_SOCKET_ERROR && errno ? strerror(errno)
-                                                         : amqp_error_string2(st));
-        goto out;
-    }
+    struct logger_amqp *a = arg;
     pthread_mutex_lock(&a->lock);
-    a->fd = amqp_socket_get_sockfd(sock);
+    a->fd = fd;
     pthread_mutex_unlock(&a->lock);
-    amqp_set_handshake_timeout(a->conn, &tv);
-    amqp_set_rpc_timeout(a->conn, &tv);
-    /* "amqp://host:port/" names the default vhost "/", as amqplib and pika read it. */
-    const char *vhost = ci.vhost && *ci.vhost ? ci.vhost : "/";
-    amqp_rpc_reply_t r = amqp_login(a->conn, vhost, 0, FRAME_MAX, HEARTBEAT_S,
-                                    AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        reply_error(r, "login", err, errlen);
-        goto out;
-    }
-    rc = 0;
-out:
-    util_wipe(u, strlen(o->url)); /* it holds the password */
-    free(u);
-    return rc;
 }
 
 struct logger_amqp *
@@ -164,24 +52,23 @@ logger_amqp_open(const struct logger_amqp_opts *o, char *err, size_t errlen)
     pthread_mutex_init(&a->lock, NULL);
     a->fd = -1;
     a->queue = xstrdup(o->queue);
-    a->dlx = xasprintf("%s.dlx", o->queue);
-    a->dlq = xasprintf("%s.dlq", o->queue);
     a->max_body = o->max_body;
     a->conn = amqp_new_connection();
     if (a->conn == NULL) {
         snprintf(err, errlen, "out of memory creating an AMQP connection");
         goto fail;
     }
-    if (connect_and_login(a, o, err, errlen) != 0) {
+    if (rmq_connect(a->conn, o->url, o->timeout_ms, remember_fd, a, err, errlen) != 0) {
         goto fail;
     }
     amqp_channel_open(a->conn, CHANNEL);
-    if (check_rpc(a, "open channel", err, errlen) != 0 ||
-        declare_topology(a, o->delivery_limit, err, errlen) != 0) {
+    if (rmq_check_rpc(a->conn, "open channel", err, errlen) != 0 ||
+        rmq_declare_topology(a->conn, CHANNEL, a->queue, o->delivery_limit, err, errlen) !=
+            0) {
         goto fail;
     }
     amqp_basic_qos(a->conn, CHANNEL, 0, (uint16_t)o->prefetch, 0);
-    if (check_rpc(a, "set prefetch", err, errlen) != 0) {
+    if (rmq_check_rpc(a->conn, "set prefetch", err, errlen) != 0) {
         goto fail;
     }
     return a;
@@ -210,8 +97,6 @@ logger_amqp_close(struct logger_amqp *a)
     free(a->tag);
     pthread_mutex_destroy(&a->lock);
     free(a->queue);
-    free(a->dlx);
-    free(a->dlq);
     free(a);
 }
 
@@ -232,7 +117,7 @@ logger_amqp_consume(struct logger_amqp *a, char *err, size_t errlen)
         amqp_basic_consume(a->conn, CHANNEL, amqp_cstring_bytes(a->queue), amqp_empty_bytes, 0,
                            0, 0, amqp_empty_table);
     if (ok == NULL) {
-        if (check_rpc(a, "start consuming", err, errlen) == 0) {
+        if (rmq_check_rpc(a->conn, "start consuming", err, errlen) == 0) {
             snprintf(err, errlen, "start consuming: no consume-ok");
         }
         return -1;
@@ -252,7 +137,7 @@ logger_amqp_cancel(struct logger_amqp *a, char *err, size_t errlen)
     amqp_basic_cancel(a->conn, CHANNEL, amqp_cstring_bytes(a->tag));
     free(a->tag);
     a->tag = NULL;
-    return check_rpc(a, "cancel consumer", err, errlen);
+    return rmq_check_rpc(a->conn, "cancel consumer", err, errlen);
 }
 
 void

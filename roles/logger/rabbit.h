@@ -4,12 +4,7 @@
  *
  * The logger's RabbitMQ adapter (librabbitmq-c 0.11, synchronous): one connection and channel
  * consuming the audit queue with manual acks and a prefetch window. It declares the same
- * topology as the chance relay (the arguments must match exactly, see docs/protocol.md):
- *
- *   exchange <queue>.dlx  fanout, durable              dead-letter exchange
- *   queue    <queue>.dlq  durable, bound to the dlx    dead-letter queue
- *   queue    <queue>      durable, x-queue-type=quorum, x-dead-letter-exchange=<queue>.dlx,
- *                         x-delivery-limit=<amqp_delivery_limit>
+ * topology as the chance relay, through rmq_declare_topology (include/rmq.h).
  *
  * Only the thread that opened a link may use it (librabbitmq connections are not thread-safe),
  * except logger_amqp_interrupt.
