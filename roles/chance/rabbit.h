@@ -5,13 +5,8 @@
  * The chance relay's RabbitMQ adapter (librabbitmq-c 0.11, synchronous): one connection and
  * channel in confirm mode publishing persistent messages to the audit queue through the default
  * exchange. librabbitmq has no confirm-wait helper, so this file reads basic.ack, basic.nack and
- * basic.return itself. It declares the same topology as the logger (the arguments must match
- * exactly, see docs/protocol.md):
- *
- *   exchange <queue>.dlx  fanout, durable              dead-letter exchange
- *   queue    <queue>.dlq  durable, bound to the dlx    dead-letter queue
- *   queue    <queue>      durable, x-queue-type=quorum, x-dead-letter-exchange=<queue>.dlx,
- *                         x-delivery-limit=<amqp_delivery_limit>
+ * basic.return itself. It declares the same topology as the logger, through
+ * rmq_declare_topology (include/rmq.h).
  *
  * Only the thread that opened a link may use it, except chance_amqp_interrupt.
  */
