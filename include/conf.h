@@ -43,11 +43,11 @@ struct conf_key {
 typedef const char *(*conf_validate_fn)(const void *data);
 
 struct conf_module {
-    const char *name;              /* "core", "gateway", ... */
-    const struct conf_key *keys;   /* the key table */
-    size_t nkeys;                  /* rows in keys */
-    size_t size;                   /* sizeof the module's struct */
-    conf_validate_fn validate;     /* optional, or NULL */
+    const char *name;            /* "core", "gateway", ... */
+    const struct conf_key *keys; /* the key table */
+    size_t nkeys;                /* rows in keys */
+    size_t size;                 /* sizeof the module's struct */
+    conf_validate_fn validate;   /* optional, or NULL */
 };
 
 struct conf;

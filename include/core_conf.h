@@ -5,13 +5,13 @@
 #include "conf.h"
 
 struct core_conf {
-    char *log_level;            /* error|warn|info|debug */
-    char *log_format;           /* json|text|auto */
-    char *log_file;             /* "" = stdout */
-    long long max_frame_bytes;  /* NestJS frame limit (UTF-16 units) */
-    long long frame_stall_ms;   /* partial frame deadline */
+    char *log_level;               /* error|warn|info|debug */
+    char *log_format;              /* json|text|auto */
+    char *log_file;                /* "" = stdout */
+    long long max_frame_bytes;     /* NestJS frame limit (UTF-16 units) */
+    long long frame_stall_ms;      /* partial frame deadline */
     long long shutdown_timeout_ms; /* drain bound on SIGTERM */
-    long long max_conns;        /* per RPC listener */
+    long long max_conns;           /* per RPC listener */
 };
 
 extern const struct conf_module core_conf_module;

@@ -37,11 +37,11 @@ int log_open_file(const char *path) MUSTCHECK;
 /* Writes one line: event is a stable snake_case name; fmt renders "key=value key2=value2". */
 void log_write(int level, const char *event, const char *fmt, ...) PRINTF_LIKE(3, 4);
 
-#define log_at(lvl, ...)                                                                          \
-    do {                                                                                          \
-        if ((lvl) <= log_level_current) {                                                         \
-            log_write((lvl), __VA_ARGS__);                                                        \
-        }                                                                                         \
+#define log_at(lvl, ...)                                                                           \
+    do {                                                                                           \
+        if ((lvl) <= log_level_current) {                                                          \
+            log_write((lvl), __VA_ARGS__);                                                         \
+        }                                                                                          \
     } while (0)
 #define log_error(...) log_at(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_at(LOG_WARN, __VA_ARGS__)

@@ -18,8 +18,8 @@ struct metrics;
 struct role_ctx;
 
 struct role {
-    const char *name;                 /* "gateway", "chance", "logger" */
-    const struct conf_module *conf;   /* its key table */
+    const char *name;               /* "gateway", "chance", "logger" */
+    const struct conf_module *conf; /* its key table */
     /* Starts on ctx's loop thread; returns the role's state, or NULL (logged) to fail start. */
     void *(*start)(struct role_ctx *ctx);
     /* Begins a graceful stop: stop accepting, finish in-flight work, then call role_done(). */

@@ -31,10 +31,10 @@ struct rpc_route {
 };
 
 struct rpc_server_opts {
-    const char *listen;  /* "host:port" */
-    size_t max_frame;    /* frame limit in UTF-16 units */
-    int stall_ms;        /* partial-frame stall limit */
-    int max_conns;       /* refuse beyond this */
+    const char *listen; /* "host:port" */
+    size_t max_frame;   /* frame limit in UTF-16 units */
+    int stall_ms;       /* partial-frame stall limit */
+    int max_conns;      /* refuse beyond this */
 };
 
 /* Observer for metrics: called once per finished call with its pattern and duration. */

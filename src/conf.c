@@ -18,7 +18,7 @@ struct conf_slot {
 struct conf {
     struct conf_slot *slots; /* one per module */
     size_t nslots;
-    char **unknown_env;      /* CHANCED_* names that matched no key, NULL-terminated */
+    char **unknown_env; /* CHANCED_* names that matched no key, NULL-terminated */
     size_t nunknown;
 };
 
@@ -455,12 +455,8 @@ format_value(const struct conf_key *key, const void *data, char *buf, size_t siz
         snprintf(buf, size, "%s", (key->flags & CONF_SECRET) && v && *v ? "(redacted)" : v);
         break;
     }
-    case CONF_INT:
-        snprintf(buf, size, "%lld", *(const long long *)field);
-        break;
-    case CONF_BOOL:
-        snprintf(buf, size, "%s", *(const bool *)field ? "true" : "false");
-        break;
+    case CONF_INT: snprintf(buf, size, "%lld", *(const long long *)field); break;
+    case CONF_BOOL: snprintf(buf, size, "%s", *(const bool *)field ? "true" : "false"); break;
     }
 }
 

@@ -13,8 +13,8 @@
 #include "log.h"
 #include "loop.h"
 
-#define CONN_FLUSH_TIMEOUT_S 5      /* how long conn_close_after_flush waits for the peer */
-#define CONN_OUTPUT_HIGH (4 << 20)  /* stop reading while this much output is queued */
+#define CONN_FLUSH_TIMEOUT_S 5     /* how long conn_close_after_flush waits for the peer */
+#define CONN_OUTPUT_HIGH (4 << 20) /* stop reading while this much output is queued */
 
 struct conn {
     uint64_t id;                        /* process-unique, for logs */
@@ -76,8 +76,7 @@ conn_accept(struct loop *loop, evutil_socket_t fd, const struct sockaddr *sa,
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    struct bufferevent *bev =
-        bufferevent_socket_new(loop_base(loop), fd, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev = bufferevent_socket_new(loop_base(loop), fd, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
         evutil_closesocket(fd);
         return NULL;
@@ -173,8 +172,8 @@ on_read(struct bufferevent *bev, void *arg)
             break;
         }
         if (st == CODEC_ERROR) {
-            log_warn("frame_rejected", "conn=%llu peer=%s reason=\"%s\"",
-                     (unsigned long long)c->id, c->peer, why);
+            log_warn("frame_rejected", "conn=%llu peer=%s reason=\"%s\"", (unsigned long long)c->id,
+                     c->peer, why);
             conn_close(c, why);
             break;
         }

@@ -24,15 +24,18 @@ check_format(const char *v)
                : "expected json, text or auto";
 }
 
-#define K(name, type, def, lo, hi, check, flags, help)                                            \
-    {#name, type, def, offsetof(struct core_conf, name), lo, hi, check, flags, help}
+#define K(name, type, def, lo, hi, check, flags, help)                                             \
+    {                                                                                              \
+#name, type, def, offsetof(struct core_conf, name), lo, hi, check, flags, help             \
+    }
 
 static const struct conf_key core_keys[] = {
     K(log_level, CONF_STR, "info", 0, 0, check_level, CONF_RELOAD,
       "Diagnostics threshold: error, warn, info or debug."),
     K(log_format, CONF_STR, "auto", 0, 0, check_format, 0,
       "json (one object per line), text, or auto (text on a TTY)."),
-    K(log_file, CONF_STR, "", 0, 0, NULL, 0, "Append diagnostics here instead of stdout; reopened on SIGHUP."),
+    K(log_file, CONF_STR, "", 0, 0, NULL, 0,
+      "Append diagnostics here instead of stdout; reopened on SIGHUP."),
     K(max_frame_bytes, CONF_INT, "1048576", 64, 64 << 20, NULL, 0,
       "Largest accepted NestJS TCP frame (UTF-16 units)."),
     K(frame_stall_ms, CONF_INT, "10000", 100, 600000, NULL, 0,

@@ -25,8 +25,11 @@ reply(struct evhttp_request *req, int code, const char *type, const char *body)
     evbuffer_add(buf, body, strlen(body));
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
-    evhttp_send_reply(req, code, code == 200 ? "OK" : code == 503 ? "Service Unavailable"
-                                                                  : "Not Found", buf);
+    evhttp_send_reply(req, code,
+                      code == 200   ? "OK"
+                      : code == 503 ? "Service Unavailable"
+                                    : "Not Found",
+                      buf);
     evbuffer_free(buf);
 }
 

@@ -101,8 +101,8 @@ json_is_int(const cJSON *item)
 }
 
 int
-json_get_string(const cJSON *obj, const char *key, bool required, size_t maxlen,
-                const char **out, char *err, size_t errlen)
+json_get_string(const cJSON *obj, const char *key, bool required, size_t maxlen, const char **out,
+                char *err, size_t errlen)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (it == NULL || cJSON_IsNull(it)) {
@@ -150,8 +150,7 @@ json_get_int(const cJSON *obj, const char *key, bool required, long long min, lo
 }
 
 int
-json_get_bool(const cJSON *obj, const char *key, bool required, bool *out, char *err,
-              size_t errlen)
+json_get_bool(const cJSON *obj, const char *key, bool required, bool *out, char *err, size_t errlen)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (it == NULL || cJSON_IsNull(it)) {

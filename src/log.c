@@ -10,9 +10,9 @@
 
 int log_level_current = LOG_INFO;
 
-static int log_json = -1;           /* -1 until decided: auto */
-static FILE *log_out;               /* NULL means stdout */
-static char *log_path;              /* file to reopen on SIGHUP, or NULL */
+static int log_json = -1; /* -1 until decided: auto */
+static FILE *log_out;     /* NULL means stdout */
+static char *log_path;    /* file to reopen on SIGHUP, or NULL */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread const char *thread_role = "main";
 static __thread char thread_rid[64];

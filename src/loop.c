@@ -24,12 +24,12 @@ struct sig {
 };
 
 struct loop {
-    struct event_base *base;  /* owned */
-    int efd;                  /* eventfd of the notify channel */
-    struct event *notify_ev;  /* read side of efd */
-    pthread_mutex_t lock;     /* guards head/tail */
-    struct job *head, *tail;  /* jobs posted from other threads */
-    struct sig sigs[3];       /* SIGINT, SIGTERM, SIGHUP when caught */
+    struct event_base *base; /* owned */
+    int efd;                 /* eventfd of the notify channel */
+    struct event *notify_ev; /* read side of efd */
+    pthread_mutex_t lock;    /* guards head/tail */
+    struct job *head, *tail; /* jobs posted from other threads */
+    struct sig sigs[3];      /* SIGINT, SIGTERM, SIGHUP when caught */
 };
 
 static void on_notify(evutil_socket_t fd, short what, void *arg);

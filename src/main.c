@@ -45,29 +45,29 @@ struct role_ctx {
     struct daemon *d;        /* borrowed back-pointer */
     struct loop *loop;       /* owned by the role thread */
     pthread_t thread;
-    void *state;             /* the role's own state */
-    bool ready;              /* role_ready was called */
-    bool stopping;           /* stop requested (role thread's view) */
-    bool started;            /* start returned non-NULL */
-    char status[128];        /* last STATUS= line */
+    void *state;      /* the role's own state */
+    bool ready;       /* role_ready was called */
+    bool stopping;    /* stop requested (role thread's view) */
+    bool started;     /* start returned non-NULL */
+    char status[128]; /* last STATUS= line */
 };
 
 struct daemon {
-    struct conf *conf;             /* owned */
-    const char *config_path;       /* borrowed from argv */
-    struct loop *main_loop;        /* signals and coordination */
-    struct role_ctx ctx[3];        /* selected roles */
+    struct conf *conf;       /* owned */
+    const char *config_path; /* borrowed from argv */
+    struct loop *main_loop;  /* signals and coordination */
+    struct role_ctx ctx[3];  /* selected roles */
     size_t nroles;
     size_t nstarted, nready, nexited;
-    bool stopping;                 /* SIGTERM seen */
-    bool forced;                   /* the drain deadline expired */
+    bool stopping; /* SIGTERM seen */
+    bool forced;   /* the drain deadline expired */
     int exit_code;
-    struct event *deadline;        /* drain bound */
-    struct event *watchdog;        /* sd_notify WATCHDOG=1 */
-    int64_t beats[3];              /* last loop heartbeat per role, monotonic ms */
-    struct metrics *metrics;       /* process-wide registry, owned */
-    int nflags;                    /* key flags from argv, kept for SIGHUP reloads */
-    char **flags;                  /* borrowed from main */
+    struct event *deadline;  /* drain bound */
+    struct event *watchdog;  /* sd_notify WATCHDOG=1 */
+    int64_t beats[3];        /* last loop heartbeat per role, monotonic ms */
+    struct metrics *metrics; /* process-wide registry, owned */
+    int nflags;              /* key flags from argv, kept for SIGHUP reloads */
+    char **flags;            /* borrowed from main */
 };
 
 static void begin_stop(struct daemon *d, int code);
@@ -110,9 +110,7 @@ on_role_event(void *arg)
     struct role_ctx *ctx = ev->ctx;
     struct daemon *d = ctx->d;
     switch (ev->what) {
-    case ROLE_EV_STARTED:
-        d->nstarted++;
-        break;
+    case ROLE_EV_STARTED: d->nstarted++; break;
     case ROLE_EV_FAILED:
         log_error("role_start_failed", "role=%s", ctx->role->name);
         begin_stop(d, EX_UNAVAILABLE);
@@ -391,7 +389,8 @@ run_roles(struct daemon *d)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     int64_t wd = notify_watchdog_ms();
     if (wd > 0) {
-        d->watchdog = loop_timer(d->main_loop, (int)(wd / 3 > 0 ? wd / 3 : 1), true, on_watchdog, d);
+        d->watchdog =
+            loop_timer(d->main_loop, (int)(wd / 3 > 0 ? wd / 3 : 1), true, on_watchdog, d);
     }
     if (loop_run(d->main_loop) != 0) {
         return EX_FAIL;
@@ -529,8 +528,8 @@ main(int argc, char **argv)
         } else if (ncmd > 0) {
             /* After a subcommand, known keys still configure; the rest is the command's. */
             const char *eq = strchr(a, '=');
-            char *key = eq && a[0] == '-' && a[1] == '-' ? xstrndup(a + 2, (size_t)(eq - a - 2))
-                                                       : NULL;
+            char *key =
+                eq && a[0] == '-' && a[1] == '-' ? xstrndup(a + 2, (size_t)(eq - a - 2)) : NULL;
             if (key && conf_has_key(d.conf, key)) {
                 flags[nflags++] = argv[i];
             } else {

@@ -10,23 +10,23 @@
 #define TABLE 256
 #define MAX_HOOKS 8
 
-static const double bucket_bounds[BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,  0.025,
-                                              0.05,   0.1,   0.25,   0.5,   1.0,   5.0};
+static const double bucket_bounds[BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                              0.05,   0.1,   0.25,   0.5,   1.0,  5.0};
 
 struct series {
-    char *name;              /* metric name */
-    char *labels;            /* rendered label set, "" for none */
-    double value;            /* counter/gauge value, histogram sum */
+    char *name;                          /* metric name */
+    char *labels;                        /* rendered label set, "" for none */
+    double value;                        /* counter/gauge value, histogram sum */
     unsigned long long count;            /* histogram count */
     unsigned long long buckets[BUCKETS]; /* cumulative at render time, per-bucket here */
-    struct series *next;     /* hash chain */
+    struct series *next;                 /* hash chain */
 };
 
 struct family {
-    char *name;              /* metric name */
-    int type;                /* METRICS_* */
-    char *help;              /* HELP text */
-    struct family *next;     /* declaration order list */
+    char *name;          /* metric name */
+    int type;            /* METRICS_* */
+    char *help;          /* HELP text */
+    struct family *next; /* declaration order list */
 };
 
 struct hook {
@@ -259,8 +259,7 @@ metrics_render(struct metrics *m)
     struct sbuf b = {0};
     pthread_mutex_lock(&m->lock);
     for (struct family *f = m->families; f; f = f->next) {
-        sbuf_appendf(&b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
-                     types[f->type]);
+        sbuf_appendf(&b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, types[f->type]);
         for (size_t i = 0; i < TABLE; i++) {
             for (struct series *s = m->table[i]; s; s = s->next) {
                 if (strcmp(s->name, f->name) == 0) {

@@ -15,20 +15,16 @@ void
 rmq_reply_error(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen)
 {
     switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-        snprintf(err, errlen, "%s: ok", what);
-        break;
-    case AMQP_RESPONSE_NONE:
-        snprintf(err, errlen, "%s: no reply from the broker", what);
-        break;
+    case AMQP_RESPONSE_NORMAL: snprintf(err, errlen, "%s: ok", what); break;
+    case AMQP_RESPONSE_NONE: snprintf(err, errlen, "%s: no reply from the broker", what); break;
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
         snprintf(err, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
         break;
     case AMQP_RESPONSE_SERVER_EXCEPTION:
         if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
             amqp_connection_close_t *m = r.reply.decoded;
-            snprintf(err, errlen, "%s: broker closed the connection: %u %.*s", what,
-                     m->reply_code, (int)m->reply_text.len, (char *)m->reply_text.bytes);
+            snprintf(err, errlen, "%s: broker closed the connection: %u %.*s", what, m->reply_code,
+                     (int)m->reply_text.len, (char *)m->reply_text.bytes);
         } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
             amqp_channel_close_t *m = r.reply.decoded;
             snprintf(err, errlen, "%s: broker closed the channel: %u %.*s", what, m->reply_code,
@@ -85,8 +81,8 @@ rmq_connect(amqp_connection_state_t conn, const char *url, int timeout_ms,
     amqp_set_rpc_timeout(conn, &tv);
     /* "amqp://host:port/" names the default vhost "/", as amqplib and pika read it. */
     const char *vhost = ci.vhost && *ci.vhost ? ci.vhost : "/";
-    amqp_rpc_reply_t r = amqp_login(conn, vhost, 0, FRAME_MAX, HEARTBEAT_S,
-                                    AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
+    amqp_rpc_reply_t r = amqp_login(conn, vhost, 0, FRAME_MAX, HEARTBEAT_S, AMQP_SASL_METHOD_PLAIN,
+                                    ci.user, ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         rmq_reply_error(r, "login", err, errlen);
         goto out;

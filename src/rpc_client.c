@@ -24,14 +24,14 @@ struct pending {
 };
 
 struct rpc_client {
-    struct loop *loop;                  /* borrowed */
-    char *host;                         /* owned */
+    struct loop *loop; /* borrowed */
+    char *host;        /* owned */
     int port;
     struct conn_limits limits;
-    struct conn *conn;                  /* current conn or NULL */
-    bool connected;                     /* conn finished connecting */
-    int backoff_ms;                     /* next reconnect delay */
-    struct event *retry;                /* reconnect timer */
+    struct conn *conn;   /* current conn or NULL */
+    bool connected;      /* conn finished connecting */
+    int backoff_ms;      /* next reconnect delay */
+    struct event *retry; /* reconnect timer */
     uint64_t next_id;
     struct pending *buckets[RPC_BUCKETS];
     size_t npending;
@@ -114,8 +114,8 @@ schedule_retry(struct rpc_client *cli)
 {
     struct timeval tv = {cli->backoff_ms / 1000, (cli->backoff_ms % 1000) * 1000};
     event_add(cli->retry, &tv);
-    cli->backoff_ms = cli->backoff_ms * 2 > RPC_BACKOFF_MAX_MS ? RPC_BACKOFF_MAX_MS
-                                                                : cli->backoff_ms * 2;
+    cli->backoff_ms =
+        cli->backoff_ms * 2 > RPC_BACKOFF_MAX_MS ? RPC_BACKOFF_MAX_MS : cli->backoff_ms * 2;
 }
 
 static void
@@ -312,17 +312,17 @@ rpc_client_emit(struct rpc_client *cli, const char *cmd, cJSON *data)
 }
 
 struct sync_call {
-    struct rpc_client *cli;   /* borrowed */
-    const char *cmd;          /* borrowed from the waiting thread */
-    cJSON *data;              /* handed to rpc_client_call */
+    struct rpc_client *cli; /* borrowed */
+    const char *cmd;        /* borrowed from the waiting thread */
+    cJSON *data;            /* handed to rpc_client_call */
     int timeout_ms;
-    rpc_reply_fn progress;    /* optional stream-item hook */
+    rpc_reply_fn progress; /* optional stream-item hook */
     void *progress_arg;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool done;
     int status;
-    cJSON *result;            /* duplicated for the waiting thread */
+    cJSON *result; /* duplicated for the waiting thread */
 };
 
 static void
@@ -354,8 +354,12 @@ int
 rpc_client_call_sync(struct rpc_client *cli, const char *cmd, cJSON *data, int timeout_ms,
                      cJSON **result, rpc_reply_fn progress, void *progress_arg)
 {
-    struct sync_call s = {.cli = cli, .cmd = cmd, .data = data, .timeout_ms = timeout_ms,
-                          .progress = progress, .progress_arg = progress_arg};
+    struct sync_call s = {.cli = cli,
+                          .cmd = cmd,
+                          .data = data,
+                          .timeout_ms = timeout_ms,
+                          .progress = progress,
+                          .progress_arg = progress_arg};
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);
     const char *rid = log_request_id();

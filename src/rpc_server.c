@@ -15,20 +15,20 @@
 #define NEST_NO_HANDLER "There is no matching message handler defined in the remote service."
 
 struct rpc_peer {
-    struct rpc_server *srv;        /* borrowed back-pointer */
-    struct conn *conn;             /* owned by the conn layer; NULL once closed */
-    struct rpc_call *calls;        /* calls in flight on this peer */
-    struct rpc_peer *prev, *next;  /* server's peer list */
+    struct rpc_server *srv;       /* borrowed back-pointer */
+    struct conn *conn;            /* owned by the conn layer; NULL once closed */
+    struct rpc_call *calls;       /* calls in flight on this peer */
+    struct rpc_peer *prev, *next; /* server's peer list */
 };
 
 struct rpc_call {
-    struct rpc_server *srv;        /* borrowed; NULL once the server is freed (orphan) */
-    struct rpc_peer *peer;         /* NULL once the peer is gone */
-    const struct rpc_route *route; /* borrowed static row */
-    cJSON *id;                     /* owned copy of the request id; NULL for events */
-    char rid[40];                  /* request id for logs */
-    int64_t started;               /* monotonic ms */
-    struct rpc_call *prev, *next;  /* peer's call list */
+    struct rpc_server *srv;         /* borrowed; NULL once the server is freed (orphan) */
+    struct rpc_peer *peer;          /* NULL once the peer is gone */
+    const struct rpc_route *route;  /* borrowed static row */
+    cJSON *id;                      /* owned copy of the request id; NULL for events */
+    char rid[40];                   /* request id for logs */
+    int64_t started;                /* monotonic ms */
+    struct rpc_call *prev, *next;   /* peer's call list */
     struct rpc_call *sprev, *snext; /* server's list of every call in flight */
 };
 
@@ -38,14 +38,14 @@ struct rpc_server {
     const struct rpc_route *routes; /* borrowed */
     char **route_keys;              /* normalised pattern per route */
     size_t nroutes;
-    void *arg;                      /* handlers' argument */
+    void *arg; /* handlers' argument */
     struct conn_limits limits;
     int max_conns;
     int nconns;
     size_t inflight;
-    struct rpc_peer *peers;         /* live peers */
-    struct rpc_call *calls;         /* every call in flight, including orphaned ones */
-    rpc_observe_fn observe;         /* metrics hook or NULL */
+    struct rpc_peer *peers; /* live peers */
+    struct rpc_call *calls; /* every call in flight, including orphaned ones */
+    rpc_observe_fn observe; /* metrics hook or NULL */
     void *observe_arg;
 };
 
@@ -140,8 +140,7 @@ listen_on(struct rpc_server *srv, const char *addr, char *err, size_t errlen)
 
 struct rpc_server *
 rpc_server_new(struct loop *loop, const struct rpc_server_opts *opts,
-               const struct rpc_route *routes, size_t nroutes, void *arg, char *err,
-               size_t errlen)
+               const struct rpc_route *routes, size_t nroutes, void *arg, char *err, size_t errlen)
 {
     struct rpc_server *srv = xcalloc(1, sizeof(*srv));
     srv->loop = loop;

@@ -177,8 +177,8 @@ write_output(FILE *out, const struct file *files, int n, const char *build)
     fprintf(out, "const struct asset assets_table[] = {\n");
     for (int i = 0; i < n; i++) {
         uint64_t etag = fnv1a(FNV_OFFSET, files[i].data, files[i].len);
-        fprintf(out, "    {\"%s\", asset_%d, %zu, \"%s\", \"\\\"%016llx\\\"\"},\n",
-                files[i].name, i, files[i].len, files[i].type, (unsigned long long)etag);
+        fprintf(out, "    {\"%s\", asset_%d, %zu, \"%s\", \"\\\"%016llx\\\"\"},\n", files[i].name,
+                i, files[i].len, files[i].type, (unsigned long long)etag);
     }
     fprintf(out, "};\nconst size_t assets_count = %d;\nconst char assets_build[] = \"%s\";\n", n,
             build);

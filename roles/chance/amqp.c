@@ -28,10 +28,6 @@ struct chance_amqp {
     int fd;                       /* socket, -1 once closed */
 };
 
-
-
-
-
 /* Records the socket so chance_amqp_interrupt can break a blocked call (even the login). */
 static void
 remember_fd(int fd, void *arg)
@@ -43,8 +39,8 @@ remember_fd(int fd, void *arg)
 }
 
 struct chance_amqp *
-chance_amqp_open(const char *url, const char *queue, int delivery_limit, int timeout_ms,
-                 char *err, size_t errlen)
+chance_amqp_open(const char *url, const char *queue, int delivery_limit, int timeout_ms, char *err,
+                 size_t errlen)
 {
     struct chance_amqp *a = xcalloc(1, sizeof(*a));
     pthread_mutex_init(&a->lock, NULL);
@@ -125,8 +121,8 @@ chance_amqp_publish(struct chance_amqp *a, const char *body, size_t len, const c
     p.app_id = amqp_cstring_bytes("chanced");
     amqp_bytes_t b = {len, (void *)(uintptr_t)body}; /* librabbitmq's type is not const */
     /* mandatory: if the queue is gone the broker returns the message instead of dropping it */
-    int st = amqp_basic_publish(a->conn, CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(a->queue),
-                                1, 0, &p, b);
+    int st = amqp_basic_publish(a->conn, CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(a->queue), 1,
+                                0, &p, b);
     if (st != AMQP_STATUS_OK) {
         snprintf(err, errlen, "publish: %s", amqp_error_string2(st));
         return -1;
@@ -193,8 +189,7 @@ on_frame(struct chance_amqp *a, const amqp_frame_t *f, char *err, size_t errlen)
         (void)amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         return -1;
     }
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -215,8 +210,8 @@ chance_amqp_confirm(struct chance_amqp *a, int timeout_ms, bool *confirmed, char
         int st = amqp_simple_wait_frame_noblock(a->conn, &f, &tv);
         if (st == AMQP_STATUS_TIMEOUT) {
             if (a->pending > 0) {
-                snprintf(err, errlen, "%zu of %zu messages not confirmed within %d ms",
-                         a->pending, a->n, timeout_ms);
+                snprintf(err, errlen, "%zu of %zu messages not confirmed within %d ms", a->pending,
+                         a->n, timeout_ms);
                 rc = -1;
             }
             break;

@@ -58,8 +58,8 @@ valid_token(const char *s, size_t max)
 }
 
 int
-chance_id_field(const cJSON *obj, const char *key, bool required, char *buf, size_t size,
-                char *err, size_t errlen)
+chance_id_field(const cJSON *obj, const char *key, bool required, char *buf, size_t size, char *err,
+                size_t errlen)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (it == NULL || cJSON_IsNull(it)) {
@@ -170,10 +170,9 @@ on_claim_reply(int status, cJSON *replies, void *arg)
         rpc_reply_error(call, c, "claim refused: %s", c);
         goto out;
     }
-    metrics_add(req->ch->metrics, "chanced_claims_total",
-                cJSON_GetArrayItem(r, 4)->valueint == 1 ? "outcome=\"replay\""
-                                                        : "outcome=\"assigned\"",
-                1);
+    metrics_add(
+        req->ch->metrics, "chanced_claims_total",
+        cJSON_GetArrayItem(r, 4)->valueint == 1 ? "outcome=\"replay\"" : "outcome=\"assigned\"", 1);
     cJSON *resp = cJSON_CreateObject();
     cJSON_AddItemToObject(resp, "code", cJSON_Duplicate(cJSON_GetArrayItem(r, 1), 1));
     cJSON_AddNumberToObject(resp, "category", (double)req->category);
@@ -229,7 +228,8 @@ handle_claim(struct rpc_call *call, const cJSON *data, void *arg)
     req->category = category;
     snprintf(req->claim_id, sizeof(req->claim_id), "%s", claim_id);
     char keys[7][KEY_MAX], prefix[KEY_MAX], cat[24];
-    static const char *const what[] = {"meta", "free", "claims", "users", "events", "log", "byuser"};
+    static const char *const what[] = {"meta",   "free", "claims", "users",
+                                       "events", "log",  "byuser"};
     const char *kp[7];
     for (int i = 0; i < 7; i++) {
         chance_key(keys[i], category, what[i]);
@@ -284,7 +284,7 @@ on_category_stats(int status, cJSON *replies, void *arg)
         metrics_clear(ch->metrics, "chanced_codes_remaining");
         const cJSON *ids = cJSON_GetArrayItem(replies, 0), *id;
         int i = 1;
-        cJSON_ArrayForEach(id, ids) {
+        cJSON_ArrayForEach (id, ids) {
             const cJSON *n = cJSON_GetArrayItem(replies, i++);
             char labels[64];
             snprintf(labels, sizeof(labels), "category=\"%s\"", id->valuestring);
@@ -307,7 +307,7 @@ on_category_ids_for_stats(int status, cJSON *replies, void *arg)
     }
     struct redis_batch *b = redis_batch_new(ch->redis);
     redis_batch_cmd(b, "ZRANGE chance:categories 0 999");
-    cJSON_ArrayForEach(id, ids) {
+    cJSON_ArrayForEach (id, ids) {
         char key[KEY_MAX];
         chance_key(key, atoll(id->valuestring), "free");
         redis_batch_cmd(b, "SCARD %s", key);
@@ -456,6 +456,6 @@ chance_free(void *state)
 }
 
 const struct role role_chance = {
-    "chance", &chance_conf_module, chance_start, chance_stop, NULL, chance_free, NULL, NULL,
-    "health_listen",
+    "chance", &chance_conf_module, chance_start, chance_stop, NULL, chance_free, NULL,
+    NULL,     "health_listen",
 };

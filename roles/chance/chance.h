@@ -51,12 +51,12 @@ struct chance {
     struct codegen_rng rng;         /* CSPRNG pool for codes and rewards */
     int generating;                 /* batches in progress */
     bool stopping;
-    struct event *drain_timer;      /* polls for in-flight work while stopping */
-    struct health *health;          /* owned: /livez /readyz /metrics */
-    struct metrics *metrics;        /* borrowed, process-wide */
-    struct event *stats_timer;      /* refreshes gauges */
+    struct event *drain_timer; /* polls for in-flight work while stopping */
+    struct health *health;     /* owned: /livez /readyz /metrics */
+    struct metrics *metrics;   /* borrowed, process-wide */
+    struct event *stats_timer; /* refreshes gauges */
     int stats_ticks;
-    bool stats_busy;                /* a per-category refresh is in flight */
+    bool stats_busy; /* a per-category refresh is in flight */
 };
 
 #define KEY_MAX 128

@@ -3,8 +3,10 @@
 
 #include <stddef.h>
 
-#define K(name, type, def, lo, hi, check, flags, help)                                            \
-    {#name, type, def, offsetof(struct chance_conf, name), lo, hi, check, flags, help}
+#define K(name, type, def, lo, hi, check, flags, help)                                             \
+    {                                                                                              \
+#name, type, def, offsetof(struct chance_conf, name), lo, hi, check, flags, help           \
+    }
 
 static const struct conf_key chance_keys[] = {
     K(chance_listen, CONF_STR, "127.0.0.1:4001", 0, 0, conf_check_hostport, 0,

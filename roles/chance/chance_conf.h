@@ -5,17 +5,17 @@
 #include "conf.h"
 
 struct chance_conf {
-    char *chance_listen;            /* RPC listen address */
-    char *redis_url;                /* redis://host:port/db */
-    long long redis_timeout_ms;     /* connect/command deadline for Redis */
-    long long max_codes_per_batch;  /* refuse bigger generate requests */
-    long long code_length;          /* random characters per code (prefix excluded) */
-    long long generate_chunk;       /* codes per pipelined round trip */
-    char *amqp_url;                 /* RabbitMQ for the audit relay */
-    char *amqp_queue;               /* durable queue name */
-    long long amqp_delivery_limit;  /* x-delivery-limit before dead-lettering */
-    long long relay_batch;          /* events per publish round */
-    char *health_listen;            /* /livez /readyz /metrics */
+    char *chance_listen;           /* RPC listen address */
+    char *redis_url;               /* redis://host:port/db */
+    long long redis_timeout_ms;    /* connect/command deadline for Redis */
+    long long max_codes_per_batch; /* refuse bigger generate requests */
+    long long code_length;         /* random characters per code (prefix excluded) */
+    long long generate_chunk;      /* codes per pipelined round trip */
+    char *amqp_url;                /* RabbitMQ for the audit relay */
+    char *amqp_queue;              /* durable queue name */
+    long long amqp_delivery_limit; /* x-delivery-limit before dead-lettering */
+    long long relay_batch;         /* events per publish round */
+    char *health_listen;           /* /livez /readyz /metrics */
 };
 
 extern const struct conf_module chance_conf_module;

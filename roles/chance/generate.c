@@ -15,32 +15,32 @@
 #include "rpc_server.h"
 #include "scripts.h"
 
-#define GEN_WINDOW 4            /* chunks in flight at once */
-#define GEN_PROGRESS_MS 250     /* least interval between progress items */
+#define GEN_WINDOW 4        /* chunks in flight at once */
+#define GEN_PROGRESS_MS 250 /* least interval between progress items */
 #define GEN_MAX_CATEGORIES 1000
 #define GEN_MAX_PER_CATEGORY 1000000
 #define GEN_MAX_REWARD 1000000000000LL
 #define GEN_MAX_TIME 253402300799000LL /* 9999-12-31T23:59:59Z */
 
 struct gen {
-    struct chance *ch;        /* borrowed */
-    struct rpc_call *call;    /* finished by gen_fail or gen_done */
+    struct chance *ch;     /* borrowed */
+    struct rpc_call *call; /* finished by gen_fail or gen_done */
     long long ncat, per_cat, rmin, rmax, rstep, limit, starts, ends;
     char prefix[CODEGEN_MAX_PREFIX + 1];
     char name[101];
     char actor_id[65], actor_name[65], actor_role[17];
-    char ns[40];              /* chance:instance of this Redis dataset (event ids) */
+    char ns[40]; /* chance:instance of this Redis dataset (event ids) */
     long long batch, first_cat;
-    long long cat_index;      /* category being filled (0-based) */
-    long long left_in_cat;    /* codes not yet handed to a chunk in that category */
+    long long cat_index;   /* category being filled (0-based) */
+    long long left_in_cat; /* codes not yet handed to a chunk in that category */
     long long done, total, total_reward;
-    int inflight;             /* chunks in flight */
-    bool failed;              /* stop issuing work; reply once the window drains */
+    int inflight; /* chunks in flight */
+    bool failed;  /* stop issuing work; reply once the window drains */
     int64_t created_at, last_progress;
 };
 
 struct chunk {
-    struct gen *g;                   /* borrowed */
+    struct gen *g; /* borrowed */
     long long category;
     int n;                           /* codes in the chunk */
     char (*codes)[CODEGEN_MAX_CODE]; /* n codes */
@@ -128,10 +128,10 @@ batch_json(const struct gen *g)
     cJSON_AddNumberToObject(b, "reward_max", (double)g->rmax);
     cJSON_AddNumberToObject(b, "reward_step", (double)g->rstep);
     cJSON_AddNumberToObject(b, "per_user_limit", (double)g->limit);
-    cJSON_AddItemToObject(b, "starts_at", g->starts ? cJSON_CreateNumber((double)g->starts)
-                                                    : cJSON_CreateNull());
-    cJSON_AddItemToObject(b, "ends_at", g->ends ? cJSON_CreateNumber((double)g->ends)
-                                                : cJSON_CreateNull());
+    cJSON_AddItemToObject(b, "starts_at",
+                          g->starts ? cJSON_CreateNumber((double)g->starts) : cJSON_CreateNull());
+    cJSON_AddItemToObject(b, "ends_at",
+                          g->ends ? cJSON_CreateNumber((double)g->ends) : cJSON_CreateNull());
     cJSON_AddStringToObject(b, "prefix", g->prefix);
     cJSON_AddNumberToObject(b, "created_at", (double)g->created_at);
     cJSON_AddNumberToObject(b, "paid_total", (double)g->total_reward);
@@ -186,9 +186,9 @@ finish(struct gen *g)
     cJSON_AddNumberToObject(data, "reward_min", (double)g->rmin);
     cJSON_AddNumberToObject(data, "reward_max", (double)g->rmax);
     cJSON_AddNumberToObject(data, "total_reward", (double)g->total_reward);
-    char *msg = xasprintf("%s %s generated %lld codes in %lld categor%s, rewards %s\xe2\x80\x93%s Toman",
-                          g->actor_role, g->actor_name, g->total, g->ncat,
-                          g->ncat == 1 ? "y" : "ies", lo, hi);
+    char *msg = xasprintf(
+        "%s %s generated %lld codes in %lld categor%s, rewards %s\xe2\x80\x93%s Toman",
+        g->actor_role, g->actor_name, g->total, g->ncat, g->ncat == 1 ? "y" : "ies", lo, hi);
     cJSON_AddStringToObject(ev, "message", msg);
     free(msg);
     char *evs = cJSON_PrintUnformatted(ev);
@@ -272,7 +272,7 @@ send_load(struct chunk *c)
     size_t nkeys = (size_t)c->n + 2;
     char **keys = xcalloc(nkeys, sizeof(char *));
     const char **args = xcalloc((size_t)c->n * 2 + 1, sizeof(char *));
-    char (*rewards)[24] = xcalloc((size_t)c->n, sizeof(*rewards));
+    char(*rewards)[24] = xcalloc((size_t)c->n, sizeof(*rewards));
 
     keys[0] = xmalloc(KEY_MAX);
     chance_key(keys[0], c->category, "meta");
@@ -316,7 +316,7 @@ on_reserved(int status, cJSON *replies, void *arg)
      * chunk) get fresh codes and are reserved again; the rest are ours already. */
     int npend = 0;
     const cJSON *d;
-    cJSON_ArrayForEach(d, dups) {
+    cJSON_ArrayForEach (d, dups) {
         int i = d->valueint - 1;
         if (i >= 0 && i < c->npend) {
             c->pend[npend++] = c->pend[i];
@@ -339,8 +339,8 @@ on_reserved(int status, cJSON *replies, void *arg)
 static void
 start_chunk(struct gen *g)
 {
-    long long n = g->left_in_cat < g->ch->conf->generate_chunk ? g->left_in_cat
-                                                                : g->ch->conf->generate_chunk;
+    long long n =
+        g->left_in_cat < g->ch->conf->generate_chunk ? g->left_in_cat : g->ch->conf->generate_chunk;
     struct chunk *c = xcalloc(1, sizeof(*c));
     c->g = g;
     c->category = g->first_cat + g->cat_index;
@@ -383,7 +383,7 @@ on_metas_written(int status, cJSON *replies, void *arg)
     struct gen *g = arg;
     bool ok = status == REDIS_DONE;
     const cJSON *r;
-    cJSON_ArrayForEach(r, replies) {
+    cJSON_ArrayForEach (r, replies) {
         ok = ok && !redis_reply_is_error(r);
     }
     cJSON_Delete(replies);
@@ -484,9 +484,9 @@ valid_name(const char *s)
 static int
 parse_request(struct gen *g, const cJSON *data, long long max_codes, char *err, size_t errlen)
 {
-    static const char *const fields[] = {"categories", "codes_per_category", "reward_min",
-                                         "reward_max", "reward_step", "name", "prefix",
-                                         "per_user_limit", "starts_at", "ends_at", "actor", NULL};
+    static const char *const fields[] = {
+        "categories", "codes_per_category", "reward_min", "reward_max", "reward_step", "name",
+        "prefix",     "per_user_limit",     "starts_at",  "ends_at",    "actor",       NULL};
     const char *name = NULL, *prefix = NULL, *aid, *aname, *arole;
     g->rstep = 1;
     g->limit = 1;

@@ -82,8 +82,10 @@ code_json(const cJSON *kv)
     cJSON_AddStringToObject(o, "status", kv_get(kv, "status") ? kv_get(kv, "status") : "");
     if ((v = kv_get(kv, "user_id")) != NULL) {
         cJSON_AddStringToObject(o, "user_id", v);
-        cJSON_AddStringToObject(o, "username", kv_get(kv, "username") ? kv_get(kv, "username") : "");
-        cJSON_AddStringToObject(o, "claim_id", kv_get(kv, "claim_id") ? kv_get(kv, "claim_id") : "");
+        cJSON_AddStringToObject(o, "username",
+                                kv_get(kv, "username") ? kv_get(kv, "username") : "");
+        cJSON_AddStringToObject(o, "claim_id",
+                                kv_get(kv, "claim_id") ? kv_get(kv, "claim_id") : "");
         cJSON_AddNumberToObject(o, "assigned_at", (double)kv_int(kv, "assigned_at"));
     }
     return o;
@@ -105,8 +107,8 @@ struct query {
     char status[16];
     char cursor[64];
     bool claimable;
-    cJSON *items;       /* result being built */
-    cJSON *ids;         /* ids fetched in the first step */
+    cJSON *items; /* result being built */
+    cJSON *ids;   /* ids fetched in the first step */
 };
 
 static struct query *
@@ -136,7 +138,7 @@ batch_failed(struct query *q, int status, cJSON *replies)
         return true;
     }
     const cJSON *r;
-    cJSON_ArrayForEach(r, replies) {
+    cJSON_ArrayForEach (r, replies) {
         if (redis_reply_is_error(r)) {
             log_error("redis_command_failed", "cmd=%s error=\"%s\"", rpc_call_cmd(q->call),
                       redis_reply_error(r));
@@ -298,8 +300,7 @@ on_update_script(int status, cJSON *replies, void *arg)
     bool found = cJSON_GetArrayItem(replies, 0)->valuedouble == 1;
     cJSON_Delete(replies);
     if (!found) {
-        rpc_reply_error(q->call, "category_not_found", "category %lld does not exist",
-                        q->category);
+        rpc_reply_error(q->call, "category_not_found", "category %lld does not exist", q->category);
         query_free(q);
         return;
     }
@@ -318,8 +319,7 @@ on_update_current(int status, cJSON *replies, void *arg)
     const cJSON *st = cJSON_GetArrayItem(cur, 0);
     if (!cJSON_IsString(st) || strcmp(st->valuestring, "ready") != 0) {
         cJSON_Delete(replies);
-        rpc_reply_error(q->call, "category_not_found", "category %lld does not exist",
-                        q->category);
+        rpc_reply_error(q->call, "category_not_found", "category %lld does not exist", q->category);
         query_free(q);
         return;
     }
@@ -382,8 +382,8 @@ nullable_time(const cJSON *data, const char *key, int *has, long long *out, char
 void
 chance_category_update(struct rpc_call *call, const cJSON *data, void *arg)
 {
-    static const char *const fields[] = {"category", "enabled", "per_user_limit", "starts_at",
-                                         "ends_at", "actor", NULL};
+    static const char *const fields[] = {
+        "category", "enabled", "per_user_limit", "starts_at", "ends_at", "actor", NULL};
     struct update *u = xcalloc(1, sizeof(*u));
     struct query *q = &u->q;
     const char *aid, *aname, *arole;
@@ -403,8 +403,9 @@ chance_category_update(struct rpc_call *call, const cJSON *data, void *arg)
     u->has_enabled = cJSON_HasObjectItem(data, "enabled");
     u->has_limit = cJSON_HasObjectItem(data, "per_user_limit");
     if (!u->has_enabled && !u->has_limit && !u->has_starts && !u->has_ends) {
-        snprintf(err, sizeof(err), "nothing to change: give enabled, per_user_limit, starts_at "
-                                   "or ends_at");
+        snprintf(err, sizeof(err),
+                 "nothing to change: give enabled, per_user_limit, starts_at "
+                 "or ends_at");
         goto bad;
     }
     snprintf(u->actor_id, sizeof(u->actor_id), "%s", aid);
@@ -432,7 +433,7 @@ on_code_hashes(int status, cJSON *replies, void *arg)
     }
     cJSON *items = cJSON_CreateArray();
     const cJSON *kv;
-    cJSON_ArrayForEach(kv, replies) {
+    cJSON_ArrayForEach (kv, replies) {
         if (cJSON_GetArraySize(kv) == 0) {
             continue;
         }
@@ -440,8 +441,8 @@ on_code_hashes(int status, cJSON *replies, void *arg)
         if (q->status[0] && (st == NULL || strcmp(st, q->status) != 0)) {
             continue;
         }
-        if (q->user[0] && (kv_get(kv, "user_id") == NULL ||
-                           strcmp(kv_get(kv, "user_id"), q->user) != 0)) {
+        if (q->user[0] &&
+            (kv_get(kv, "user_id") == NULL || strcmp(kv_get(kv, "user_id"), q->user) != 0)) {
             continue;
         }
         cJSON_AddItemToArray(items, code_json(kv));
@@ -464,7 +465,7 @@ fetch_codes(struct query *q, const cJSON *codes)
     struct redis_batch *b = redis_batch_new(q->ch->redis);
     const cJSON *c;
     int n = 0;
-    cJSON_ArrayForEach(c, codes) {
+    cJSON_ArrayForEach (c, codes) {
         if (cJSON_IsString(c)) {
             redis_batch_cmd(b, "HGETALL %s%s", prefix, c->valuestring);
             n++;
@@ -492,7 +493,7 @@ on_code_page(int status, cJSON *replies, void *arg)
         long long skip = q->after;
         long long i = 0;
         const cJSON *c;
-        cJSON_ArrayForEach(c, list) {
+        cJSON_ArrayForEach (c, list) {
             if (i >= skip && cJSON_GetArraySize(codes) < q->limit) {
                 cJSON_AddItemToArray(codes, cJSON_Duplicate(c, 1));
             }
@@ -512,7 +513,7 @@ on_code_page(int status, cJSON *replies, void *arg)
         const cJSON *e;
         const char *last = NULL;
         int n = 0;
-        cJSON_ArrayForEach(e, r) {
+        cJSON_ArrayForEach (e, r) {
             const cJSON *id = cJSON_GetArrayItem(e, 0), *kv = cJSON_GetArrayItem(e, 1);
             last = id->valuestring;
             n++;
@@ -573,19 +574,19 @@ parse_codes_cursor(struct query *q, const char *cursor, char *sscan, size_t size
     return -1;
 }
 
-static void
-on_code_lookup(int status, cJSON *replies, void *arg);
+static void on_code_lookup(int status, cJSON *replies, void *arg);
 
 void
 chance_codes(struct rpc_call *call, const cJSON *data, void *arg)
 {
-    static const char *const fields[] = {"category", "status", "user", "code", "cursor",
-                                         "limit", NULL};
+    static const char *const fields[] = {"category", "status", "user", "code",
+                                         "cursor",   "limit",  NULL};
     struct query *q = query_new(arg, call);
     const char *status = NULL, *code = NULL, *cursor = NULL;
     char err[256], pos[48] = "0";
     int phase = 'f';
-    if (json_check_fields(data, fields, err, sizeof(err)) || page_limit(data, &q->limit, err, sizeof(err)) ||
+    if (json_check_fields(data, fields, err, sizeof(err)) ||
+        page_limit(data, &q->limit, err, sizeof(err)) ||
         json_get_int(data, "category", false, 1, JSON_MAX_SAFE_INT, &q->category, err,
                      sizeof(err)) ||
         json_get_string(data, "status", false, 15, &status, err, sizeof(err)) ||
@@ -764,7 +765,7 @@ on_assignments(int status, cJSON *replies, void *arg)
     cJSON *items = cJSON_CreateArray();
     const cJSON *e;
     const char *last = q->cursor[0] ? q->cursor : NULL;
-    cJSON_ArrayForEach(e, cJSON_GetArrayItem(replies, 0)) {
+    cJSON_ArrayForEach (e, cJSON_GetArrayItem(replies, 0)) {
         const cJSON *id = cJSON_GetArrayItem(e, 0), *kv = cJSON_GetArrayItem(e, 1);
         cJSON *it = cJSON_CreateObject();
         cJSON_AddStringToObject(it, "cursor", id->valuestring);
@@ -781,7 +782,8 @@ on_assignments(int status, cJSON *replies, void *arg)
     }
     cJSON *resp = cJSON_CreateObject();
     cJSON_AddItemToObject(resp, "items", items);
-    cJSON_AddItemToObject(resp, "next_cursor", last ? cJSON_CreateString(last) : cJSON_CreateNull());
+    cJSON_AddItemToObject(resp, "next_cursor",
+                          last ? cJSON_CreateString(last) : cJSON_CreateNull());
     rpc_reply(q->call, resp);
     cJSON_Delete(replies);
     query_free(q);
@@ -794,7 +796,8 @@ chance_assignments(struct rpc_call *call, const cJSON *data, void *arg)
     struct query *q = query_new(arg, call);
     const char *after = NULL;
     char err[256];
-    if (json_check_fields(data, fields, err, sizeof(err)) || page_limit(data, &q->limit, err, sizeof(err)) ||
+    if (json_check_fields(data, fields, err, sizeof(err)) ||
+        page_limit(data, &q->limit, err, sizeof(err)) ||
         json_get_int(data, "category", true, 1, JSON_MAX_SAFE_INT, &q->category, err,
                      sizeof(err)) ||
         json_get_string(data, "after", false, 47, &after, err, sizeof(err))) {
@@ -857,7 +860,8 @@ chance_release(struct rpc_call *call, const cJSON *data, void *arg)
         goto bad;
     }
     char keys[7][KEY_MAX], prefix[KEY_MAX], cat[24];
-    static const char *const what[] = {"meta", "free", "claims", "users", "events", "log", "byuser"};
+    static const char *const what[] = {"meta",   "free", "claims", "users",
+                                       "events", "log",  "byuser"};
     const char *kp[7];
     for (int i = 0; i < 7; i++) {
         chance_key(keys[i], q->category, what[i]);

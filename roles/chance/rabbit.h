@@ -33,8 +33,8 @@ void chance_amqp_close(struct chance_amqp *a);
  * Publishes body (borrowed) as a persistent JSON message with message_id, mandatory, to the
  * queue; it joins the current confirm round. -1 with err if the link broke.
  */
-int chance_amqp_publish(struct chance_amqp *a, const char *body, size_t len,
-                        const char *message_id, char *err, size_t errlen) MUSTCHECK;
+int chance_amqp_publish(struct chance_amqp *a, const char *body, size_t len, const char *message_id,
+                        char *err, size_t errlen) MUSTCHECK;
 /*
  * Waits up to timeout_ms for the broker to settle every message of the round, then starts a
  * new round. confirmed[i] (one per publish of the round, in order) is set true when message i

@@ -17,16 +17,16 @@
 #define BACKOFF_MAX_MS 5000
 
 struct redis {
-    struct loop *loop;             /* borrowed */
-    redisAsyncContext *ac;         /* current connection or NULL */
-    bool connected;                /* connect callback saw success */
-    char *host, *password, *path;  /* parsed from the URL (owned) */
+    struct loop *loop;            /* borrowed */
+    redisAsyncContext *ac;        /* current connection or NULL */
+    bool connected;               /* connect callback saw success */
+    char *host, *password, *path; /* parsed from the URL (owned) */
     int port, db;
     int timeout_ms;
     int backoff_ms;
-    struct event *retry;           /* reconnect timer */
-    const char *const *scripts;    /* borrowed sources */
-    char (*shas)[41];              /* hex SHA-1 per script */
+    struct event *retry;        /* reconnect timer */
+    const char *const *scripts; /* borrowed sources */
+    char (*shas)[41];           /* hex SHA-1 per script */
     size_t nscripts;
     void (*ready_fn)(void *arg);
     void *ready_arg;
@@ -39,20 +39,20 @@ struct bcmd {
     int index;             /* position in the reply array */
     int script;            /* script id for EVALSHA commands, else -1 */
     int argc;
-    char **argv;           /* owned copies */
+    char **argv; /* owned copies */
     size_t *lens;
 };
 
 struct redis_batch {
-    struct redis *r;       /* borrowed */
-    struct bcmd *cmds;     /* owned */
+    struct redis *r;   /* borrowed */
+    struct bcmd *cmds; /* owned */
     int ncmds, cap;
-    int outstanding;       /* replies not yet received */
-    cJSON **replies;       /* slot per command */
+    int outstanding; /* replies not yet received */
+    cJSON **replies; /* slot per command */
     redis_done_fn done;
     void *arg;
-    struct event *timer;   /* deadline */
-    bool finished;         /* done has been called */
+    struct event *timer; /* deadline */
+    bool finished;       /* done has been called */
 };
 
 static void connect_now(struct redis *r);
@@ -356,8 +356,7 @@ reply_to_json(const redisReply *rep)
         free(s);
         return j;
     }
-    case REDIS_REPLY_INTEGER:
-        return cJSON_CreateNumber((double)rep->integer);
+    case REDIS_REPLY_INTEGER: return cJSON_CreateNumber((double)rep->integer);
     case REDIS_REPLY_ARRAY: {
         cJSON *arr = cJSON_CreateArray();
         for (size_t i = 0; i < rep->elements; i++) {
@@ -372,8 +371,7 @@ reply_to_json(const redisReply *rep)
         free(s);
         return o;
     }
-    default:
-        return cJSON_CreateNull();
+    default: return cJSON_CreateNull();
     }
 }
 

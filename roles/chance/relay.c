@@ -24,27 +24,27 @@
 
 #define GLOBAL_STREAM "chance:{g}:events"
 #define CATEGORY_SET "chance:categories"
-#define CHUNK_KEYS 64           /* streams per XREAD */
-#define BLOCK_MS_MAX 500        /* XREAD BLOCK when idle (bounded by redis_timeout_ms / 2) */
-#define IDLE_NAP_MS 50          /* pause between sweeps when there are too many streams to block */
+#define CHUNK_KEYS 64    /* streams per XREAD */
+#define BLOCK_MS_MAX 500 /* XREAD BLOCK when idle (bounded by redis_timeout_ms / 2) */
+#define IDLE_NAP_MS 50   /* pause between sweeps when there are too many streams to block */
 #define CONFIRM_TIMEOUT_MS 10000
-#define LIST_CHECK_MS 1000      /* how often ZCARD checks for new categories */
-#define LIST_REFRESH_MS 30000   /* full re-read of the category list regardless */
+#define LIST_CHECK_MS 1000    /* how often ZCARD checks for new categories */
+#define LIST_REFRESH_MS 30000 /* full re-read of the category list regardless */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define LOG_REPEAT_MS 30000
-#define STOP_GRACE_MS 3000      /* relay_free waits this long before interrupting sockets */
+#define STOP_GRACE_MS 3000 /* relay_free waits this long before interrupting sockets */
 
 struct entry {
-    size_t stream;  /* index in relay->streams */
-    char id[48];    /* stream entry id "ms-seq" */
-    char *body;     /* owned message body */
-    size_t len;     /* its length */
-    char msgid[201];  /* message_id: the event _id (<= 200 bytes), else "stream/id" */
+    size_t stream;   /* index in relay->streams */
+    char id[48];     /* stream entry id "ms-seq" */
+    char *body;      /* owned message body */
+    size_t len;      /* its length */
+    char msgid[201]; /* message_id: the event _id (<= 200 bytes), else "stream/id" */
 };
 
 struct redis_target {
-    char *host;     /* owned; NULL for a unix socket */
+    char *host; /* owned; NULL for a unix socket */
     int port;
     char *path;     /* owned unix socket path, or NULL */
     char *user;     /* owned ACL user, or NULL */
@@ -55,28 +55,28 @@ struct redis_target {
 struct relay {
     const struct chance_conf *conf; /* borrowed */
     pthread_t thread;
-    int stop;                       /* atomic: relay_free asks the thread to end */
-    int exited;                     /* atomic: the thread has returned */
-    int connected;                  /* atomic: RabbitMQ link up */
-    unsigned long long published;   /* atomic: confirmed and deleted from Redis */
-    pthread_mutex_t lock;           /* guards mq and rfd against relay_free's interrupt */
-    struct chance_amqp *mq;         /* thread-owned link, NULL while down */
-    int rfd;                        /* Redis socket, -1 while down */
+    int stop;                     /* atomic: relay_free asks the thread to end */
+    int exited;                   /* atomic: the thread has returned */
+    int connected;                /* atomic: RabbitMQ link up */
+    unsigned long long published; /* atomic: confirmed and deleted from Redis */
+    pthread_mutex_t lock;         /* guards mq and rfd against relay_free's interrupt */
+    struct chance_amqp *mq;       /* thread-owned link, NULL while down */
+    int rfd;                      /* Redis socket, -1 while down */
     /* The rest belongs to the thread. */
-    redisContext *redis;            /* synchronous connection, NULL while down */
-    struct redis_target target;     /* parsed redis_url */
-    char **streams;                 /* stream keys: GLOBAL_STREAM, then one per category */
+    redisContext *redis;        /* synchronous connection, NULL while down */
+    struct redis_target target; /* parsed redis_url */
+    char **streams;             /* stream keys: GLOBAL_STREAM, then one per category */
     size_t nstreams;
-    long long zcard;                /* category count when the list was built */
-    int64_t checked_at, listed_at;  /* monotonic ms of the last ZCARD / ZRANGE */
-    bool *hot;                      /* per stream: non-empty in the last discovery */
-    struct entry *entries;          /* the round being published */
+    long long zcard;               /* category count when the list was built */
+    int64_t checked_at, listed_at; /* monotonic ms of the last ZCARD / ZRANGE */
+    bool *hot;                     /* per stream: non-empty in the last discovery */
+    struct entry *entries;         /* the round being published */
     size_t nentries, capentries;
-    bool *confirmed;                /* per entry, from the broker */
-    bool idle;                      /* the last round found nothing */
-    int backoff_ms;                 /* next wait after a failure */
-    char last_err[256];             /* last failure logged */
-    int64_t last_err_at;            /* and when */
+    bool *confirmed;     /* per entry, from the broker */
+    bool idle;           /* the last round found nothing */
+    int backoff_ms;      /* next wait after a failure */
+    char last_err[256];  /* last failure logged */
+    int64_t last_err_at; /* and when */
 };
 
 static bool
@@ -331,7 +331,8 @@ add_entry(struct relay *r, size_t stream, const redisReply *item)
     snprintf(e->id, sizeof(e->id), "%s", item->element[0]->str);
     /* An entry that is not an event is still published: the logger dead-letters and counts it,
      * which beats blocking the stream or dropping it silently. */
-    e->body = xasprintf("{\"pattern\":{\"cmd\":\"log.event\"},\"data\":%s}", event ? event : "null");
+    e->body =
+        xasprintf("{\"pattern\":{\"cmd\":\"log.event\"},\"data\":%s}", event ? event : "null");
     e->len = strlen(e->body);
     cJSON *parsed = event ? cJSON_Parse(event) : NULL;
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(parsed, "_id");
@@ -516,8 +517,8 @@ static int
 connect_amqp(struct relay *r, char *err, size_t errlen)
 {
     struct chance_amqp *mq =
-        chance_amqp_open(r->conf->amqp_url, r->conf->amqp_queue,
-                         (int)r->conf->amqp_delivery_limit, 10000, err, errlen);
+        chance_amqp_open(r->conf->amqp_url, r->conf->amqp_queue, (int)r->conf->amqp_delivery_limit,
+                         10000, err, errlen);
     if (mq == NULL) {
         return -1;
     }
@@ -645,7 +646,8 @@ relay_new(const struct chance_conf *conf)
     r->rfd = -1;
     pthread_mutex_init(&r->lock, NULL);
     if (parse_redis_url(conf->redis_url, &r->target) != 0) {
-        log_error("relay_bad_redis_url", "hint=\"expected redis://[[user]:password@]host:port/db\"");
+        log_error("relay_bad_redis_url",
+                  "hint=\"expected redis://[[user]:password@]host:port/db\"");
         goto fail;
     }
     if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {

@@ -2,13 +2,13 @@
 #include "scripts.h"
 
 /* Shared Lua helpers, prepended to every script. */
-#define LUA_PRELUDE                                                                               \
-    "local function now_ms() local t = redis.call('TIME');"                                      \
-    " return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"                   \
-    "local function toman(n) local s = string.format('%d', n);"                                  \
-    " local r = s:reverse():gsub('(%d%d%d)', '%1,'):reverse();"                                  \
-    " if r:sub(1, 1) == ',' then r = r:sub(2) end return r end\n"                                \
-    "local function short(code) if #code > 6 then return code:sub(1, 6) .. '\\226\\128\\166' end" \
+#define LUA_PRELUDE                                                                                \
+    "local function now_ms() local t = redis.call('TIME');"                                        \
+    " return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"                      \
+    "local function toman(n) local s = string.format('%d', n);"                                    \
+    " local r = s:reverse():gsub('(%d%d%d)', '%1,'):reverse();"                                    \
+    " if r:sub(1, 1) == ',' then r = r:sub(2) end return r end\n"                                  \
+    "local function short(code) if #code > 6 then return code:sub(1, 6) .. '\\226\\128\\166' end"  \
     " return code end\n"
 
 /*
@@ -151,6 +151,6 @@ static const char release_lua[] = LUA_PRELUDE
     "return {1, code}\n";
 
 const char *const script_sources[SCRIPT_COUNT] = {
-    [SCRIPT_CLAIM] = claim_lua,     [SCRIPT_RESERVE] = reserve_lua, [SCRIPT_LOAD] = load_lua,
-    [SCRIPT_UPDATE] = update_lua,   [SCRIPT_RELEASE] = release_lua,
+    [SCRIPT_CLAIM] = claim_lua,   [SCRIPT_RESERVE] = reserve_lua, [SCRIPT_LOAD] = load_lua,
+    [SCRIPT_UPDATE] = update_lua, [SCRIPT_RELEASE] = release_lua,
 };

@@ -44,12 +44,12 @@ struct api_route {
 
 /* One request in flight; lives on the worker's stack. */
 struct api_call {
-    struct gw *gw;                /* borrowed */
-    struct http_req *req;         /* borrowed */
+    struct gw *gw;                 /* borrowed */
+    struct http_req *req;          /* borrowed */
     const struct api_route *route; /* the matched route */
-    struct principal who;         /* valid unless the route is public */
-    const char *param;            /* the {param} segment, or NULL (points into param_buf) */
-    char param_buf[128];          /* storage of param */
+    struct principal who;          /* valid unless the route is public */
+    const char *param;             /* the {param} segment, or NULL (points into param_buf) */
+    char param_buf[128];           /* storage of param */
 };
 
 extern const struct api_route api_routes[];

@@ -15,19 +15,19 @@
 #define PAGE_MAX 1000
 #define ID_MAX 9007199254740991LL
 
-static const char *const category_errors[] = {"category_not_found", "404", "too_many_codes", "422",
-                                              "code_not_found", "404", NULL};
+static const char *const category_errors[] = {
+    "category_not_found", "404", "too_many_codes", "422", "code_not_found", "404", NULL};
 
 static const struct pg_stmt users_page = {
     "admin_users_page",
-    "SELECT u.id, u.username, u.role, u.disabled, (extract(epoch FROM u.created_at) * 1000)::bigint,"
+    "SELECT u.id, u.username, u.role, u.disabled, (extract(epoch FROM u.created_at) * "
+    "1000)::bigint,"
     " coalesce(w.balance, 0) FROM users u LEFT JOIN wallets w ON w.user_id = u.id"
     " WHERE u.id < $1 AND ($2 = '' OR starts_with(lower(u.username), lower($2)))"
     " ORDER BY u.id DESC LIMIT $3"};
 static const struct pg_stmt user_set_disabled = {
-    "admin_user_set_disabled",
-    "UPDATE users SET disabled = $2, updated_at = now() WHERE id = $1"
-    " RETURNING id, username, role, disabled"};
+    "admin_user_set_disabled", "UPDATE users SET disabled = $2, updated_at = now() WHERE id = $1"
+                               " RETURNING id, username, role, disabled"};
 
 static cJSON *
 actor_json(const struct api_call *call)
@@ -41,8 +41,7 @@ actor_json(const struct api_call *call)
 
 /* Calls chance and answers with its result (status on success), or with the mapped problem. */
 static void
-chance_passthrough(struct api_call *call, const char *cmd, cJSON *data, int timeout_ms,
-                   int status)
+chance_passthrough(struct api_call *call, const char *cmd, cJSON *data, int timeout_ms, int status)
 {
     cJSON *result = NULL;
     int st = rpc_client_call_sync(call->gw->chance, cmd, data, timeout_ms, &result, NULL, NULL);
@@ -110,12 +109,12 @@ bad:
 void
 api_admin_batches(struct api_call *call)
 {
-    static const char *const fields[] = {"categories", "codes_per_category", "reward_min",
-                                         "reward_max", "reward_step", "name", "prefix",
-                                         "per_user_limit", "starts_at", "ends_at", NULL};
-    static const char *const ints[] = {"categories", "codes_per_category", "reward_min",
-                                       "reward_max", "reward_step", "per_user_limit",
-                                       "starts_at", "ends_at", NULL};
+    static const char *const fields[] = {
+        "categories", "codes_per_category", "reward_min", "reward_max", "reward_step", "name",
+        "prefix",     "per_user_limit",     "starts_at",  "ends_at",    NULL};
+    static const char *const ints[] = {
+        "categories",     "codes_per_category", "reward_min", "reward_max", "reward_step",
+        "per_user_limit", "starts_at",          "ends_at",    NULL};
     static const char *const strings[] = {"name", "prefix", NULL};
     cJSON *body = api_read_json(call, fields);
     if (body == NULL) {

@@ -26,12 +26,11 @@ static const struct pg_stmt user_insert = {
     "auth_user_insert",
     "INSERT INTO users (username, password_hash) VALUES ($1, $2)"
     " RETURNING id, username, role, (extract(epoch FROM created_at) * 1000)::bigint"};
-static const struct pg_stmt wallet_insert = {
-    "auth_wallet_insert", "INSERT INTO wallets (user_id) VALUES ($1)"};
+static const struct pg_stmt wallet_insert = {"auth_wallet_insert",
+                                             "INSERT INTO wallets (user_id) VALUES ($1)"};
 static const struct pg_stmt user_by_name = {
-    "auth_user_by_name",
-    "SELECT id, username, password_hash, role, disabled FROM users"
-    " WHERE lower(username) = lower($1)"};
+    "auth_user_by_name", "SELECT id, username, password_hash, role, disabled FROM users"
+                         " WHERE lower(username) = lower($1)"};
 static const struct pg_stmt user_rehash = {
     "auth_user_rehash", "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1"};
 static const struct pg_stmt me = {
@@ -134,7 +133,8 @@ api_auth_signup(struct api_call *call)
     if (!api_username_ok(user)) {
         http_problem(call->req, 422, "validation_failed",
                      "username must be 3 to 32 of A-Z a-z 0-9 . _ - starting with a letter or "
-                     "digit", NULL);
+                     "digit",
+                     NULL);
         goto out;
     }
     if (strlen(pass) < PASSWORD_MIN) {
@@ -186,8 +186,8 @@ out:
 
 /* Writes a login.failed event (own transaction); failures are logged, not fatal to the answer. */
 static void
-record_failed_login(struct gw *gw, struct pg_conn *c, const struct pg_result *res,
-                    const char *user, const char *reason)
+record_failed_login(struct gw *gw, struct pg_conn *c, const struct pg_result *res, const char *user,
+                    const char *reason)
 {
     char msg[160];
     struct pg_error err;

@@ -22,8 +22,17 @@
 
 /* chance error codes and how they reach the client. */
 static const char *const claim_errors[] = {
-    "category_not_found", "404", "category_disabled", "409", "not_in_window", "409",
-    "user_limit_reached", "409", "category_exhausted", "409", NULL,
+    "category_not_found",
+    "404",
+    "category_disabled",
+    "409",
+    "not_in_window",
+    "409",
+    "user_limit_reached",
+    "409",
+    "category_exhausted",
+    "409",
+    NULL,
 };
 
 /* What chance answered, checked: we trust no peer's shapes. */
@@ -122,9 +131,9 @@ record_refusal(struct api_call *call, const char *claim_id, int64_t category, co
 {
     struct pg_error perr;
     struct pg_conn *c = pg_acquire(call->gw->pg, (int)call->gw->conf->pg_acquire_timeout_ms, &perr);
-    if (c == NULL || claims_mark_failed(call->gw, c, claim_id, call->who.user_id,
-                                        call->who.username, category, gw_err_code(err),
-                                        &perr) != 0) {
+    if (c == NULL ||
+        claims_mark_failed(call->gw, c, claim_id, call->who.user_id, call->who.username, category,
+                           gw_err_code(err), &perr) != 0) {
         log_warn("claim_refusal_unrecorded", "claim=%.12s reason=\"%s\"", claim_id, perr.message);
     }
     pg_release(call->gw->pg, c);
@@ -134,8 +143,8 @@ static void
 credit_and_reply(struct api_call *call, const char *claim_id, const struct assignment *a)
 {
     struct gw *gw = call->gw;
-    struct credit in = {claim_id,  call->who.user_id, call->who.username, a->code,
-                        a->category, a->reward,        "request"};
+    struct credit in = {claim_id,    call->who.user_id, call->who.username, a->code,
+                        a->category, a->reward,         "request"};
     struct credit_row row;
     struct pg_error err = {0};
     struct pg_conn *c = pg_acquire(gw->pg, (int)gw->conf->pg_acquire_timeout_ms, &err);
@@ -249,8 +258,7 @@ read_category(struct api_call *call, long long *category)
     if (body == NULL) {
         return -1;
     }
-    int rc = json_get_int(body, "category", true, 1, JSON_MAX_SAFE_INT, category, err,
-                          sizeof(err));
+    int rc = json_get_int(body, "category", true, 1, JSON_MAX_SAFE_INT, category, err, sizeof(err));
     cJSON_Delete(body);
     if (rc != 0) {
         http_problem(call->req, 422, "validation_failed", err, NULL);

@@ -9,16 +9,16 @@
 #include "log.h"
 #include "rpc_client.h"
 
-#define CSV_PAGE 1000         /* events per log.query while exporting */
-#define CSV_MAX_ROWS 1000000  /* an export stops here; narrow the range for more */
+#define CSV_PAGE 1000              /* events per log.query while exporting */
+#define CSV_MAX_ROWS 1000000       /* an export stops here; narrow the range for more */
 #define TIME_MAX 253402300799999LL /* 9999-12-31, in ms */
 
 /* Builds log.query/log.stats data from the query string; NULL after answering 400. */
 static cJSON *
 filters(struct api_call *call, const struct http_query *q, bool paged)
 {
-    static const char *const strings[] = {"service", "type", "user", "code", "q", "cursor",
-                                          "bucket"};
+    static const char *const strings[] = {"service", "type",   "user",  "code",
+                                          "q",       "cursor", "bucket"};
     static const char *const ints[] = {"from", "to", "category", "limit"};
     cJSON *data = cJSON_CreateObject();
     for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
@@ -68,8 +68,8 @@ logger_passthrough(struct api_call *call, const char *cmd)
         return;
     }
     cJSON *result = NULL;
-    int st = rpc_client_call_sync(call->gw->logger, cmd, data, (int)call->gw->conf->logger_timeout_ms,
-                                  &result, NULL, NULL);
+    int st = rpc_client_call_sync(call->gw->logger, cmd, data,
+                                  (int)call->gw->conf->logger_timeout_ms, &result, NULL, NULL);
     if (st == RPC_OK && cJSON_IsObject(result)) {
         api_reply(call, 200, result, NULL);
         return;
@@ -98,8 +98,8 @@ api_logs_stats(struct api_call *call)
 static void
 csv_cell(struct sbuf *b, const char *s, bool last)
 {
-    bool formula = s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' ||
-                   s[0] == '\r';
+    bool formula =
+        s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' || s[0] == '\r';
     bool quote = formula || strpbrk(s, ",\"\r\n") != NULL || s[0] == ' ';
     if (quote) {
         sbuf_appends(b, "\"");
@@ -138,11 +138,13 @@ static void
 csv_row(struct sbuf *b, const cJSON *ev)
 {
     static const char *const cols[][2] = {
-        {"_id", NULL},        {"ts", NULL},           {"service", NULL},
-        {"type", NULL},       {"actor", "id"},        {"actor", "username"},
-        {"actor", "role"},    {"subject", "category"}, {"subject", "code"},
-        {"subject", "user_id"}, {"subject", "username"}, {"subject", "claim_id"},
-        {"data", "reward"},   {"message", NULL},
+        {"_id", NULL},           {"ts", NULL},
+        {"service", NULL},       {"type", NULL},
+        {"actor", "id"},         {"actor", "username"},
+        {"actor", "role"},       {"subject", "category"},
+        {"subject", "code"},     {"subject", "user_id"},
+        {"subject", "username"}, {"subject", "claim_id"},
+        {"data", "reward"},      {"message", NULL},
     };
     char buf[64], iso[40];
     for (size_t i = 0; i < ARRAY_SIZE(cols); i++) {
@@ -202,7 +204,7 @@ api_logs_csv(struct api_call *call)
     bool ok = true;
     while (page && ok) {
         const cJSON *ev;
-        cJSON_ArrayForEach(ev, cJSON_GetObjectItemCaseSensitive(page, "items")) {
+        cJSON_ArrayForEach (ev, cJSON_GetObjectItemCaseSensitive(page, "items")) {
             csv_row(&b, ev);
             rows++;
         }

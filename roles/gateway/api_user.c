@@ -15,24 +15,21 @@
 #define CURSOR_MAX 9007199254740991LL /* ids stay below 2^53 */
 
 static const struct pg_stmt claims_page = {
-    "user_claims_page",
-    "SELECT seq, claim_id, category, status, code, reward, error,"
-    " (extract(epoch FROM created_at) * 1000)::bigint,"
-    " (extract(epoch FROM updated_at) * 1000)::bigint"
-    " FROM claims WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"};
+    "user_claims_page", "SELECT seq, claim_id, category, status, code, reward, error,"
+                        " (extract(epoch FROM created_at) * 1000)::bigint,"
+                        " (extract(epoch FROM updated_at) * 1000)::bigint"
+                        " FROM claims WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"};
 static const struct pg_stmt claim_one = {
-    "user_claim_one",
-    "SELECT seq, claim_id, category, status, code, reward, error,"
-    " (extract(epoch FROM created_at) * 1000)::bigint,"
-    " (extract(epoch FROM updated_at) * 1000)::bigint"
-    " FROM claims WHERE claim_id = $1 AND user_id = $2"};
-static const struct pg_stmt wallet_balance = {
-    "user_wallet_balance", "SELECT balance FROM wallets WHERE user_id = $1"};
+    "user_claim_one", "SELECT seq, claim_id, category, status, code, reward, error,"
+                      " (extract(epoch FROM created_at) * 1000)::bigint,"
+                      " (extract(epoch FROM updated_at) * 1000)::bigint"
+                      " FROM claims WHERE claim_id = $1 AND user_id = $2"};
+static const struct pg_stmt wallet_balance = {"user_wallet_balance",
+                                              "SELECT balance FROM wallets WHERE user_id = $1"};
 static const struct pg_stmt ledger_page = {
-    "user_ledger_page",
-    "SELECT id, claim_id, code, category, amount, balance_after, source,"
-    " (extract(epoch FROM created_at) * 1000)::bigint"
-    " FROM ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"};
+    "user_ledger_page", "SELECT id, claim_id, code, category, amount, balance_after, source,"
+                        " (extract(epoch FROM created_at) * 1000)::bigint"
+                        " FROM ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"};
 
 /* Reads ?cursor&limit; -1 after answering. cursor defaults to "past the newest". */
 static int
@@ -203,9 +200,9 @@ api_user_wallet(struct api_call *call)
 static cJSON *
 public_category(const cJSON *c)
 {
-    static const char *const keep[] = {"id", "name", "remaining", "reward_min", "reward_max",
-                                       "reward_step", "per_user_limit", "user_claims",
-                                       "starts_at", "ends_at"};
+    static const char *const keep[] = {"id",         "name",        "remaining",      "reward_min",
+                                       "reward_max", "reward_step", "per_user_limit", "user_claims",
+                                       "starts_at",  "ends_at"};
     cJSON *o = cJSON_CreateObject();
     for (size_t i = 0; i < ARRAY_SIZE(keep); i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, keep[i]);
@@ -235,8 +232,8 @@ api_user_categories(struct api_call *call)
         cJSON_AddNumberToObject(data, "after", (double)cursor);
     }
     cJSON *result = NULL;
-    int st = rpc_client_call_sync(gw->chance, "chance.categories", data, (int)gw->conf->rpc_timeout_ms,
-                                  &result, NULL, NULL);
+    int st = rpc_client_call_sync(gw->chance, "chance.categories", data,
+                                  (int)gw->conf->rpc_timeout_ms, &result, NULL, NULL);
     const cJSON *items = cJSON_GetObjectItemCaseSensitive(result, "items");
     if (st != RPC_OK) {
         api_rpc_problem(call, "chance", st, result, NULL);
@@ -251,7 +248,7 @@ api_user_categories(struct api_call *call)
     cJSON *b = cJSON_CreateObject();
     cJSON *out = cJSON_AddArrayToObject(b, "items");
     const cJSON *it;
-    cJSON_ArrayForEach(it, items) {
+    cJSON_ArrayForEach (it, items) {
         const cJSON *mine = cJSON_GetObjectItemCaseSensitive(it, "user_claims");
         const cJSON *lim = cJSON_GetObjectItemCaseSensitive(it, "per_user_limit");
         /* Hide what this user may no longer claim: its own limit is reached. */

@@ -13,18 +13,18 @@
  * The page may load only its own scripts, styles and images, talk only to its own origin, and
  * never be framed; Trusted Types forbid string-to-DOM sinks (the app builds nodes, never HTML).
  */
-#define ASSETS_CSP                                                                              \
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "          \
-    "font-src 'self'; connect-src 'self'; manifest-src 'self'; object-src 'none'; "            \
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "                            \
+#define ASSETS_CSP                                                                                 \
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "font-src 'self'; connect-src 'self'; manifest-src 'self'; object-src 'none'; "                \
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "                                \
     "require-trusted-types-for 'script'; trusted-types 'none'"
 
-#define ASSETS_SECURITY_HEADERS                                                                 \
-    "Content-Security-Policy: " ASSETS_CSP "\r\n"                                               \
-    "Referrer-Policy: no-referrer\r\n"                                                          \
-    "X-Frame-Options: DENY\r\n"                                                                 \
-    "Cross-Origin-Opener-Policy: same-origin\r\n"                                               \
-    "Cross-Origin-Resource-Policy: same-origin\r\n"                                             \
+#define ASSETS_SECURITY_HEADERS                                                                    \
+    "Content-Security-Policy: " ASSETS_CSP "\r\n"                                                  \
+    "Referrer-Policy: no-referrer\r\n"                                                             \
+    "X-Frame-Options: DENY\r\n"                                                                    \
+    "Cross-Origin-Opener-Policy: same-origin\r\n"                                                  \
+    "Cross-Origin-Resource-Policy: same-origin\r\n"                                                \
     "Permissions-Policy: camera=(), microphone=(), geolocation=(), payment=()\r\n"
 
 #define ASSETS_CACHE_REVALIDATE "no-cache"                           /* always ask; 304 if same */

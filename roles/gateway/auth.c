@@ -14,8 +14,8 @@
 #include "log.h"
 #include "pg.h"
 
-#define AUTHCACHE_BUCKETS 4096   /* hash chains */
-#define AUTHCACHE_MAX 100000     /* entries before the cache is emptied */
+#define AUTHCACHE_BUCKETS 4096 /* hash chains */
+#define AUTHCACHE_MAX 100000   /* entries before the cache is emptied */
 
 struct ac_entry {
     struct principal who;  /* the verified caller */
@@ -25,17 +25,16 @@ struct ac_entry {
 };
 
 struct authcache {
-    int ttl_ms;                                /* trust a verification this long */
-    size_t n;                                  /* entries */
-    pthread_mutex_t lock;                      /* guards the table */
+    int ttl_ms;                                 /* trust a verification this long */
+    size_t n;                                   /* entries */
+    pthread_mutex_t lock;                       /* guards the table */
     struct ac_entry *chains[AUTHCACHE_BUCKETS]; /* keyed by token digest */
 };
 
 static const struct pg_stmt session_insert = {
-    "auth_session_insert",
-    "INSERT INTO sessions (token_hash, csrf_hash, user_id, expires_at)"
-    " VALUES ($1, $2, $3, now() + make_interval(secs => $4::int))"
-    " RETURNING (extract(epoch FROM expires_at) * 1000)::bigint"};
+    "auth_session_insert", "INSERT INTO sessions (token_hash, csrf_hash, user_id, expires_at)"
+                           " VALUES ($1, $2, $3, now() + make_interval(secs => $4::int))"
+                           " RETURNING (extract(epoch FROM expires_at) * 1000)::bigint"};
 
 static const struct pg_stmt session_lookup = {
     "auth_session_lookup",
@@ -163,8 +162,8 @@ cache_forget(struct authcache *ac, const char *token_hash, int64_t user_id)
         struct ac_entry **pp = &ac->chains[i];
         while (*pp) {
             struct ac_entry *e = *pp;
-            bool drop = token_hash ? strcmp(e->who.token_hash, token_hash) == 0
-                                   : e->who.user_id == user_id;
+            bool drop =
+                token_hash ? strcmp(e->who.token_hash, token_hash) == 0 : e->who.user_id == user_id;
             if (drop) {
                 *pp = e->next;
                 free(e);
@@ -340,13 +339,15 @@ auth_cookie_headers(struct gw *gw, const char *token, const char *csrf, char *ou
     const char *secure = gw->conf->cookie_secure ? "; Secure" : "";
     if (token == NULL) {
         snprintf(out, size,
-                 "Set-Cookie: " AUTH_COOKIE "=; Path=/api; Max-Age=0; HttpOnly; SameSite=Strict%s\r\n"
+                 "Set-Cookie: " AUTH_COOKIE
+                 "=; Path=/api; Max-Age=0; HttpOnly; SameSite=Strict%s\r\n"
                  "Set-Cookie: " AUTH_CSRF_COOKIE "=; Path=/; Max-Age=0; SameSite=Strict%s\r\n",
                  secure, secure);
         return;
     }
     snprintf(out, size,
-             "Set-Cookie: " AUTH_COOKIE "=%s; Path=/api; Max-Age=%lld; HttpOnly; SameSite=Strict%s\r\n"
+             "Set-Cookie: " AUTH_COOKIE
+             "=%s; Path=/api; Max-Age=%lld; HttpOnly; SameSite=Strict%s\r\n"
              "Set-Cookie: " AUTH_CSRF_COOKIE "=%s; Path=/; Max-Age=%lld; SameSite=Strict%s\r\n",
              token, gw->conf->token_ttl_s, secure, csrf, gw->conf->token_ttl_s, secure);
 }

@@ -18,27 +18,27 @@ struct http_req;
 struct pg_conn;
 struct pg_error;
 
-#define AUTH_TOKEN_LEN 68     /* "chd_" + 64 hex digits */
+#define AUTH_TOKEN_LEN 68 /* "chd_" + 64 hex digits */
 #define AUTH_COOKIE "chanced_session"
 #define AUTH_CSRF_COOKIE "chanced_csrf"
 
 /* The authenticated caller of a request. */
 struct principal {
-    int64_t user_id;         /* users.id */
-    char id[24];             /* user_id as text */
-    char username[72];       /* as stored */
-    bool admin;              /* role = admin */
-    int64_t session_id;      /* sessions.id */
-    int64_t expires_ms;      /* session expiry, epoch ms */
-    char token_hash[65];     /* SHA-256 hex of the token */
+    int64_t user_id;     /* users.id */
+    char id[24];         /* user_id as text */
+    char username[72];   /* as stored */
+    bool admin;          /* role = admin */
+    int64_t session_id;  /* sessions.id */
+    int64_t expires_ms;  /* session expiry, epoch ms */
+    char token_hash[65]; /* SHA-256 hex of the token */
 };
 
 /*
  * Creates a session on c (inside the caller's transaction): writes a new token and CSRF token
  * (AUTH_TOKEN_LEN + 1 bytes each) and the expiry in epoch ms.
  */
-int auth_session_create(struct gw *gw, struct pg_conn *c, int64_t user_id, char *token,
-                        char *csrf, int64_t *expires_ms, struct pg_error *err) MUSTCHECK;
+int auth_session_create(struct gw *gw, struct pg_conn *c, int64_t user_id, char *token, char *csrf,
+                        int64_t *expires_ms, struct pg_error *err) MUSTCHECK;
 /*
  * Authenticates req: a bearer token, else the session cookie (then unsafe methods need the
  * CSRF header). On success fills who and returns 0; otherwise sends 401, 403 or 503 and

@@ -9,16 +9,16 @@
 #include "util.h"
 
 struct bgtask {
-    const char *name;      /* borrowed, static */
-    int interval_ms;       /* sleep between idle passes */
-    int linger_ms;         /* wait after a kick before the pass */
-    bgtask_fn fn;          /* the work */
-    void *arg;             /* its argument */
+    const char *name; /* borrowed, static */
+    int interval_ms;  /* sleep between idle passes */
+    int linger_ms;    /* wait after a kick before the pass */
+    bgtask_fn fn;     /* the work */
+    void *arg;        /* its argument */
     pthread_t thread;
-    pthread_mutex_t lock;  /* guards kicked and stop */
-    pthread_cond_t cond;   /* signalled by kick and stop */
-    bool kicked;           /* run again without waiting */
-    bool stop;             /* leave the loop */
+    pthread_mutex_t lock; /* guards kicked and stop */
+    pthread_cond_t cond;  /* signalled by kick and stop */
+    bool kicked;          /* run again without waiting */
+    bool stop;            /* leave the loop */
 };
 
 /* Waits on the condition until the deadline ms from now, or until stop (and kick, if asked). */

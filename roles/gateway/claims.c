@@ -40,9 +40,8 @@ static const struct pg_stmt credit = {
     ") SELECT id, balance_after FROM l"};
 
 static const struct pg_stmt existing = {
-    "claims_existing",
-    "SELECT claim_id, code, user_id, category, amount, balance_after FROM ledger"
-    " WHERE claim_id = $1 OR code = $2 ORDER BY (claim_id = $1) DESC LIMIT 1"};
+    "claims_existing", "SELECT claim_id, code, user_id, category, amount, balance_after FROM ledger"
+                       " WHERE claim_id = $1 OR code = $2 ORDER BY (claim_id = $1) DESC LIMIT 1"};
 
 static const struct pg_stmt pending = {
     "claims_pending",
@@ -170,8 +169,7 @@ claims_mark_pending(struct pg_conn *c, const char *claim_id, int64_t user_id, in
 
 int
 claims_mark_failed(struct gw *gw, struct pg_conn *c, const char *claim_id, int64_t user_id,
-                   const char *username, int64_t category, const char *reason,
-                   struct pg_error *err)
+                   const char *username, int64_t category, const char *reason, struct pg_error *err)
 {
     char uid[24], cat[24], msg[256];
     snprintf(uid, sizeof(uid), "%" PRId64, user_id);

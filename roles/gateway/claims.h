@@ -49,15 +49,15 @@ enum credit_result {
 };
 
 /* Credits in one statement (claim row, wallet, ledger row, audit event) on c. */
-int claims_credit(struct gw *gw, struct pg_conn *c, const struct credit *in,
-                  struct credit_row *row, struct pg_error *err);
+int claims_credit(struct gw *gw, struct pg_conn *c, const struct credit *in, struct credit_row *row,
+                  struct pg_error *err);
 /* What PostgreSQL knows of a claim id. */
 struct claim_record {
-    bool found;             /* a claims row exists */
-    int64_t category;       /* its category */
-    char status[16];        /* pending, credited or failed */
-    bool credited;          /* a ledger row exists; row is filled */
-    struct credit_row row;  /* the ledger row, when credited */
+    bool found;            /* a claims row exists */
+    int64_t category;      /* its category */
+    char status[16];       /* pending, credited or failed */
+    bool credited;         /* a ledger row exists; row is filled */
+    struct credit_row row; /* the ledger row, when credited */
 };
 
 /* Reads the claim and its ledger row, if any. -1 on a PostgreSQL failure (err filled). */
@@ -69,8 +69,8 @@ int claims_lookup(struct pg_conn *c, const char *claim_id, struct claim_record *
  */
 void claims_release(struct gw *gw, const char *claim_id, int64_t category, const char *reason);
 /* Records a claim whose outcome is unknown (no-op if the claim already has a row). */
-int claims_mark_pending(struct pg_conn *c, const char *claim_id, int64_t user_id,
-                        int64_t category, struct pg_error *err) MUSTCHECK;
+int claims_mark_pending(struct pg_conn *c, const char *claim_id, int64_t user_id, int64_t category,
+                        struct pg_error *err) MUSTCHECK;
 /*
  * Records a claim chance refused (reason = its error code) with its claim.failed audit event,
  * in one transaction. A pending row becomes failed; a credited one is left alone.

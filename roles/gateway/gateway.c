@@ -33,7 +33,7 @@
 #endif
 
 #define HEALTH_SAMPLE_MS 50 /* how often RPC connection state is copied for /readyz */
-#define OUTBOX_LINGER_MS 20  /* after a commit, wait this long so one relay pass takes many */
+#define OUTBOX_LINGER_MS 20 /* after a commit, wait this long so one relay pass takes many */
 
 /* ---- helpers shared by the gateway's modules ---- */
 
@@ -151,12 +151,12 @@ gateway_start(struct role_ctx *ctx)
     if ((gw->passwd = gw_passwd_new(c)) == NULL) {
         goto fail;
     }
-    gw->rl_login_user = ratelimit_new((double)c->login_rate_user / 60.0, (double)c->login_rate_user,
-                                      100000);
-    gw->rl_login_ip = ratelimit_new((double)c->login_rate_ip / 60.0, (double)c->login_rate_ip,
-                                    100000);
-    gw->rl_signup_ip = ratelimit_new((double)c->signup_rate_ip / 60.0, (double)c->signup_rate_ip,
-                                     100000);
+    gw->rl_login_user =
+        ratelimit_new((double)c->login_rate_user / 60.0, (double)c->login_rate_user, 100000);
+    gw->rl_login_ip =
+        ratelimit_new((double)c->login_rate_ip / 60.0, (double)c->login_rate_ip, 100000);
+    gw->rl_signup_ip =
+        ratelimit_new((double)c->signup_rate_ip / 60.0, (double)c->signup_rate_ip, 100000);
     gw->rl_claim = ratelimit_new((double)c->claim_rate, (double)c->claim_burst, 100000);
     if (c->auth_cache_ms > 0) {
         gw->authcache = authcache_new((int)c->auth_cache_ms);
@@ -172,10 +172,10 @@ gateway_start(struct role_ctx *ctx)
     }
     gw->health_timer = loop_timer(gw->loop, HEALTH_SAMPLE_MS, true, on_health, gw);
     gw->rec = reconciler_new(gw);
-    gw->relay = bgtask_start("outbox", (int)c->outbox_interval_ms, OUTBOX_LINGER_MS,
-                             outbox_relay_pass, gw);
-    gw->reconciler = bgtask_start("reconciler", (int)c->reconcile_interval_ms, 0, reconcile_pass,
-                                  gw->rec);
+    gw->relay =
+        bgtask_start("outbox", (int)c->outbox_interval_ms, OUTBOX_LINGER_MS, outbox_relay_pass, gw);
+    gw->reconciler =
+        bgtask_start("reconciler", (int)c->reconcile_interval_ms, 0, reconcile_pass, gw->rec);
     struct http_options ho = {c->http_listen, (int)c->http_threads, (int)c->http_request_timeout_ms,
                               c->trust_forwarded_for};
     if ((gw->http = http_server_new(&ho, api_dispatch, gw)) == NULL) {
@@ -282,9 +282,8 @@ const struct role role_gateway = {
     .reload = NULL,
     .free = gateway_free,
     .command = gateway_command,
-    .command_help =
-        "       chanced migrate [--postgres_url=URL]\n"
-        "       chanced admin create-user --username U [--admin] [--password-file F] "
-        "[--if-missing]\n",
+    .command_help = "       chanced migrate [--postgres_url=URL]\n"
+                    "       chanced admin create-user --username U [--admin] [--password-file F] "
+                    "[--if-missing]\n",
     .health_key = "http_listen", /* /readyz is served with the API */
 };

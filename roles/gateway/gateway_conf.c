@@ -3,8 +3,10 @@
 
 #include <stddef.h>
 
-#define K(name, type, def, lo, hi, check, flags, help)                                            \
-    {#name, type, def, offsetof(struct gateway_conf, name), lo, hi, check, flags, help}
+#define K(name, type, def, lo, hi, check, flags, help)                                             \
+    {                                                                                              \
+#name, type, def, offsetof(struct gateway_conf, name), lo, hi, check, flags, help          \
+    }
 
 static const struct conf_key gateway_keys[] = {
     K(http_listen, CONF_STR, "127.0.0.1:8080", 0, 0, conf_check_hostport, 0,

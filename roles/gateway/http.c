@@ -69,9 +69,21 @@ http_server_new(const struct http_options *opt, http_handler_fn fn, void *arg)
     snprintf(timeout, sizeof(timeout), "%d", opt->request_timeout_ms);
     /* No document_root: civetweb serves no files; every request reaches on_begin_request. */
     const char *options[] = {
-        "listening_ports", opt->listen,  "num_threads", threads, "request_timeout_ms", timeout,
-        "enable_keep_alive", "yes", "keep_alive_timeout_ms", "5000", "tcp_nodelay", "1",
-        "decode_url", "no", NULL,
+        "listening_ports",
+        opt->listen,
+        "num_threads",
+        threads,
+        "request_timeout_ms",
+        timeout,
+        "enable_keep_alive",
+        "yes",
+        "keep_alive_timeout_ms",
+        "5000",
+        "tcp_nodelay",
+        "1",
+        "decode_url",
+        "no",
+        NULL,
     };
     struct mg_callbacks cb = {0};
     cb.begin_request = on_begin_request;
@@ -523,8 +535,7 @@ http_query_parse(const char *raw, const char *const *allowed, struct http_query 
             }
             w += dl + 1;
             char *value = w;
-            if (url_decode(eq ? eq + 1 : "", vl, value, &dl) != 0 ||
-                !util_utf8_valid(value, dl)) {
+            if (url_decode(eq ? eq + 1 : "", vl, value, &dl) != 0 || !util_utf8_valid(value, dl)) {
                 snprintf(err, errlen, "query parameter '%.64s' is malformed", name);
                 return -1;
             }

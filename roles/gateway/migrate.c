@@ -15,7 +15,7 @@
 #define MIGRATE_LOCK_KEY "7264452801" /* pg_advisory_lock key, arbitrary but fixed */
 
 struct migration {
-    int version;     /* strictly increasing */
+    int version;      /* strictly increasing */
     const char *name; /* short description */
     const char *sql;  /* applied in one transaction */
 };
@@ -116,7 +116,8 @@ current_version(struct pg_conn *c, int *version, struct pg_error *err)
                     "  version INT PRIMARY KEY, name TEXT NOT NULL,"
                     "  applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
                     err) != 0 ||
-        pg_query_sql(c, "SELECT coalesce(max(version), 0) FROM schema_migrations", &res, err) != 0) {
+        pg_query_sql(c, "SELECT coalesce(max(version), 0) FROM schema_migrations", &res, err) !=
+            0) {
         return -1;
     }
     *version = (int)pg_int(res, 0, 0);
@@ -158,8 +159,10 @@ migrate_apply(struct pg_pool *pool)
         goto unlock;
     }
     if (version > migrate_latest()) {
-        log_error("migrate_refused", "database_version=%d binary_version=%d "
-                  "reason=\"the database is newer than this binary\"", version, migrate_latest());
+        log_error("migrate_refused",
+                  "database_version=%d binary_version=%d "
+                  "reason=\"the database is newer than this binary\"",
+                  version, migrate_latest());
         rc = -2;
         goto unlock;
     }

@@ -25,8 +25,8 @@ static const struct pg_stmt prune = {
                     "now() - make_interval(secs => $1::int) LIMIT 10000)"};
 static const struct pg_stmt namespace = {
     "outbox_namespace", "SELECT value FROM gateway_meta WHERE key = 'event_namespace'"};
-static const struct pg_stmt backlog = {
-    "outbox_backlog", "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"};
+static const struct pg_stmt backlog = {"outbox_backlog",
+                                       "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"};
 
 /* Builds the log.append payload; rows whose stored text is not an object are skipped. */
 static cJSON *
@@ -139,7 +139,8 @@ outbox_relay_pass(void *arg)
     if (st == RPC_OK) {
         const char *mp[] = {ids.data};
         if (pg_exec(c, &mark, 1, mp, NULL, &err) != 0 || pg_exec_sql(c, "COMMIT", &err) != 0) {
-            log_warn("outbox_mark_failed", "reason=\"%s\" note=redelivery_is_harmless", err.message);
+            log_warn("outbox_mark_failed", "reason=\"%s\" note=redelivery_is_harmless",
+                     err.message);
         } else {
             gwmetrics_count(gw, M_OUTBOX_DELIVERED, n);
             more = n == gw->conf->outbox_batch;

@@ -16,10 +16,10 @@
 #define PASSWD_HASH_BYTES 32
 
 struct passwd {
-    struct passwd_params params;        /* copied at creation */
-    sem_t slots;                        /* free hashing slots */
-    int inflight;                       /* hashes running (atomic) */
-    char dummy[PASSWD_ENCODED_MAX];     /* hash of a random secret, for unknown users */
+    struct passwd_params params;    /* copied at creation */
+    sem_t slots;                    /* free hashing slots */
+    int inflight;                   /* hashes running (atomic) */
+    char dummy[PASSWD_ENCODED_MAX]; /* hash of a random secret, for unknown users */
 };
 
 static int
@@ -140,8 +140,8 @@ passwd_needs_rehash(const struct passwd *pw, const char *encoded)
     if (sscanf(encoded, "$argon2id$v=%u$m=%u,t=%u,p=%u$", &v, &m, &t, &p) != 4) {
         return true;
     }
-    return v != ARGON2_VERSION_NUMBER || m != pw->params.memory_kib ||
-           t != pw->params.iterations || p != pw->params.parallelism;
+    return v != ARGON2_VERSION_NUMBER || m != pw->params.memory_kib || t != pw->params.iterations ||
+           p != pw->params.parallelism;
 }
 
 int

@@ -24,10 +24,10 @@ struct passwd_params {
 #define PASSWD_ENCODED_MAX 160 /* room for any PHC string we produce */
 
 enum passwd_result {
-    PASSWD_OK = 0,        /* hashed, or verified: match */
-    PASSWD_MISMATCH = 1,  /* verified: wrong password */
-    PASSWD_BUSY = -1,     /* no hashing slot within queue_ms */
-    PASSWD_FAILED = -2,   /* libargon2 refused (logged) */
+    PASSWD_OK = 0,       /* hashed, or verified: match */
+    PASSWD_MISMATCH = 1, /* verified: wrong password */
+    PASSWD_BUSY = -1,    /* no hashing slot within queue_ms */
+    PASSWD_FAILED = -2,  /* libargon2 refused (logged) */
 };
 
 /* Creates the hasher and computes its dummy hash; NULL if the parameters are refused (logged). */

@@ -14,22 +14,22 @@
 #define PG_MAX_PREPARED 64 /* distinct statements one connection remembers */
 
 struct pg_conn {
-    PGconn *pq;                                     /* open connection, or NULL */
+    PGconn *pq;                                      /* open connection, or NULL */
     const struct pg_stmt *prepared[PG_MAX_PREPARED]; /* statements prepared on it */
-    int nprepared;                                  /* used slots of prepared */
-    bool in_use;                                    /* borrowed by a thread */
+    int nprepared;                                   /* used slots of prepared */
+    bool in_use;                                     /* borrowed by a thread */
 };
 
 struct pg_pool {
-    char *url;                 /* owned copy */
-    char *app_name;            /* owned copy */
+    char *url;      /* owned copy */
+    char *app_name; /* owned copy */
     int connect_timeout_s;
     int statement_timeout_ms;
-    pthread_mutex_t lock;      /* guards conns[].in_use and nfree */
-    pthread_cond_t freed;      /* signalled on release */
-    int size;                  /* number of slots */
-    int nfree;                 /* slots not borrowed */
-    struct pg_conn *conns;     /* size slots */
+    pthread_mutex_t lock;  /* guards conns[].in_use and nfree */
+    pthread_cond_t freed;  /* signalled on release */
+    int size;              /* number of slots */
+    int nfree;             /* slots not borrowed */
+    struct pg_conn *conns; /* size slots */
 };
 
 struct pg_result {
@@ -172,8 +172,7 @@ pg_release(struct pg_pool *pool, struct pg_conn *c)
     if (c == NULL) {
         return;
     }
-    if (c->pq &&
-        (PQstatus(c->pq) != CONNECTION_OK || PQtransactionStatus(c->pq) != PQTRANS_IDLE)) {
+    if (c->pq && (PQstatus(c->pq) != CONNECTION_OK || PQtransactionStatus(c->pq) != PQTRANS_IDLE)) {
         /* Never hand the next borrower a broken link or someone else's open transaction. */
         PQfinish(c->pq);
         c->pq = NULL;

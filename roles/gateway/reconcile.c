@@ -14,10 +14,10 @@
 #include "pg.h"
 #include "rpc_client.h"
 
-#define REC_PAGE 500              /* assignments per chance.assignments call */
-#define REC_FULL_SCAN_MS 60000    /* rescan every category this often, changed or not */
-#define REC_PENDING_BATCH 100     /* pending claims settled per pass */
-#define REC_CURSOR_MAX 64         /* longest assignment-log cursor we keep */
+#define REC_PAGE 500           /* assignments per chance.assignments call */
+#define REC_FULL_SCAN_MS 60000 /* rescan every category this often, changed or not */
+#define REC_PENDING_BATCH 100  /* pending claims settled per pass */
+#define REC_CURSOR_MAX 64      /* longest assignment-log cursor we keep */
 
 struct rec_cat {
     int64_t id;                      /* category id */
@@ -27,10 +27,10 @@ struct rec_cat {
 };
 
 struct reconciler {
-    struct gw *gw;          /* borrowed */
-    struct rec_cat *cats;   /* known categories, by id ascending */
-    size_t ncats, cap;      /* used and allocated */
-    int64_t last_full_ms;   /* monotonic time of the last full scan */
+    struct gw *gw;        /* borrowed */
+    struct rec_cat *cats; /* known categories, by id ascending */
+    size_t ncats, cap;    /* used and allocated */
+    int64_t last_full_ms; /* monotonic time of the last full scan */
 };
 
 static const struct pg_stmt cursor_get = {
@@ -42,15 +42,13 @@ static const struct pg_stmt cursor_put = {
 static const struct pg_stmt credited = {
     "rec_credited", "SELECT claim_id, code FROM ledger WHERE claim_id = ANY($1::text[])"};
 static const struct pg_stmt released = {
-    "rec_released",
-    "UPDATE claims SET status = 'failed', error = 'released', updated_at = now()"
-    " WHERE claim_id = $1 AND status = 'pending'"};
+    "rec_released", "UPDATE claims SET status = 'failed', error = 'released', updated_at = now()"
+                    " WHERE claim_id = $1 AND status = 'pending'"};
 static const struct pg_stmt stale = {
-    "rec_stale",
-    "SELECT c.claim_id, c.user_id, u.username, c.category FROM claims c"
-    " JOIN users u ON u.id = c.user_id WHERE c.status = 'pending'"
-    "   AND c.updated_at < now() - make_interval(secs => $1::double precision / 1000)"
-    " ORDER BY c.updated_at LIMIT $2"};
+    "rec_stale", "SELECT c.claim_id, c.user_id, u.username, c.category FROM claims c"
+                 " JOIN users u ON u.id = c.user_id WHERE c.status = 'pending'"
+                 "   AND c.updated_at < now() - make_interval(secs => $1::double precision / 1000)"
+                 " ORDER BY c.updated_at LIMIT $2"};
 static const struct pg_stmt touch = {
     "rec_touch", "UPDATE claims SET updated_at = now() WHERE claim_id = $1 AND status = 'pending'"};
 
@@ -102,8 +100,9 @@ static bool
 token_ok(const char *s, size_t max)
 {
     size_t n = strlen(s);
-    return n > 0 && n <= max && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                          "0123456789_-") == n;
+    return n > 0 && n <= max &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                     "0123456789_-") == n;
 }
 
 static int
@@ -159,8 +158,9 @@ credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it)
         log_error("reconcile_item_invalid", "claim=%.12s", claim ? claim : "-");
         return true; /* nothing we could ever credit: move on, loudly */
     }
-    struct credit in = {claim, user, uname, code, (int64_t)cat->valuedouble,
-                        (int64_t)reward->valuedouble, "reconciler"};
+    struct credit in = {
+        claim,       user, uname, code, (int64_t)cat->valuedouble, (int64_t)reward->valuedouble,
+        "reconciler"};
     struct credit_row row;
     struct pg_error err = {0};
     int rc = claims_credit(gw, c, &in, &row, &err);
@@ -180,8 +180,7 @@ credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it)
     case CREDIT_FAILED:
         log_warn("reconcile_credit_failed", "claim=%.12s reason=\"%s\"", claim, err.message);
         return false;
-    default:
-        return true; /* credited before, or a mismatch already logged */
+    default: return true; /* credited before, or a mismatch already logged */
     }
 }
 
@@ -280,7 +279,8 @@ scan_category(struct reconciler *rec, struct pg_conn *c, struct rec_cat *cat)
         int total = cJSON_GetArraySize(items);
         cJSON_Delete(result);
         if (strcmp(before, cat->cursor) != 0) {
-            (void)save_cursor(c, cat); /* a lost cursor only means re-reading: credits are idempotent */
+            (void)save_cursor(
+                c, cat); /* a lost cursor only means re-reading: credits are idempotent */
         }
         if (n < 0 || young) {
             return false;
@@ -317,8 +317,8 @@ settle_one(struct reconciler *rec, struct pg_conn *c, const struct pg_result *re
             gwmetrics_count(gw, M_PENDING_SETTLED, 1);
         }
         cJSON_Delete(item);
-    } else if (st == RPC_ERROR && strcmp(code, "unavailable") != 0 && strcmp(code, "timeout") != 0 &&
-               strcmp(code, "internal") != 0) {
+    } else if (st == RPC_ERROR && strcmp(code, "unavailable") != 0 &&
+               strcmp(code, "timeout") != 0 && strcmp(code, "internal") != 0) {
         if (claims_mark_failed(gw, c, claim, user, uname, category, code[0] ? code : "refused",
                                &err) == 0) {
             gwmetrics_count(gw, M_PENDING_SETTLED, 1);
@@ -375,8 +375,9 @@ list_categories(struct gw *gw)
             cJSON_AddItemToArray(all, it);
         }
         const cJSON *next = cJSON_GetObjectItemCaseSensitive(result, "next_cursor");
-        after = json_is_int(next) && next->valuedouble > (double)after ? (long long)next->valuedouble
-                                                                       : 0;
+        after = json_is_int(next) && next->valuedouble > (double)after
+                    ? (long long)next->valuedouble
+                    : 0;
         cJSON_Delete(result);
         if (after == 0) {
             return all;
@@ -404,7 +405,7 @@ reconcile_pass(void *arg)
     }
     bool full = time_mono_ms() - rec->last_full_ms >= REC_FULL_SCAN_MS, complete = true;
     const cJSON *it;
-    cJSON_ArrayForEach(it, cats) {
+    cJSON_ArrayForEach (it, cats) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
         const cJSON *assigned = cJSON_GetObjectItemCaseSensitive(it, "assigned");
         if (!json_is_int(id) || !json_is_int(assigned) ||

@@ -105,7 +105,8 @@ insert(const struct gateway_conf *conf, const struct create_opts *o, const char 
     }
     const char *role = o->admin ? "admin" : "user";
     const char *params[] = {o->username, hash, role};
-    if (pg_exec_sql(c, "BEGIN", &err) != 0 || pg_exec(c, &insert_user, 3, params, &res, &err) != 0) {
+    if (pg_exec_sql(c, "BEGIN", &err) != 0 ||
+        pg_exec(c, &insert_user, 3, params, &res, &err) != 0) {
         goto fail;
     }
     char msg[160];

@@ -31,10 +31,6 @@ struct logger_amqp {
     int fd;                       /* socket, -1 once closed */
 };
 
-
-
-
-
 /* Records the socket so logger_amqp_interrupt can break a blocked call (even the login). */
 static void
 remember_fd(int fd, void *arg)
@@ -63,8 +59,7 @@ logger_amqp_open(const struct logger_amqp_opts *o, char *err, size_t errlen)
     }
     amqp_channel_open(a->conn, CHANNEL);
     if (rmq_check_rpc(a->conn, "open channel", err, errlen) != 0 ||
-        rmq_declare_topology(a->conn, CHANNEL, a->queue, o->delivery_limit, err, errlen) !=
-            0) {
+        rmq_declare_topology(a->conn, CHANNEL, a->queue, o->delivery_limit, err, errlen) != 0) {
         goto fail;
     }
     amqp_basic_qos(a->conn, CHANNEL, 0, (uint16_t)o->prefetch, 0);
@@ -113,9 +108,8 @@ logger_amqp_interrupt(struct logger_amqp *a)
 int
 logger_amqp_consume(struct logger_amqp *a, char *err, size_t errlen)
 {
-    amqp_basic_consume_ok_t *ok =
-        amqp_basic_consume(a->conn, CHANNEL, amqp_cstring_bytes(a->queue), amqp_empty_bytes, 0,
-                           0, 0, amqp_empty_table);
+    amqp_basic_consume_ok_t *ok = amqp_basic_consume(a->conn, CHANNEL, amqp_cstring_bytes(a->queue),
+                                                     amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
     if (ok == NULL) {
         if (rmq_check_rpc(a->conn, "start consuming", err, errlen) == 0) {
             snprintf(err, errlen, "start consuming: no consume-ok");
@@ -177,8 +171,7 @@ on_method(struct logger_amqp *a, const amqp_frame_t *f, char *err, size_t errlen
         (void)amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         return -1;
     }
-    default:
-        return 0; /* replies to our own calls that came late: nothing to do */
+    default: return 0; /* replies to our own calls that came late: nothing to do */
     }
 }
 

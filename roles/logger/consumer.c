@@ -16,8 +16,8 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define IDLE_WAIT_MS 200      /* how long an empty batch waits for a first delivery */
-#define LOG_REPEAT_MS 30000   /* a failure that persists is logged again this often */
+#define IDLE_WAIT_MS 200    /* how long an empty batch waits for a first delivery */
+#define LOG_REPEAT_MS 30000 /* a failure that persists is logged again this often */
 
 /* One delivery of the current round. */
 struct item {
@@ -34,15 +34,15 @@ struct logger_consumer {
     loop_fn on_ready, on_exit;      /* posted to the loop */
     void *arg;                      /* their argument */
     pthread_t thread;
-    int stop;                       /* atomic: set by logger_consumer_stop */
-    pthread_mutex_t link_lock;      /* guards link against logger_consumer_free's interrupt */
-    struct logger_amqp *link;       /* thread-owned connection, NULL while disconnected */
-    struct item *items;             /* thread-owned: the deliveries of this round */
-    size_t n, cap;                  /* items used / allocated (cap = prefetch) */
-    int backoff_ms;                 /* next wait after a failure */
-    int64_t paused_at;              /* monotonic ms when the store stopped answering, or 0 */
-    char last_err[256];             /* last failure logged, to avoid repeating it */
-    int64_t last_err_at;            /* when it was logged */
+    int stop;                        /* atomic: set by logger_consumer_stop */
+    pthread_mutex_t link_lock;       /* guards link against logger_consumer_free's interrupt */
+    struct logger_amqp *link;        /* thread-owned connection, NULL while disconnected */
+    struct item *items;              /* thread-owned: the deliveries of this round */
+    size_t n, cap;                   /* items used / allocated (cap = prefetch) */
+    int backoff_ms;                  /* next wait after a failure */
+    int64_t paused_at;               /* monotonic ms when the store stopped answering, or 0 */
+    char last_err[256];              /* last failure logged, to avoid repeating it */
+    int64_t last_err_at;             /* when it was logged */
     struct logger_consumer_stats st; /* counters, updated with atomics */
 };
 

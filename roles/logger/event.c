@@ -51,8 +51,10 @@ check_key(const char *key, const char *where, char *err, size_t errlen)
     size_t n = strlen(key);
     if (n == 0 || n > KEY_MAX_LEN || key[0] == '$' || strchr(key, '.') != NULL ||
         !util_utf8_valid(key, n)) {
-        snprintf(err, errlen, "field name '%.40s' in %s is not allowed (1 to %d bytes of UTF-8, "
-                 "no leading '$', no '.')", key, where, KEY_MAX_LEN);
+        snprintf(err, errlen,
+                 "field name '%.40s' in %s is not allowed (1 to %d bytes of UTF-8, "
+                 "no leading '$', no '.')",
+                 key, where, KEY_MAX_LEN);
         return -1;
     }
     return 0;
@@ -204,8 +206,10 @@ copy_subject_field(cJSON *out, const cJSON *in, const cJSON *f, char *err, size_
     } else if (cJSON_IsNumber(f) || cJSON_IsBool(f) || cJSON_IsNull(f)) {
         cJSON_AddItemToObject(out, k, cJSON_Duplicate(f, 0));
     } else {
-        snprintf(err, errlen, "field 'subject.%.40s' must be a number, a boolean or a string of "
-                 "at most 256 bytes", k);
+        snprintf(err, errlen,
+                 "field 'subject.%.40s' must be a number, a boolean or a string of "
+                 "at most 256 bytes",
+                 k);
         return -1;
     }
     return 0;
@@ -311,8 +315,8 @@ logger_event_normalise(const cJSON *ev, char *err, size_t errlen)
     } else {
         goto fail;
     }
-    if ((part = normalise_subject(cJSON_GetObjectItemCaseSensitive(ev, "subject"), err,
-                                  errlen)) == NULL) {
+    if ((part = normalise_subject(cJSON_GetObjectItemCaseSensitive(ev, "subject"), err, errlen)) ==
+        NULL) {
         goto fail;
     }
     cJSON_AddItemToObject(out, "subject", part);

@@ -28,36 +28,36 @@
 #define DRAIN_POLL_MS 20 /* how often a stopping role checks for in-flight work */
 
 struct logger {
-    struct role_ctx *ctx;            /* borrowed from main */
-    struct loop *loop;               /* borrowed */
-    const struct logger_conf *conf;  /* borrowed, frozen */
-    const struct core_conf *core;    /* borrowed, frozen */
-    struct logger_mongo *store;      /* owned */
-    struct logger_workers *workers;  /* owned */
+    struct role_ctx *ctx;             /* borrowed from main */
+    struct loop *loop;                /* borrowed */
+    const struct logger_conf *conf;   /* borrowed, frozen */
+    const struct core_conf *core;     /* borrowed, frozen */
+    struct logger_mongo *store;       /* owned */
+    struct logger_workers *workers;   /* owned */
     struct logger_consumer *consumer; /* owned */
-    struct rpc_server *rpc;          /* owned */
-    struct health *health;           /* owned */
-    struct metrics *metrics;         /* borrowed process-wide registry */
-    struct event *drain_timer;       /* owned while stopping */
-    bool ready;                      /* the store answered once: indexes exist */
-    bool stopping;                   /* stop requested */
-    bool consumer_exited;            /* the consumer thread has finished */
-    uint64_t append_stored;          /* events stored through log.append */
+    struct rpc_server *rpc;           /* owned */
+    struct health *health;            /* owned */
+    struct metrics *metrics;          /* borrowed process-wide registry */
+    struct event *drain_timer;        /* owned while stopping */
+    bool ready;                       /* the store answered once: indexes exist */
+    bool stopping;                    /* stop requested */
+    bool consumer_exited;             /* the consumer thread has finished */
+    uint64_t append_stored;           /* events stored through log.append */
 };
 
 /* A report or append in flight on a worker thread. */
 struct job {
-    struct logger *lg;         /* borrowed */
-    struct rpc_call *call;     /* finished by the done callback */
-    int kind;                  /* JOB_* */
-    cJSON **events;            /* append: owned canonical events */
-    unsigned char *outcome;    /* append: per event */
-    size_t n;                  /* append: number of events */
-    struct logger_query query; /* query */
+    struct logger *lg;             /* borrowed */
+    struct rpc_call *call;         /* finished by the done callback */
+    int kind;                      /* JOB_* */
+    cJSON **events;                /* append: owned canonical events */
+    unsigned char *outcome;        /* append: per event */
+    size_t n;                      /* append: number of events */
+    struct logger_query query;     /* query */
     struct logger_stats_req stats; /* stats */
-    cJSON *result;             /* query/stats: owned reply */
-    int status;                /* a logger_mongo_status */
-    char err[256];             /* why, when status is not OK */
+    cJSON *result;                 /* query/stats: owned reply */
+    int status;                    /* a logger_mongo_status */
+    char err[256];                 /* why, when status is not OK */
 };
 
 enum { JOB_APPEND, JOB_QUERY, JOB_STATS };
@@ -79,8 +79,7 @@ job_work(void *arg)
         j->status = logger_mongo_find(j->lg->store, &j->query, &j->result, j->err, sizeof(j->err));
         break;
     case JOB_STATS:
-        j->status = logger_mongo_stats(j->lg->store, &j->stats, &j->result, j->err,
-                                       sizeof(j->err));
+        j->status = logger_mongo_stats(j->lg->store, &j->stats, &j->result, j->err, sizeof(j->err));
         break;
     }
 }
@@ -116,8 +115,10 @@ reply_append(struct job *j)
     if (refused != SIZE_MAX) {
         /* Validated events should never be refused: this is our failure, not the caller's. */
         log_error("append_refused", "index=%zu reason=\"%s\"", refused, j->err);
-        rpc_reply_error(j->call, "internal", "the store refused event %zu (%s); the others "
-                        "were stored", refused, j->err);
+        rpc_reply_error(j->call, "internal",
+                        "the store refused event %zu (%s); the others "
+                        "were stored",
+                        refused, j->err);
         return;
     }
     cJSON *r = cJSON_CreateObject();
@@ -132,7 +133,8 @@ job_done(void *arg)
     struct job *j = arg;
     if (j->status == LOGGER_MONGO_UNAVAILABLE) {
         log_warn("store_unavailable", "cmd=%s reason=\"%s\"", rpc_call_cmd(j->call), j->err);
-        rpc_reply_error(j->call, "unavailable", "MongoDB is unavailable; nothing was changed, "
+        rpc_reply_error(j->call, "unavailable",
+                        "MongoDB is unavailable; nothing was changed, "
                         "retry later");
     } else if (j->status == LOGGER_MONGO_FAILED) {
         log_error("store_failed", "cmd=%s reason=\"%s\"", rpc_call_cmd(j->call), j->err);
@@ -241,11 +243,11 @@ is_ready(void *arg, char *why, size_t whylen)
     struct logger *lg = arg;
     struct logger_consumer_stats st;
     logger_consumer_stats(lg->consumer, &st);
-    const char *reason = lg->stopping ? "draining"
-                         : !lg->ready ? "mongodb and rabbitmq not reached yet"
+    const char *reason = lg->stopping   ? "draining"
+                         : !lg->ready   ? "mongodb and rabbitmq not reached yet"
                          : !st.store_up ? "mongodb unreachable"
-                         : !st.amqp_up ? "rabbitmq unreachable"
-                                       : NULL;
+                         : !st.amqp_up  ? "rabbitmq unreachable"
+                                        : NULL;
     snprintf(why, whylen, "%s", reason ? reason : "");
     return reason == NULL;
 }
@@ -391,15 +393,14 @@ logger_start(struct role_ctx *ctx)
         log_error("logger_start_failed", "reason=\"%s\"", err);
         goto fail;
     }
-    lg->consumer = logger_consumer_new(lg->conf, lg->store, lg->loop, on_consumer_ready,
-                                       on_consumer_exit, lg);
+    lg->consumer =
+        logger_consumer_new(lg->conf, lg->store, lg->loop, on_consumer_ready, on_consumer_exit, lg);
     if (lg->consumer == NULL) {
         goto fail;
     }
     metrics_on_collect(lg->metrics, collect_metrics, lg);
-    log_info("logger_started", "listen=%s health=%s store=%s queue=%s",
-             lg->conf->logger_listen, lg->conf->health_listen, logger_mongo_namespace(lg->store),
-             lg->conf->amqp_queue);
+    log_info("logger_started", "listen=%s health=%s store=%s queue=%s", lg->conf->logger_listen,
+             lg->conf->health_listen, logger_mongo_namespace(lg->store), lg->conf->amqp_queue);
     return lg;
 fail:
     logger_free(lg);

@@ -14,14 +14,17 @@ validate(const void *data)
     return NULL;
 }
 
-#define K(name, type, def, lo, hi, check, flags, help)                                            \
-    {#name, type, def, offsetof(struct logger_conf, name), lo, hi, check, flags, help}
+#define K(name, type, def, lo, hi, check, flags, help)                                             \
+    {                                                                                              \
+#name, type, def, offsetof(struct logger_conf, name), lo, hi, check, flags, help           \
+    }
 
 static const struct conf_key logger_keys[] = {
     K(logger_listen, CONF_STR, "127.0.0.1:4002", 0, 0, conf_check_hostport, 0,
       "Where the logger role accepts NestJS TCP requests (log.append, log.query, log.stats)."),
     K(mongo_url, CONF_STR, "mongodb://127.0.0.1:27017/chanced", 0, 0, conf_check_url_mongo,
-      CONF_SECRET, "MongoDB holding the audit events (collection \"events\" of the URL's database)."),
+      CONF_SECRET,
+      "MongoDB holding the audit events (collection \"events\" of the URL's database)."),
     K(mongo_timeout_ms, CONF_INT, "10000", 500, 600000, NULL, 0,
       "MongoDB socket and server-selection deadline, unless the URL sets its own."),
     K(store_workers, CONF_INT, "4", 1, 64, NULL, 0,

@@ -15,11 +15,11 @@
 #define STATS_ROWS_MAX 50000 /* buckets x types in one log.stats reply */
 
 struct logger_mongo {
-    mongoc_uri_t *uri;           /* owned, parsed mongo_url */
-    mongoc_client_pool_t *pool;  /* owned; thread-safe */
-    mongoc_write_concern_t *wc;  /* owned: the URL's write concern with journaling forced on */
-    char db[64];                 /* database from the URL (default "chanced") */
-    char ns[96];                 /* "db.events" for logs */
+    mongoc_uri_t *uri;          /* owned, parsed mongo_url */
+    mongoc_client_pool_t *pool; /* owned; thread-safe */
+    mongoc_write_concern_t *wc; /* owned: the URL's write concern with journaling forced on */
+    char db[64];                /* database from the URL (default "chanced") */
+    char ns[96];                /* "db.events" for logs */
 };
 
 static void append_json(bson_t *b, const char *key, const cJSON *v);
@@ -29,8 +29,8 @@ static cJSON *bson_to_json(const bson_t *doc, bool top);
 static bool
 transient_code(uint32_t code)
 {
-    static const uint32_t codes[] = {6,     7,     50,    89,    91,    189,   262,  9001,
-                                     10107, 11600, 11602, 13435, 13436, 64,    100};
+    static const uint32_t codes[] = {6,     7,     50,    89,    91,    189, 262, 9001,
+                                     10107, 11600, 11602, 13435, 13436, 64,  100};
     for (size_t i = 0; i < ARRAY_SIZE(codes); i++) {
         if (codes[i] == code) {
             return true;
@@ -237,18 +237,12 @@ static cJSON *
 value_to_json(bson_iter_t *it)
 {
     switch (bson_iter_type(it)) {
-    case BSON_TYPE_UTF8:
-        return cJSON_CreateString(bson_iter_utf8(it, NULL));
-    case BSON_TYPE_INT32:
-        return cJSON_CreateNumber(bson_iter_int32(it));
-    case BSON_TYPE_INT64:
-        return cJSON_CreateNumber((double)bson_iter_int64(it));
-    case BSON_TYPE_DOUBLE:
-        return cJSON_CreateNumber(bson_iter_double(it));
-    case BSON_TYPE_BOOL:
-        return cJSON_CreateBool(bson_iter_bool(it));
-    case BSON_TYPE_DATE_TIME:
-        return cJSON_CreateNumber((double)bson_iter_date_time(it));
+    case BSON_TYPE_UTF8: return cJSON_CreateString(bson_iter_utf8(it, NULL));
+    case BSON_TYPE_INT32: return cJSON_CreateNumber(bson_iter_int32(it));
+    case BSON_TYPE_INT64: return cJSON_CreateNumber((double)bson_iter_int64(it));
+    case BSON_TYPE_DOUBLE: return cJSON_CreateNumber(bson_iter_double(it));
+    case BSON_TYPE_BOOL: return cJSON_CreateBool(bson_iter_bool(it));
+    case BSON_TYPE_DATE_TIME: return cJSON_CreateNumber((double)bson_iter_date_time(it));
     case BSON_TYPE_DOCUMENT:
     case BSON_TYPE_ARRAY: {
         const uint8_t *data;
@@ -273,8 +267,7 @@ value_to_json(bson_iter_t *it)
         }
         return out;
     }
-    default:
-        return cJSON_CreateNull(); /* types we never write */
+    default: return cJSON_CreateNull(); /* types we never write */
     }
 }
 
@@ -369,8 +362,8 @@ create_indexes(struct logger_mongo *m, long long ttl_s, char *err, size_t errlen
         BCON_NEW("subject.code", BCON_INT32(1), "ts", BCON_INT32(-1)),
         BCON_NEW("_at", BCON_INT32(1)),
     };
-    static const char *const names[] = {"ts_id", "type_ts", "users_ts", "cats_ts", "code_ts",
-                                        TTL_INDEX};
+    static const char *const names[] = {"ts_id",   "type_ts", "users_ts",
+                                        "cats_ts", "code_ts", TTL_INDEX};
     size_t n = ttl_s > 0 ? ARRAY_SIZE(keys) : ARRAY_SIZE(keys) - 1;
     bson_t cmd = BSON_INITIALIZER, arr, reply;
     bson_append_utf8(&cmd, "createIndexes", -1, COLLECTION, -1);
@@ -596,9 +589,9 @@ logger_mongo_find(struct logger_mongo *m, const struct logger_query *q, cJSON **
 {
     bson_t filter = BSON_INITIALIZER;
     build_filter(q, &filter);
-    bson_t *opts = BCON_NEW("sort", "{", "ts", BCON_INT32(-1), "_id", BCON_INT32(-1), "}",
-                            "limit", BCON_INT64(q->limit + 1), "projection", "{", "_at",
-                            BCON_INT32(0), "_users", BCON_INT32(0), "_cats", BCON_INT32(0), "}");
+    bson_t *opts = BCON_NEW("sort", "{", "ts", BCON_INT32(-1), "_id", BCON_INT32(-1), "}", "limit",
+                            BCON_INT64(q->limit + 1), "projection", "{", "_at", BCON_INT32(0),
+                            "_users", BCON_INT32(0), "_cats", BCON_INT32(0), "}");
     mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
     mongoc_collection_t *coll = mongoc_client_get_collection(client, m->db, COLLECTION);
     mongoc_cursor_t *cursor = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
@@ -647,23 +640,19 @@ stats_pipeline(const struct logger_stats_req *s)
     if (*s->type) {
         BSON_APPEND_UTF8(&match, "type", s->type);
     }
-    bson_t *p = BCON_NEW("pipeline", "[",
-                         "{", "$match", BCON_DOCUMENT(&match), "}",
-                         "{", "$group", "{",
-                         "_id", "{", "b", "{", "$subtract", "[", BCON_UTF8("$ts"), "{", "$mod",
-                         "[", BCON_UTF8("$ts"), BCON_INT64(s->bucket_ms), "]", "}", "]", "}",
-                         "t", BCON_UTF8("$type"), "}",
-                         "count", "{", "$sum", BCON_INT32(1), "}",
-                         "reward", "{", "$sum", BCON_UTF8("$data.reward"), "}", "}", "}",
-                         "{", "$sort", "{", "_id.b", BCON_INT32(1), "_id.t", BCON_INT32(1), "}",
-                         "}", "]");
+    bson_t *p = BCON_NEW(
+        "pipeline", "[", "{", "$match", BCON_DOCUMENT(&match), "}", "{", "$group", "{", "_id", "{",
+        "b", "{", "$subtract", "[", BCON_UTF8("$ts"), "{", "$mod", "[", BCON_UTF8("$ts"),
+        BCON_INT64(s->bucket_ms), "]", "}", "]", "}", "t", BCON_UTF8("$type"), "}", "count", "{",
+        "$sum", BCON_INT32(1), "}", "reward", "{", "$sum", BCON_UTF8("$data.reward"), "}", "}", "}",
+        "{", "$sort", "{", "_id.b", BCON_INT32(1), "_id.t", BCON_INT32(1), "}", "}", "]");
     bson_destroy(&match);
     return p;
 }
 
 int
-logger_mongo_stats(struct logger_mongo *m, const struct logger_stats_req *s, cJSON **out,
-                   char *err, size_t errlen)
+logger_mongo_stats(struct logger_mongo *m, const struct logger_stats_req *s, cJSON **out, char *err,
+                   size_t errlen)
 {
     bson_t *pipeline = stats_pipeline(s);
     mongoc_client_t *client = mongoc_client_pool_pop(m->pool);

@@ -62,8 +62,8 @@ int logger_mongo_insert(struct logger_mongo *m, const cJSON *const *events, size
  * Runs a log.query: on LOGGER_MONGO_OK *page is a new {"items": [...], "next_cursor": ...}
  * (free with cJSON_Delete).
  */
-int logger_mongo_find(struct logger_mongo *m, const struct logger_query *q, cJSON **page,
-                      char *err, size_t errlen) MUSTCHECK;
+int logger_mongo_find(struct logger_mongo *m, const struct logger_query *q, cJSON **page, char *err,
+                      size_t errlen) MUSTCHECK;
 
 /* Runs a log.stats: on LOGGER_MONGO_OK *out is a new {"buckets": [...]}. */
 int logger_mongo_stats(struct logger_mongo *m, const struct logger_stats_req *s, cJSON **out,

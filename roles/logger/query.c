@@ -10,8 +10,8 @@
 #define TS_MAX 32503680000000LL /* matches the event check: 3000-01-01 */
 #define CURSOR_VERSION 1
 
-static const char *const query_fields[] = {"from", "to",   "service", "type",   "user",  "category",
-                                           "code", "q",    "cursor",  "limit",  NULL};
+static const char *const query_fields[] = {"from", "to", "service", "type",  "user", "category",
+                                           "code", "q",  "cursor",  "limit", NULL};
 static const char *const stats_fields[] = {"from", "to", "bucket", "type", NULL};
 
 /* FNV-1a, 64 bits: a cheap integrity check, not a MAC (see query.h on what cursors protect). */

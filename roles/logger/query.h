@@ -23,27 +23,27 @@
 
 /* A parsed log.query request. Strings are copies; empty means "no filter". */
 struct logger_query {
-    bool has_from, has_to;     /* time range given */
-    long long from, to;        /* inclusive bounds on ts, epoch ms */
-    char service[65];          /* exact service */
-    char type[65];             /* exact type */
-    char user[65];             /* actor id/username or subject user_id/username */
-    bool has_category;         /* category filter given */
-    long long category;        /* subject.category or one of subject.categories */
-    char code[65];             /* subject.code, upper-cased */
-    char text[LOGGER_QUERY_TEXT_MAX + 1]; /* case-insensitive substring of message */
-    bool has_cursor;           /* continue after (cursor_ts, cursor_id) */
-    long long cursor_ts;       /* ts of the last item already returned */
+    bool has_from, has_to;                   /* time range given */
+    long long from, to;                      /* inclusive bounds on ts, epoch ms */
+    char service[65];                        /* exact service */
+    char type[65];                           /* exact type */
+    char user[65];                           /* actor id/username or subject user_id/username */
+    bool has_category;                       /* category filter given */
+    long long category;                      /* subject.category or one of subject.categories */
+    char code[65];                           /* subject.code, upper-cased */
+    char text[LOGGER_QUERY_TEXT_MAX + 1];    /* case-insensitive substring of message */
+    bool has_cursor;                         /* continue after (cursor_ts, cursor_id) */
+    long long cursor_ts;                     /* ts of the last item already returned */
     char cursor_id[LOGGER_EVENT_ID_MAX + 1]; /* _id of that item */
-    int limit;                 /* items per page */
-    uint64_t fingerprint;      /* hash of the filters, binds cursors to this query */
+    int limit;                               /* items per page */
+    uint64_t fingerprint;                    /* hash of the filters, binds cursors to this query */
 };
 
 /* A parsed log.stats request. */
 struct logger_stats_req {
-    long long from, to;    /* inclusive bounds on ts, epoch ms */
-    long long bucket_ms;   /* 3600000 or 86400000 */
-    char type[65];         /* "" = every type */
+    long long from, to;  /* inclusive bounds on ts, epoch ms */
+    long long bucket_ms; /* 3600000 or 86400000 */
+    char type[65];       /* "" = every type */
 };
 
 /* Fills q from a request's data; -1 with err (a client-facing sentence naming the field). */

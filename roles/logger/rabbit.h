@@ -21,29 +21,28 @@
 struct logger_amqp;
 
 struct logger_amqp_opts {
-    const char *url;         /* amqp://user:pass@host:port/vhost */
-    const char *queue;       /* audit queue name */
-    int delivery_limit;      /* x-delivery-limit */
-    int prefetch;            /* basic.qos prefetch_count */
-    size_t max_body;         /* larger bodies are delivered with oversize set and no bytes */
-    int timeout_ms;          /* connect and RPC deadline */
+    const char *url;    /* amqp://user:pass@host:port/vhost */
+    const char *queue;  /* audit queue name */
+    int delivery_limit; /* x-delivery-limit */
+    int prefetch;       /* basic.qos prefetch_count */
+    size_t max_body;    /* larger bodies are delivered with oversize set and no bytes */
+    int timeout_ms;     /* connect and RPC deadline */
 };
 
 /* One delivery. body is owned by the message (free with logger_amqp_msg_cleanup). */
 struct logger_amqp_msg {
-    uint64_t tag;            /* delivery tag, for ack/reject */
-    bool redelivered;        /* the broker delivered it before */
-    bool oversize;           /* the body exceeded max_body and was discarded */
-    char *body;              /* NUL-terminated body, NULL if oversize */
-    size_t len;              /* body bytes (the announced size if oversize) */
+    uint64_t tag;     /* delivery tag, for ack/reject */
+    bool redelivered; /* the broker delivered it before */
+    bool oversize;    /* the body exceeded max_body and was discarded */
+    char *body;       /* NUL-terminated body, NULL if oversize */
+    size_t len;       /* body bytes (the announced size if oversize) */
 };
 
 /*
  * Connects, logs in, opens a channel, declares the topology and sets the prefetch, but does not
  * consume yet. NULL with err filled (a sentence for logs; no secrets).
  */
-struct logger_amqp *logger_amqp_open(const struct logger_amqp_opts *opts, char *err,
-                                     size_t errlen);
+struct logger_amqp *logger_amqp_open(const struct logger_amqp_opts *opts, char *err, size_t errlen);
 /* Closes the channel and connection (unacked deliveries go back to the queue). NULL: no-op. */
 void logger_amqp_close(struct logger_amqp *a);
 
@@ -60,8 +59,8 @@ int logger_amqp_cancel(struct logger_amqp *a, char *err, size_t errlen) MUSTCHEC
  * *msg filled, 0 if none arrived in time, -1 if the link is broken (err says why; close it).
  * Heartbeats are sent and checked while waiting.
  */
-int logger_amqp_next(struct logger_amqp *a, int timeout_ms, struct logger_amqp_msg *msg,
-                     char *err, size_t errlen) MUSTCHECK;
+int logger_amqp_next(struct logger_amqp *a, int timeout_ms, struct logger_amqp_msg *msg, char *err,
+                     size_t errlen) MUSTCHECK;
 void logger_amqp_msg_cleanup(struct logger_amqp_msg *msg);
 
 /* Acknowledges tag (and with multiple every earlier unsettled tag). -1 if the link broke. */

@@ -24,8 +24,8 @@
 
 struct lconn {
     int fd;
-    struct sbuf in;   /* bytes received, not yet decoded */
-    int inflight;     /* requests outstanding on this conn */
+    struct sbuf in; /* bytes received, not yet decoded */
+    int inflight;   /* requests outstanding on this conn */
 };
 
 static int
@@ -47,7 +47,8 @@ static int
 dial(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(0x7f000001)};
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
         perror("connect");
@@ -170,7 +171,7 @@ main(int argc, char **argv)
     qsort(lat, (size_t)done, sizeof(long long), cmp_ll);
     printf("{\"requests\":%lld,\"inflight\":%d,\"conns\":%d,\"seconds\":%.3f,\"per_second\":%.0f,"
            "\"p50_us\":%lld,\"p99_us\":%lld,\"errors\":%lld}\n",
-           done, inflight, nconns, secs, (double)done / secs, lat[done / 2],
-           lat[(done * 99) / 100], errors);
+           done, inflight, nconns, secs, (double)done / secs, lat[done / 2], lat[(done * 99) / 100],
+           errors);
     return 0;
 }

@@ -35,17 +35,18 @@ make_doc(long i, long long ts)
     snprintf(id, sizeof(id), "code.assigned:c%ld:bench-%ld", 1 + i % 10, i);
     snprintf(code, sizeof(code), "BENCH%07ld", i % 10000000);
     snprintf(user, sizeof(user), "u%ld", i % 1000);
-    snprintf(msg, sizeof(msg), "user user%ld received code BENCH0\xe2\x80\xa6 (category %ld, "
-             "12,345 Toman)", i % 1000, 1 + i % 10);
+    snprintf(msg, sizeof(msg),
+             "user user%ld received code BENCH0\xe2\x80\xa6 (category %ld, "
+             "12,345 Toman)",
+             i % 1000, 1 + i % 10);
     return BCON_NEW("_id", BCON_UTF8(id), "ts", BCON_INT64(ts), "_at", BCON_DATE_TIME(ts),
-                    "service", BCON_UTF8("chance"), "type", BCON_UTF8("code.assigned"),
-                    "actor", "{", "id", BCON_UTF8(user), "username", BCON_UTF8(user), "role",
-                    BCON_UTF8("user"), "}",
-                    "subject", "{", "category", BCON_INT64(1 + i % 10), "code", BCON_UTF8(code),
-                    "user_id", BCON_UTF8(user), "username", BCON_UTF8(user), "claim_id",
-                    BCON_UTF8(id), "}",
-                    "data", "{", "reward", BCON_INT64(12345), "}", "message", BCON_UTF8(msg),
-                    "_users", "[", BCON_UTF8(user), "]", "_cats", "[", BCON_INT64(1 + i % 10), "]");
+                    "service", BCON_UTF8("chance"), "type", BCON_UTF8("code.assigned"), "actor",
+                    "{", "id", BCON_UTF8(user), "username", BCON_UTF8(user), "role",
+                    BCON_UTF8("user"), "}", "subject", "{", "category", BCON_INT64(1 + i % 10),
+                    "code", BCON_UTF8(code), "user_id", BCON_UTF8(user), "username",
+                    BCON_UTF8(user), "claim_id", BCON_UTF8(id), "}", "data", "{", "reward",
+                    BCON_INT64(12345), "}", "message", BCON_UTF8(msg), "_users", "[",
+                    BCON_UTF8(user), "]", "_cats", "[", BCON_INT64(1 + i % 10), "]");
 }
 
 static int
@@ -61,13 +62,14 @@ store(const char *url, long n, long batch)
     mongoc_client_t *client = mongoc_client_new_from_uri(uri);
     const char *dbname = mongoc_uri_get_database(uri);
     mongoc_database_t *db = mongoc_client_get_database(client, dbname ? dbname : "bench");
-    bson_t *cmd = BCON_NEW("createIndexes", BCON_UTF8("events"), "indexes", "[",
-        "{", "key", "{", "ts", BCON_INT32(-1), "_id", BCON_INT32(-1), "}", "name", BCON_UTF8("ts_id"), "}",
-        "{", "key", "{", "type", BCON_INT32(1), "ts", BCON_INT32(-1), "}", "name", BCON_UTF8("type_ts"), "}",
-        "{", "key", "{", "_users", BCON_INT32(1), "ts", BCON_INT32(-1), "}", "name", BCON_UTF8("users_ts"), "}",
-        "{", "key", "{", "_cats", BCON_INT32(1), "ts", BCON_INT32(-1), "}", "name", BCON_UTF8("cats_ts"), "}",
-        "{", "key", "{", "subject.code", BCON_INT32(1), "ts", BCON_INT32(-1), "}", "name", BCON_UTF8("code_ts"), "}",
-        "]");
+    bson_t *cmd = BCON_NEW(
+        "createIndexes", BCON_UTF8("events"), "indexes", "[", "{", "key", "{", "ts", BCON_INT32(-1),
+        "_id", BCON_INT32(-1), "}", "name", BCON_UTF8("ts_id"), "}", "{", "key", "{", "type",
+        BCON_INT32(1), "ts", BCON_INT32(-1), "}", "name", BCON_UTF8("type_ts"), "}", "{", "key",
+        "{", "_users", BCON_INT32(1), "ts", BCON_INT32(-1), "}", "name", BCON_UTF8("users_ts"), "}",
+        "{", "key", "{", "_cats", BCON_INT32(1), "ts", BCON_INT32(-1), "}", "name",
+        BCON_UTF8("cats_ts"), "}", "{", "key", "{", "subject.code", BCON_INT32(1), "ts",
+        BCON_INT32(-1), "}", "name", BCON_UTF8("code_ts"), "}", "]");
     if (!mongoc_database_write_command_with_opts(db, cmd, NULL, NULL, &e)) {
         fprintf(stderr, "store: createIndexes: %s\n", e.message);
         return 2;
@@ -134,7 +136,8 @@ open_conn(const char *url)
     amqp_socket_t *s = amqp_tcp_socket_new(c);
     if (amqp_socket_open(s, ci.host, ci.port) != AMQP_STATUS_OK ||
         amqp_login(c, *ci.vhost ? ci.vhost : "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user,
-                   ci.password).reply_type != AMQP_RESPONSE_NORMAL) {
+                   ci.password)
+                .reply_type != AMQP_RESPONSE_NORMAL) {
         return NULL;
     }
     amqp_channel_open(c, 1);
@@ -204,8 +207,10 @@ publish(const char *url, const char *queue, long n, long limit)
     amqp_channel_open(c, 1);
     snprintf(dlx, sizeof(dlx), "%s.dlx", queue);
     amqp_table_entry_t args[3] = {
-        {amqp_cstring_bytes("x-queue-type"), {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes("quorum")}}},
-        {amqp_cstring_bytes("x-dead-letter-exchange"), {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes(dlx)}}},
+        {amqp_cstring_bytes("x-queue-type"),
+         {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes("quorum")}}},
+        {amqp_cstring_bytes("x-dead-letter-exchange"),
+         {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes(dlx)}}},
         {amqp_cstring_bytes("x-delivery-limit"), {AMQP_FIELD_KIND_I64, {.i64 = limit}}},
     };
     amqp_table_t table = {3, args};
@@ -224,17 +229,22 @@ publish(const char *url, const char *queue, long n, long limit)
         for (; round < 1000 && i < n; round++, i++) {
             char body[700];
             int len = snprintf(body, sizeof(body),
-                "{\"pattern\":{\"cmd\":\"log.event\"},\"data\":{\"_id\":\"code.assigned:c%ld:bench-%ld\","
-                "\"ts\":%lld,\"service\":\"chance\",\"type\":\"code.assigned\",\"actor\":{\"id\":\"u%ld\","
-                "\"username\":\"user%ld\",\"role\":\"user\"},\"subject\":{\"category\":%ld,\"code\":"
-                "\"BENCH%07ld\",\"user_id\":\"u%ld\",\"username\":\"user%ld\",\"claim_id\":\"bench-%ld\"},"
-                "\"data\":{\"reward\":12345},\"message\":\"user user%ld received code BENCH0\\u2026 "
-                "(category %ld, 12,345 Toman)\"}}",
-                1 + i % 10, i, ts + i, i % 1000, i % 1000, 1 + i % 10, i % 10000000, i % 1000,
-                i % 1000, i, i % 1000, 1 + i % 10);
+                               "{\"pattern\":{\"cmd\":\"log.event\"},\"data\":{\"_id\":\"code."
+                               "assigned:c%ld:bench-%ld\","
+                               "\"ts\":%lld,\"service\":\"chance\",\"type\":\"code.assigned\","
+                               "\"actor\":{\"id\":\"u%ld\","
+                               "\"username\":\"user%ld\",\"role\":\"user\"},\"subject\":{"
+                               "\"category\":%ld,\"code\":"
+                               "\"BENCH%07ld\",\"user_id\":\"u%ld\",\"username\":\"user%ld\","
+                               "\"claim_id\":\"bench-%ld\"},"
+                               "\"data\":{\"reward\":12345},\"message\":\"user user%ld received "
+                               "code BENCH0\\u2026 "
+                               "(category %ld, 12,345 Toman)\"}}",
+                               1 + i % 10, i, ts + i, i % 1000, i % 1000, 1 + i % 10, i % 10000000,
+                               i % 1000, i % 1000, i, i % 1000, 1 + i % 10);
             amqp_bytes_t b = {(size_t)len, body};
-            if (amqp_basic_publish(c, 1, amqp_empty_bytes, amqp_cstring_bytes(queue), 0, 0, &p, b) !=
-                AMQP_STATUS_OK) {
+            if (amqp_basic_publish(c, 1, amqp_empty_bytes, amqp_cstring_bytes(queue), 0, 0, &p,
+                                   b) != AMQP_STATUS_OK) {
                 fprintf(stderr, "publish: failed\n");
                 return 2;
             }
@@ -274,6 +284,7 @@ main(int argc, char **argv)
     if (argc == 6 && strcmp(argv[1], "publish") == 0) {
         return publish(argv[2], argv[3], atol(argv[4]), atol(argv[5]));
     }
-    fprintf(stderr, "usage: logger_tool store MONGO_URL N BATCH | publish AMQP_URL QUEUE N LIMIT | drain AMQP_URL QUEUE N\n");
+    fprintf(stderr, "usage: logger_tool store MONGO_URL N BATCH | publish AMQP_URL QUEUE N LIMIT | "
+                    "drain AMQP_URL QUEUE N\n");
     return 64;
 }

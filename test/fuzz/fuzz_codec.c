@@ -14,12 +14,12 @@
 
 #define FUZZ_LIMIT 4096 /* max_units: small, so the limit paths are reached */
 
-#define FUZZ_ASSERT(cond)                                                                         \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "fuzz_codec.c:%d: %s\n", __LINE__, #cond);                            \
-            abort();                                                                              \
-        }                                                                                         \
+#define FUZZ_ASSERT(cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_codec.c:%d: %s\n", __LINE__, #cond);                             \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

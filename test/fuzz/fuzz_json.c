@@ -11,12 +11,12 @@
 
 #include "json.h"
 
-#define FUZZ_ASSERT(cond)                                                                         \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "fuzz_json.c:%d: %s\n", __LINE__, #cond);                             \
-            abort();                                                                              \
-        }                                                                                         \
+#define FUZZ_ASSERT(cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_json.c:%d: %s\n", __LINE__, #cond);                              \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define SENTINEL 0x5e5e5e5e5e5eLL

@@ -10,21 +10,21 @@
 
 static int harness_failures; /* failed CHECKs in the current case */
 
-#define CHECK(cond, ...)                                                                          \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            harness_failures++;                                                                   \
-            fprintf(stderr, "  %s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);            \
-            fprintf(stderr, __VA_ARGS__);                                                         \
-            fputc('\n', stderr);                                                                  \
-        }                                                                                         \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            harness_failures++;                                                                    \
+            fprintf(stderr, "  %s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);             \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
 
 enum { PASS, FAIL, SKIP };
 
 struct test_case {
-    const char *name;  /* printed on failure */
-    void (*fn)(void);  /* the test; uses CHECK */
+    const char *name; /* printed on failure */
+    void (*fn)(void); /* the test; uses CHECK */
 };
 
 static int
@@ -45,10 +45,10 @@ harness_run(const char *suite, const struct test_case *cases, size_t n)
     return failed ? 1 : 0;
 }
 
-#define HARNESS_MAIN(suite, cases)                                                                \
-    int main(void)                                                                                \
-    {                                                                                             \
-        return harness_run(suite, cases, sizeof(cases) / sizeof(cases[0]));                       \
+#define HARNESS_MAIN(suite, cases)                                                                 \
+    int main(void)                                                                                 \
+    {                                                                                              \
+        return harness_run(suite, cases, sizeof(cases) / sizeof(cases[0]));                        \
     }
 
 #endif

@@ -151,8 +151,8 @@ test_byte_by_byte(void)
             int st = decode_copy(fr->bytes, k, BIG, &out, &why, &need);
             CHECK(st == CODEC_NEED_MORE, "%s: prefix %zu: status %d (%s)", fr->label, k, st,
                   why ? why : "");
-            CHECK(need > k && need <= fr->len, "%s: prefix %zu: need %zu, frame %zu", fr->label,
-                  k, need, fr->len);
+            CHECK(need > k && need <= fr->len, "%s: prefix %zu: need %zu, frame %zu", fr->label, k,
+                  need, fr->len);
             if (st == CODEC_COMPLETE) {
                 cJSON_Delete(out.json);
             }
@@ -223,8 +223,8 @@ test_split_every_offset(void)
             cJSON *got[2] = {NULL, NULL};
             const char *err;
             size_t n = receive(fr->bytes, fr->len, &k, 1, got, 2, &err);
-            CHECK(err == NULL && n == 1, "%s: split at %zu: %zu frames, error %s", fr->label, k,
-                  n, err ? err : "none");
+            CHECK(err == NULL && n == 1, "%s: split at %zu: %zu frames, error %s", fr->label, k, n,
+                  err ? err : "none");
             CHECK(n != 1 || cJSON_Compare(want, got[0], true), "%s: split at %zu: tree differs",
                   fr->label, k);
             cJSON_Delete(got[0]);
@@ -291,23 +291,23 @@ test_utf16_units(void)
     } cases[] = {
         {"", 0},
         {"a", 1},
-        {"\xc3\xa9", 1},                     /* é */
-        {"\xe2\x82\xac", 1},                 /* € */
-        {"\xf0\x9f\x98\x80", 2},             /* 😀 */
+        {"\xc3\xa9", 1},         /* é */
+        {"\xe2\x82\xac", 1},     /* € */
+        {"\xf0\x9f\x98\x80", 2}, /* 😀 */
         {"a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 5},
-        {"\xef\xbf\xbf", 1},                 /* U+FFFF */
-        {"\xf4\x8f\xbf\xbf", 2},             /* U+10FFFF */
-        {"\xc0\xaf", -1},                    /* overlong '/' */
-        {"\xe0\x80\xaf", -1},                /* overlong, 3 bytes */
-        {"\xe0\x9f\xbf", -1},                /* overlong U+07FF, the largest one */
-        {"\xf0\x8f\xbf\xbf", -1},            /* overlong U+FFFF */
-        {"\xf0\x80\x80\xaf", -1},            /* overlong, 4 bytes */
-        {"\xed\xa0\x80", -1},                /* high surrogate */
-        {"\xed\xbf\xbf", -1},                /* low surrogate */
-        {"\xf4\x90\x80\x80", -1},            /* above U+10FFFF */
-        {"\x80", -1},                        /* stray continuation */
-        {"a\xe2\x82", -1},                   /* truncated */
-        {"\xe2\x28\xa1", -1},                /* bad continuation */
+        {"\xef\xbf\xbf", 1},      /* U+FFFF */
+        {"\xf4\x8f\xbf\xbf", 2},  /* U+10FFFF */
+        {"\xc0\xaf", -1},         /* overlong '/' */
+        {"\xe0\x80\xaf", -1},     /* overlong, 3 bytes */
+        {"\xe0\x9f\xbf", -1},     /* overlong U+07FF, the largest one */
+        {"\xf0\x8f\xbf\xbf", -1}, /* overlong U+FFFF */
+        {"\xf0\x80\x80\xaf", -1}, /* overlong, 4 bytes */
+        {"\xed\xa0\x80", -1},     /* high surrogate */
+        {"\xed\xbf\xbf", -1},     /* low surrogate */
+        {"\xf4\x90\x80\x80", -1}, /* above U+10FFFF */
+        {"\x80", -1},             /* stray continuation */
+        {"a\xe2\x82", -1},        /* truncated */
+        {"\xe2\x28\xa1", -1},     /* bad continuation */
         {"\xff", -1},
     };
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -409,8 +409,8 @@ test_random_strings_round_trip(void)
         struct codec_frame out;
         const char *why = NULL;
         int st = decode_copy(frame, (size_t)flen, BIG, &out, &why, NULL);
-        CHECK(st == CODEC_COMPLETE && out.consumed == (size_t)flen, "iter %d: status %d (%s)",
-              iter, st, why ? why : "");
+        CHECK(st == CODEC_COMPLETE && out.consumed == (size_t)flen, "iter %d: status %d (%s)", iter,
+              st, why ? why : "");
         if (st != CODEC_COMPLETE) {
             continue;
         }
@@ -466,7 +466,9 @@ test_encode(void)
     cJSON_Delete(msg);
 
     /* Invalid UTF-8 smuggled into a tree becomes U+FFFD, and the frame stays valid. */
-    cJSON *bad = cJSON_CreateString("a\xff" "b\xed\xa0\x80" "c");
+    cJSON *bad = cJSON_CreateString("a\xff"
+                                    "b\xed\xa0\x80"
+                                    "c");
     enc = codec_encode(bad, &len);
     CHECK(strstr(enc, "\\ufffd") != NULL, "no replacement character: %s", enc);
     st = decode_copy(enc, len, BIG, &out, &why, NULL);
@@ -525,10 +527,24 @@ static void
 test_number_round_trip(void)
 {
     static const double values[] = {
-        0, 1, -1, 0.5, 0.1, 4.35, 1e21, 1e-7, 1767323045123.0, 1234567890123456.0,
-        9007199254740991.0,  /* JSON_MAX_SAFE_INT */
-        -9007199254740991.0, 9007199254740992.0, 0.30000000000000004, 123456789.12345678,
-        5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+        0,
+        1,
+        -1,
+        0.5,
+        0.1,
+        4.35,
+        1e21,
+        1e-7,
+        1767323045123.0,
+        1234567890123456.0,
+        9007199254740991.0, /* JSON_MAX_SAFE_INT */
+        -9007199254740991.0,
+        9007199254740992.0,
+        0.30000000000000004,
+        123456789.12345678,
+        5e-324,
+        2.2250738585072014e-308,
+        1.7976931348623157e308,
     };
     char shown[64];
     for (size_t i = 0; i < ARRAY_SIZE(values); i++) {
@@ -635,8 +651,8 @@ test_malformed(void)
 static void
 test_need_more(void)
 {
-    static const char *prefixes[] = {"", "1", "12", "1234567890", "5#", "5#{\"a\"", "3#\"\xe2\x82",
-                                     "4#\"\xf0\x9f\x98"};
+    static const char *prefixes[] = {"",   "1",        "12",           "1234567890",
+                                     "5#", "5#{\"a\"", "3#\"\xe2\x82", "4#\"\xf0\x9f\x98"};
     for (size_t i = 0; i < ARRAY_SIZE(prefixes); i++) {
         struct codec_frame out;
         const char *why = NULL;
@@ -662,8 +678,8 @@ test_whitespace(void)
         struct codec_frame out;
         const char *why = NULL;
         int st = decode_copy(ok[i], strlen(ok[i]), BIG, &out, &why, NULL);
-        CHECK(st == CODEC_COMPLETE && out.consumed == strlen(ok[i]), "'%s': status %d (%s)",
-              ok[i], st, why ? why : "");
+        CHECK(st == CODEC_COMPLETE && out.consumed == strlen(ok[i]), "'%s': status %d (%s)", ok[i],
+              st, why ? why : "");
         if (st == CODEC_COMPLETE) {
             cJSON_Delete(out.json);
         }

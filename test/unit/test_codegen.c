@@ -28,13 +28,11 @@ check_code(const char *code, size_t n, const char *prefix, int length)
     CHECK(n == strlen(code), "returned %zu, strlen %zu", n, strlen(code));
     CHECK(n == plen + (size_t)length, "'%s': length %zu, want %zu", code, n, plen + length);
     if (plen) {
-        CHECK(strncmp(code, prefix, plen - 1) == 0 && code[plen - 1] == '-', "'%s': prefix",
-              code);
+        CHECK(strncmp(code, prefix, plen - 1) == 0 && code[plen - 1] == '-', "'%s': prefix", code);
     } else {
         CHECK(strchr(code, '-') == NULL, "'%s': dash without a prefix", code);
     }
-    CHECK(strspn(code + plen, CODEGEN_ALPHABET) == (size_t)length, "'%s': outside alphabet",
-          code);
+    CHECK(strspn(code + plen, CODEGEN_ALPHABET) == (size_t)length, "'%s': outside alphabet", code);
 }
 
 static void
@@ -162,14 +160,8 @@ static void
 test_reward(void)
 {
     static const struct reward_case cases[] = {
-        {10, 100, 5, 100},
-        {1, 3, 1, 3},
-        {0, 10, 3, 9}, /* max off the grid: the grid stops below it */
-        {7, 7, 1, 7},
-        {7, 7, 5, 7},
-        {-5, 5, 5, 5},
-        {1000, 50000, 1000, 50000},
-        {1, 2, 1, 2},
+        {10, 100, 5, 100}, {1, 3, 1, 3}, {0, 10, 3, 9}, /* max off the grid: the grid stops below it */
+        {7, 7, 1, 7},      {7, 7, 5, 7}, {-5, 5, 5, 5}, {1000, 50000, 1000, 50000}, {1, 2, 1, 2},
     };
     struct codegen_rng rng = {0};
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -195,8 +187,7 @@ test_reward(void)
         long long r = codegen_reward(&rng, 1, JSON_MAX_SAFE_INT, 1);
         CHECK(r >= 1 && r <= JSON_MAX_SAFE_INT, "wide range drew %lld", r);
         r = codegen_reward(&rng, 1, JSON_MAX_SAFE_INT, 1000000007LL);
-        CHECK(r >= 1 && r <= JSON_MAX_SAFE_INT && (r - 1) % 1000000007LL == 0, "wide step %lld",
-              r);
+        CHECK(r >= 1 && r <= JSON_MAX_SAFE_INT && (r - 1) % 1000000007LL == 0, "wide step %lld", r);
     }
 }
 
@@ -261,10 +252,9 @@ test_prefix(void)
         int rc;
         const char *out;
     } cases[] = {
-        {"abc", 0, "ABC"},   {"A", 0, "A"},           {"Ab3dEf7H", 0, "AB3DEF7H"},
-        {"", -1, NULL},      {"abcdefghi", -1, NULL}, {"a-b", -1, NULL},
-        {"a b", -1, NULL},   {" ab", -1, NULL},       {"\xc3\xa9", -1, NULL},
-        {"ab_", -1, NULL},
+        {"abc", 0, "ABC"},       {"A", 0, "A"},     {"Ab3dEf7H", 0, "AB3DEF7H"}, {"", -1, NULL},
+        {"abcdefghi", -1, NULL}, {"a-b", -1, NULL}, {"a b", -1, NULL},           {" ab", -1, NULL},
+        {"\xc3\xa9", -1, NULL},  {"ab_", -1, NULL},
     };
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
         char out[CODEGEN_MAX_PREFIX + 1];

@@ -15,15 +15,15 @@
 #include "harness.h"
 
 struct tmod {
-    char *name;         /* plain string */
-    long long port;     /* bounded int */
-    bool verbose;       /* bool */
-    char *password;     /* secret */
-    char *level;        /* validated string */
-    long long workers;  /* reloadable int */
-    long long min_len;  /* cross-checked with max_len */
-    long long max_len;  /* ... */
-    bool debug;         /* reloadable bool */
+    char *name;        /* plain string */
+    long long port;    /* bounded int */
+    bool verbose;      /* bool */
+    char *password;    /* secret */
+    char *level;       /* validated string */
+    long long workers; /* reloadable int */
+    long long min_len; /* cross-checked with max_len */
+    long long max_len; /* ... */
+    bool debug;        /* reloadable bool */
 };
 
 struct omod {
@@ -44,8 +44,10 @@ validate_tmod(const void *data)
     return t->min_len > t->max_len ? "min_len must not exceed max_len" : NULL;
 }
 
-#define TK(name, type, def, lo, hi, check, flags)                                                 \
-    {#name, type, def, offsetof(struct tmod, name), lo, hi, check, flags, "help for " #name}
+#define TK(name, type, def, lo, hi, check, flags)                                                  \
+    {                                                                                              \
+#name, type, def, offsetof(struct tmod, name), lo, hi, check, flags, "help for " #name     \
+    }
 
 static const struct conf_key tkeys[] = {
     TK(name, CONF_STR, "anon", 0, 0, NULL, 0),
@@ -60,15 +62,14 @@ static const struct conf_key tkeys[] = {
 };
 
 static const struct conf_key okeys[] = {
-    {"api_token", CONF_STR, "", offsetof(struct omod, api_token), 0, 0, NULL, CONF_SECRET,
-     "token"},
+    {"api_token", CONF_STR, "", offsetof(struct omod, api_token), 0, 0, NULL, CONF_SECRET, "token"},
     {"other_flag", CONF_BOOL, "on", offsetof(struct omod, other_flag), 0, 0, NULL, 0, "flag"},
 };
 
 static const struct conf_module tmodule = {"test", tkeys, ARRAY_SIZE(tkeys), sizeof(struct tmod),
                                            validate_tmod};
-static const struct conf_module omodule = {"other", okeys, ARRAY_SIZE(okeys),
-                                           sizeof(struct omod), NULL};
+static const struct conf_module omodule = {"other", okeys, ARRAY_SIZE(okeys), sizeof(struct omod),
+                                           NULL};
 static const struct conf_module *const modules[] = {&tmodule, &omodule};
 
 /* Scratch files for the placeholders. */
@@ -126,7 +127,7 @@ expand(const char *in)
         const char *from;
         const char *to;
     } subst[] = {{"@SECRET@", path_secret}, {"@CRLF@", path_crlf}, {"@EMPTY@", path_empty},
-                 {"@DIR@", path_dir},       {"\\n", "\n"},        {"\\s", " "}};
+                 {"@DIR@", path_dir},       {"\\n", "\n"},         {"\\s", " "}};
     struct sbuf b = {0};
     while (*in) {
         size_t i = 0;
@@ -209,8 +210,8 @@ run_case(const char *label, char *fields[5], const char *where)
     char *expect = xstrdup(fields[3]);
     if (strncmp(expect, "error ", 6) == 0) {
         CHECK(rc == -1, "%s (%s): loaded, want error '%s'", label, where, expect + 6);
-        CHECK(rc == 0 || strstr(err, expect + 6) != NULL, "%s (%s): error '%s', want '%s'",
-              label, where, err, expect + 6);
+        CHECK(rc == 0 || strstr(err, expect + 6) != NULL, "%s (%s): error '%s', want '%s'", label,
+              where, err, expect + 6);
     } else if (strncmp(expect, "ok", 2) == 0) {
         CHECK(rc == 0, "%s (%s): error '%s'", label, where, err);
         if (rc == 0) {
@@ -295,8 +296,8 @@ test_secret_values(void)
     CHECK(o && strcmp(o->api_token, "s3cret") == 0, "token '%s' (CR LF kept?)",
           o ? o->api_token : "(null)");
     char *dump = dump_to_string(conf);
-    CHECK(strstr(dump, "hunter2") == NULL && strstr(dump, "s3cret") == NULL,
-          "secret in dump:\n%s", dump);
+    CHECK(strstr(dump, "hunter2") == NULL && strstr(dump, "s3cret") == NULL, "secret in dump:\n%s",
+          dump);
     CHECK(strstr(dump, path_secret) == NULL, "secret path in dump:\n%s", dump);
     free(dump);
 
@@ -422,8 +423,7 @@ test_core_table(void)
     const struct conf_module *const core[] = {&core_conf_module, &tmodule};
     struct conf *conf = conf_new(core, ARRAY_SIZE(core));
     const struct core_conf *c = conf_module_data(conf, "core");
-    CHECK(c && c->max_frame_bytes == 1048576 && strcmp(c->log_level, "info") == 0,
-          "core defaults");
+    CHECK(c && c->max_frame_bytes == 1048576 && strcmp(c->log_level, "info") == 0, "core defaults");
     char err[256];
     char *argv[] = {"--log-level=debug", "--max_frame_bytes=63"};
     CHECK(conf_load(conf, NULL, NULL, 1, argv, err, sizeof(err)) == 0, "log level: %s", err);
@@ -455,12 +455,9 @@ test_validators(void)
 }
 
 static const struct test_case cases[] = {
-    {"cases_file", test_cases_file},
-    {"secret_values", test_secret_values},
-    {"dump_format", test_dump_format},
-    {"direct_api", test_direct_api},
-    {"reload", test_reload},
-    {"core_table", test_core_table},
+    {"cases_file", test_cases_file},   {"secret_values", test_secret_values},
+    {"dump_format", test_dump_format}, {"direct_api", test_direct_api},
+    {"reload", test_reload},           {"core_table", test_core_table},
     {"validators", test_validators},
 };
 

@@ -142,9 +142,17 @@ test_depth(void)
         const char *json;
         int depth;
     } cases[] = {
-        {"1", 0},      {"\"s\"", 0},       {"null", 0},           {"{}", 1},
-        {"[]", 1},     {"[[]]", 2},        {"{\"a\":1}", 1},      {"{\"a\":[{\"b\":1}]}", 3},
-        {"[1,[2,[3]],4]", 3},              {"[[],[[[]]],[]]", 4}, {"{\"a\":{},\"b\":[[]]}", 3},
+        {"1", 0},
+        {"\"s\"", 0},
+        {"null", 0},
+        {"{}", 1},
+        {"[]", 1},
+        {"[[]]", 2},
+        {"{\"a\":1}", 1},
+        {"{\"a\":[{\"b\":1}]}", 3},
+        {"[1,[2,[3]],4]", 3},
+        {"[[],[[[]]],[]]", 4},
+        {"{\"a\":{},\"b\":[[]]}", 3},
     };
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
         cJSON *j = parse(cases[i].json);
@@ -216,8 +224,8 @@ test_get_int(void)
         }
         if (rc != 0) {
             CHECK(out == 777, "%s: out written on error", cases[i].json);
-            CHECK(strstr(err, "'n'") != NULL, "%s: err does not name the field: %s",
-                  cases[i].json, err);
+            CHECK(strstr(err, "'n'") != NULL, "%s: err does not name the field: %s", cases[i].json,
+                  err);
         }
         cJSON_Delete(j);
     }
@@ -282,15 +290,15 @@ test_get_string(void)
         {"hello", 5, 0},
         {"hello!", 5, -1},
         {"", 10, -1},
-        {"\xc3\xa9", 2, 0},          /* é is 2 bytes */
-        {"\xc3\xa9", 1, -1},         /* maxlen counts bytes */
-        {"\xf0\x9f\x98\x80", 4, 0},  /* 😀 */
-        {"a\xff", 10, -1},           /* invalid byte */
-        {"\xc0\xaf", 10, -1},        /* overlong */
-        {"\xed\xa0\x80", 10, -1},    /* surrogate */
+        {"\xc3\xa9", 2, 0},           /* é is 2 bytes */
+        {"\xc3\xa9", 1, -1},          /* maxlen counts bytes */
+        {"\xf0\x9f\x98\x80", 4, 0},   /* 😀 */
+        {"a\xff", 10, -1},            /* invalid byte */
+        {"\xc0\xaf", 10, -1},         /* overlong */
+        {"\xed\xa0\x80", 10, -1},     /* surrogate */
         {"\xf4\x90\x80\x80", 10, -1}, /* above U+10FFFF */
-        {"\x80", 10, -1},            /* stray continuation */
-        {"ab\xe2\x82", 10, -1},      /* truncated */
+        {"\x80", 10, -1},             /* stray continuation */
+        {"ab\xe2\x82", 10, -1},       /* truncated */
     };
     char err[128];
     for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -338,7 +346,7 @@ test_get_bool(void)
         int rc;
         bool want;
     } cases[] = {
-        {"true", 0, true}, {"false", 0, false}, {"1", -1, false},     {"0", -1, false},
+        {"true", 0, true},       {"false", 0, false}, {"1", -1, false},  {"0", -1, false},
         {"\"true\"", -1, false}, {"[]", -1, false},   {"{}", -1, false},
     };
     char text[64], err[128];
@@ -349,8 +357,7 @@ test_get_bool(void)
         int rc = json_get_bool(j, "b", true, &out, err, sizeof(err));
         CHECK(rc == cases[i].rc, "%s: rc %d", cases[i].json, rc);
         CHECK(rc != 0 || out == cases[i].want, "%s: value %d", cases[i].json, out);
-        CHECK(rc == 0 || strstr(err, "'b'") != NULL, "%s: err lacks field: %s", cases[i].json,
-              err);
+        CHECK(rc == 0 || strstr(err, "'b'") != NULL, "%s: err lacks field: %s", cases[i].json, err);
         cJSON_Delete(j);
     }
     cJSON *j = parse("{\"z\":null}");

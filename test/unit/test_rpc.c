@@ -118,8 +118,7 @@ start(size_t max_frame, int stall_ms, int max_conns)
         fx.port = free_port();
         snprintf(listen, sizeof(listen), "127.0.0.1:%d", fx.port);
         struct rpc_server_opts opts = {listen, max_frame, stall_ms, max_conns};
-        fx.srv = rpc_server_new(fx.loop, &opts, routes, ARRAY_SIZE(routes), NULL, err,
-                                sizeof(err));
+        fx.srv = rpc_server_new(fx.loop, &opts, routes, ARRAY_SIZE(routes), NULL, err, sizeof(err));
     }
     CHECK(fx.srv != NULL, "rpc_server_new: %s", err);
     if (fx.srv) {
@@ -192,12 +191,12 @@ run_for(int ms)
 /* --- client replies ------------------------------------------------------------------------ */
 
 struct reply {
-    int finals;       /* final callbacks (must end at 1) */
-    int status;       /* the final status */
-    cJSON *result;    /* copy of the final result, or NULL */
-    int partials;     /* RPC_PARTIAL callbacks */
-    cJSON *items;     /* their results, in order */
-    int64_t done_at;  /* monotonic ms of the final callback */
+    int finals;      /* final callbacks (must end at 1) */
+    int status;      /* the final status */
+    cJSON *result;   /* copy of the final result, or NULL */
+    int partials;    /* RPC_PARTIAL callbacks */
+    cJSON *items;    /* their results, in order */
+    int64_t done_at; /* monotonic ms of the final callback */
 };
 
 static void
@@ -303,10 +302,10 @@ raw_open(struct raw *r, int port)
 {
     memset(r, 0, sizeof(*r));
     r->fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    CHECK(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect: %s",
-          strerror(errno));
+    CHECK(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect: %s", strerror(errno));
     fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK);
     r->ev = event_new(loop_base(fx.loop), r->fd, EV_READ | EV_PERSIST, raw_on_read, r);
     event_add(r->ev, NULL);
@@ -552,12 +551,27 @@ static void
 test_nest_replay(void)
 {
     static const char *scenarios[] = {
-        "echo.ascii", "echo.persian_emoji", "echo.escapes", "echo.string_data",
-        "echo.number_data", "echo.array_data", "echo.empty_object", "stream",
-        "unknown_pattern", "claim", "pattern.string", "pattern.multikey",
-        "raw.numeric_id", "raw.null_id", "raw.pattern_json_string", "raw.pattern_unsorted_keys",
-        "raw.pattern_json_string_unsorted", "raw.pattern_sorted_keys", "raw.escaped_unicode",
-        "raw.pipelined", "raw.byte_by_byte",
+        "echo.ascii",
+        "echo.persian_emoji",
+        "echo.escapes",
+        "echo.string_data",
+        "echo.number_data",
+        "echo.array_data",
+        "echo.empty_object",
+        "stream",
+        "unknown_pattern",
+        "claim",
+        "pattern.string",
+        "pattern.multikey",
+        "raw.numeric_id",
+        "raw.null_id",
+        "raw.pattern_json_string",
+        "raw.pattern_unsorted_keys",
+        "raw.pattern_json_string_unsorted",
+        "raw.pattern_sorted_keys",
+        "raw.escaped_unicode",
+        "raw.pipelined",
+        "raw.byte_by_byte",
     };
     if (!start(1 << 20, 10000, 100)) {
         return;
@@ -745,7 +759,7 @@ static void
 test_malformed_isolated(void)
 {
     /* The last ones exceed the 1024-unit limit in the prefix, before any body is sent. */
-    static const char *bad[] = {"xx#{}", "3#{a}", "2#[]",  "0#",   "3#{}x",    "#{}",
+    static const char *bad[] = {"xx#{}",           "3#{a}", "2#[]", "0#",    "3#{}x",    "#{}",
                                 "5#\"\xff\xfe\"x", "99999", "1025", "1025#", "00001025#"};
     if (!start(1024, 10000, 100)) {
         return;
@@ -824,8 +838,9 @@ test_stall(void)
     raw_sends(&raw, "100#{\"a\":\"");
     struct trickle t = {&raw, 0};
     struct event *ev = loop_timer(fx.loop, 100, true, trickle_tick, &t);
-    CHECK(run_until(raw_is_closed, &raw, 2500), "trickling peer kept a partial frame open for "
-                                               "2.5 s with stall_ms=300 (%d bytes sent)",
+    CHECK(run_until(raw_is_closed, &raw, 2500),
+          "trickling peer kept a partial frame open for "
+          "2.5 s with stall_ms=300 (%d bytes sent)",
           t.sent);
     event_free(ev);
     raw_close(&raw);

@@ -51,8 +51,8 @@ test_time_round_trip(void)
     for (int64_t ms = 0; ms < 4102444800000LL; ms += 86400000LL * 7 + 3600000LL + 61001LL) {
         time_format_iso(ms, buf, sizeof(buf));
         int64_t back = -1;
-        CHECK(time_parse_iso(buf, &back) == 0 && back == ms, "%lld -> %s -> %lld",
-              (long long)ms, buf, (long long)back);
+        CHECK(time_parse_iso(buf, &back) == 0 && back == ms, "%lld -> %s -> %lld", (long long)ms,
+              buf, (long long)back);
         CHECK(strlen(buf) == 24, "%s: not 24 characters", buf);
     }
     /* Truncated output never overflows. */
@@ -89,13 +89,13 @@ test_time_rejects(void)
         "2026-01-01T24:00:00Z",
         "2026-01-01T23:60:00Z",
         "2026-01-01T23:59:61Z",
-        "2026-01-02T03:04:05",        /* no zone */
-        "2026-01-02T03:04:05+01:00",  /* not UTC */
+        "2026-01-02T03:04:05",       /* no zone */
+        "2026-01-02T03:04:05+01:00", /* not UTC */
         "2026-01-02T03:04:05-00:00",
         "2026-01-02T03:04:05+0000",
-        "2026-01-02T03:04:05Z ",      /* trailing space */
+        "2026-01-02T03:04:05Z ", /* trailing space */
         "2026-01-02T03:04:05ZZ",
-        "2026-01-02T03:04:05.Z",      /* '.' without digits */
+        "2026-01-02T03:04:05.Z", /* '.' without digits */
         "2026-01-02T03:04:05,123Z",
         "2026-01-02 03:04:05Z",
         "2026-1-02T03:04:05Z",
@@ -104,10 +104,10 @@ test_time_rejects(void)
         " 2026-01-02T03:04:05Z",
         "",
         "not a time",
-        "2026-01-02T03:04:-5Z",       /* negative fields */
+        "2026-01-02T03:04:-5Z", /* negative fields */
         "2026-01-02T03:-4:05Z",
         "2026-01-02T-3:04:05Z",
-        "2026-+1-02T03:04:05Z",       /* signs and spaces inside fields */
+        "2026-+1-02T03:04:05Z", /* signs and spaces inside fields */
         "2026- 1-02T03:04:05Z",
         "2026-01-02T03:04: 5Z",
         "+2026-01-02T03:04:05Z",
@@ -269,8 +269,8 @@ test_utf8_valid_exhaustive(void)
             }
         }
     }
-    static const unsigned char tails[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf,
-                                          0xc0, 0xff};
+    static const unsigned char tails[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90,
+                                          0x9f, 0xa0, 0xbf, 0xc0, 0xff};
     for (unsigned x = 0xf0; x < 256; x++) {
         for (unsigned y = 0; y < 256; y++) {
             for (size_t z = 0; z < sizeof(tails); z++) {
