@@ -1,36 +1,47 @@
 # chanced: one non-recursive Makefile. Sources are listed by name, here and in roles/*/role.mk.
 #
-#   make            build build/chanced (optimised, with debug info)
-#   make test       everything, on real servers, with ASan+UBSan (the README's test command)
-#   make unit       core unit tests only, no servers
-#   make run        build, start private backing servers, run --role=all, print the URL
-#   make bench      benchmarks against reference tools measured in the same run
-#   make fuzz       libFuzzer on the codec and JSON validators (clang)
-#   make format     clang-format every source
+#   make              build build/chanced (optimised, with debug info)
+#   make test         everything, on real servers, with ASan+UBSan (the README's test command)
+#   make unit         unit tests only, no servers
+#   make run          install what is missing, build, start private servers, run --role=all
+#   make bench        benchmarks against reference tools measured in the same run
+#   make proof        the fault-injection proof suite (build/proof/report.md)
+#   make fuzz         libFuzzer on the codec, the validators and the cluster reply parser
+#   make tsan         ThreadSanitizer build: unit tests and one --role=all scenario under load
+#   make format       clang-format every C source; `make format-check` fails if one is not
+#   make standin-check  check the MongoDB test stand-in against the real C driver
+#
+# Flags: project flags live in CHANCED_CFLAGS and are always applied; CFLAGS (default -O2 -g)
+# is yours to override (`make CFLAGS=-O0`) without losing -Werror, -MMD, -pthread or the version.
 
-VERSION  := 0.1.0
+VERSION  := 0.2.0
 CC       ?= cc
-SAN      ?= 0
+SAN      ?=
+
 ifeq ($(SAN),1)
 BUILD    := build/san
-OPT      := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-LDSAN    := -fsanitize=address,undefined
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+CFLAGS   ?= -O1 -g
+else ifeq ($(SAN),thread)
+BUILD    := build/tsan
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
+CFLAGS   ?= -O1 -g
 else
 BUILD    := build
-OPT      := -O2 -g
-LDSAN    :=
+SANFLAGS :=
+CFLAGS   ?= -O2 -g
 endif
 
-PKGS     := libevent libevent_pthreads libcjson inih librabbitmq
-CFLAGS   ?=
-CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-            -Wno-missing-field-initializers $(OPT) -pthread -MMD -MP \
-            -DCHANCED_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
+PKGS     := libevent libevent_pthreads libevent_openssl libcjson inih librabbitmq libssl libcrypto
+CHANCED_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+                  -Wmissing-prototypes -Wno-missing-field-initializers -pthread -MMD -MP \
+                  -DCHANCED_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
+ALL_CFLAGS := $(CHANCED_CFLAGS) $(SANFLAGS) $(CFLAGS)
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
 
 CORE_SRCS := src/util.c src/log.c src/conf.c src/core_conf.c src/codec.c src/json.c src/loop.c \
-             src/metrics.c src/health.c src/rmq.c \
-             src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c
+             src/metrics.c src/health.c src/backoff.c src/rmq.c src/rmq_conf.c \
+             src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c src/runtime.c
 MAIN_SRCS := src/main.c
 
 include roles/chance/role.mk
@@ -48,33 +59,40 @@ ROLE_LIBS := $(CHANCE_LIBS) $(GATEWAY_LIBS) $(LOGGER_LIBS)
 WEB_FILES := $(sort $(wildcard web/*.html web/*.css web/*.js web/*.svg))
 WEB_OBJS  := $(BUILD)/gen/web_assets.o
 
-UNIT_TESTS := test_util test_codec test_conf test_json test_codegen test_rpc
+# Unit tests: test/unit/test_<name>.c links the core archive and, for a role module, the objects
+# named by test_<name>_OBJS (and libraries by test_<name>_LIBS). One line per role-module test.
+UNIT_TESTS := test_util test_codec test_conf test_json test_rpc test_backoff test_codegen
+test_codegen_OBJS  := roles/chance/codegen.o
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/test/unit/%)
 
-.PHONY: all unit test run bench fuzz fuzz-smoke format clean clean-run FORCE
+C_SOURCES = src/*.c include/*.h roles/*/*.c roles/*/*.h test/unit/*.c test/unit/*.h \
+            test/fuzz/*.c test/bench/*.c test/mongo/*.c tools/*.c
+
+.PHONY: all unit test run bench proof fuzz fuzz-smoke tsan tsan-build format format-check \
+        standin-check clean clean-run FORCE
 all: $(BUILD)/chanced
 
 $(BUILD)/libcore.a: $(CORE_OBJS)
 	ar rcs $@ $^
 
 $(BUILD)/chanced: $(MAIN_OBJS) $(ROLE_OBJS) $(WEB_OBJS) $(BUILD)/libcore.a
-	$(CC) $(LDSAN) -o $@ $^ $(ROLE_LIBS) $(LDLIBS)
+	$(CC) $(SANFLAGS) -o $@ $^ $(ROLE_LIBS) $(LDLIBS)
 
 # The core sees only include/; main.c additionally only sees role descriptors through role.h.
 $(BUILD)/src/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iinclude -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -Iinclude -c -o $@ $<
 
 # Each role is compiled with include/ and its own folder only: roles never include each other.
 $(BUILD)/roles/chance/%.o: roles/chance/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CHANCE_CFLAGS) -Iinclude -Iroles/chance -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(CHANCE_CFLAGS) -Iinclude -Iroles/chance -c -o $@ $<
 $(BUILD)/roles/gateway/%.o: roles/gateway/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(GATEWAY_CFLAGS) -Iinclude -Iroles/gateway -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(GATEWAY_CFLAGS) -Iinclude -Iroles/gateway -c -o $@ $<
 $(BUILD)/roles/logger/%.o: roles/logger/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LOGGER_CFLAGS) -Iinclude -Iroles/logger -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(LOGGER_CFLAGS) -Iinclude -Iroles/logger -c -o $@ $<
 
 # A build tool, never linked into chanced: no sanitizers, whatever SAN says.
 build/embed: tools/embed.c
@@ -91,43 +109,72 @@ $(BUILD)/gen/web_assets.c: build/embed $(WEB_FILES) $(BUILD)/gen/web_files.list
 	build/embed $@ web $(WEB_FILES)
 
 $(BUILD)/gen/web_assets.o: $(BUILD)/gen/web_assets.c roles/gateway/assets.h
-	$(CC) $(CFLAGS) -Iinclude -Iroles/gateway -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -Iinclude -Iroles/gateway -c -o $@ $<
 
-# Unit tests link against the core archive alone: if one will not link, a boundary leaks.
-$(BUILD)/test/unit/%: test/unit/%.c test/unit/harness.h $(BUILD)/libcore.a
+# Unit tests link the core archive and the role objects they name: if one will not link, a
+# module's boundary leaks.
+.SECONDEXPANSION:
+$(BUILD)/test/unit/%: test/unit/%.c test/unit/harness.h $$(addprefix $(BUILD)/,$$($$*_OBJS)) \
+                      $(BUILD)/libcore.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iinclude -Itest/unit $(LDSAN) -o $@ $< $(BUILD)/libcore.a $(LDLIBS)
-
-# test_codegen tests the chance role's pure code generator, so it links that one object too.
-$(BUILD)/test/unit/test_codegen: test/unit/test_codegen.c test/unit/harness.h \
-                                 $(BUILD)/roles/chance/codegen.o $(BUILD)/libcore.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Iinclude -Iroles/chance -Itest/unit $(LDSAN) -o $@ $< \
-	    $(BUILD)/roles/chance/codegen.o $(BUILD)/libcore.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Iinclude $(addprefix -I,$(sort $(dir $($*_OBJS)))) -Itest/unit \
+	    $(CHANCE_CFLAGS) $(GATEWAY_CFLAGS) $(LOGGER_CFLAGS) $(SANFLAGS) -o $@ $< \
+	    $(addprefix $(BUILD)/,$($*_OBJS)) $(BUILD)/libcore.a $($*_LIBS) $(LDLIBS)
 
 unit: $(UNIT_BINS)
 	@pass=0; fail=0; for t in $(UNIT_BINS); do \
-	    if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); echo "FAILED: $$t"; fi; done; \
+	    if $$t >$$t.log 2>&1; then pass=$$((pass+1)); tail -n 1 $$t.log; \
+	    else fail=$$((fail+1)); cat $$t.log; echo "FAILED: $$t"; fi; done; \
 	    echo "unit binaries: $$pass passed, $$fail failed"; [ $$fail -eq 0 ]
 
+# The README's test command: format check, the ASan+UBSan build, the TSan build, the fuzz
+# smoke runs, then every suite on real servers (test/run.sh starts and stops them).
 test:
 	bash test/deps.sh
+	$(MAKE) format-check
 	$(MAKE) SAN=1 all build/san/test/unit/.stamp
+	$(MAKE) SAN=thread tsan-build
 	$(MAKE) fuzz-smoke
-	CHANCED_BIN=build/san/chanced CHANCED_UNIT_DIR=build/san/test/unit bash test/run.sh
+	$(MAKE) build/standin_check
+	CHANCED_BIN=build/san/chanced CHANCED_TSAN_BIN=build/tsan/chanced \
+	    CHANCED_UNIT_DIRS="build/san/test/unit build/tsan/test/unit" bash test/run.sh
 
 build/san/test/unit/.stamp: $(UNIT_TESTS:%=build/san/test/unit/%)
 	@touch $@
 
-run: all
+# TSan: unit tests and the --role=all scenario (test/tsan) on private servers.
+tsan-build: $(BUILD)/chanced $(UNIT_BINS)
+tsan:
+	bash test/deps.sh
+	$(MAKE) SAN=thread tsan-build
+	CHANCED_BIN=build/tsan/chanced CHANCED_TSAN_BIN=build/tsan/chanced \
+	    CHANCED_UNIT_DIRS=build/tsan/test/unit CHANCED_PYTEST_PATHS=test/tsan bash test/run.sh
+
+# Installs, builds, starts: deploy/run.sh does the steps in that order (a fresh machine has no
+# libraries to compile against before the install).
+run:
 	bash deploy/run.sh
 
 bench: all
 	bash test/bench/run.sh
 
+proof:
+	bash test/deps.sh
+	$(MAKE) SAN=1 all
+	CHANCED_BIN=build/san/chanced CHANCED_UNIT_DIRS= CHANCED_PYTEST_PATHS=test/proof \
+	    CHANCED_PROOF=full CHANCED_TEST_BUDGET=3000 bash test/run.sh
+
 # Benchmark load generators (test code: may link role sources, unlike unit tests).
 build/claim_load: test/bench/claim_load.c roles/chance/scripts.c build/libcore.a
-	$(CC) $(CFLAGS) -Iinclude -Iroles/chance -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Iinclude -Iroles/chance -o $@ $^ $(LDLIBS)
+
+# The MongoDB stand-in's check program: the real driver against test/mongo/mongo_standin.py.
+build/standin_check: test/mongo/standin_check.c
+	@mkdir -p build
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -O1 -o $@ $< $(shell pkg-config --cflags --libs libmongoc-1.0)
+
+standin-check: build/standin_check
+	build/standin_check test/mongo/mongo_standin.py
 
 fuzz:
 	$(MAKE) -f test/fuzz/fuzz.mk
@@ -136,7 +183,10 @@ fuzz-smoke:
 	$(MAKE) -f test/fuzz/fuzz.mk fuzz-smoke
 
 format:
-	clang-format -i src/*.c include/*.h roles/*/*.c roles/*/*.h test/unit/*.c test/unit/*.h
+	clang-format -i $(C_SOURCES)
+
+format-check:
+	@clang-format --dry-run --Werror $(C_SOURCES) && echo "format-check: clean"
 
 clean:
 	rm -rf build

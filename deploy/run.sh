@@ -14,8 +14,13 @@ HTTP_PORT=${CHANCED_RUN_PORT:-8080}
 
 say() { printf '\033[1mrun:\033[0m %s\n' "$*"; }
 
-[ -n "${CHANCED_RUN_NODEPS:-}" ] || bash test/deps.sh
-[ -n "${CHANCED_RUN_NOBUILD:-}" ] || make -s all
+# Order matters on a fresh machine: the libraries must be installed before anything compiles.
+# (CHANCED_RUN_DEPS names another installer: the fresh-clone test uses it to prove the order.)
+[ -n "${CHANCED_RUN_NODEPS:-}" ] || bash "${CHANCED_RUN_DEPS:-test/deps.sh}"
+if [ -z "${CHANCED_RUN_NOBUILD:-}" ]; then
+    say "building build/chanced"
+    make -s -j"$(nproc)" all
+fi
 
 rm -rf "$RUN"
 mkdir -p "$RUN"

@@ -77,8 +77,11 @@ const char *conf_get_str(const struct conf *conf, const char *key);
 bool conf_has_key(const struct conf *conf, const char *key);
 /* Returns the module's struct (owned by conf), or NULL if no such module. */
 const void *conf_module_data(const struct conf *conf, const char *module);
-/* Copies the CONF_RELOAD keys of `from` into `to` (same modules). Strings are not reloadable. */
-void conf_apply_reload(struct conf *to, const struct conf *from);
+/* Called by conf_changed for each key whose value differs (reloadable: it has CONF_RELOAD). */
+typedef void (*conf_change_fn)(const char *key, bool reloadable, void *arg);
+/* Compares two configurations over the same modules; calls fn (may be NULL) for each key whose
+ * value differs and returns how many differ. Neither conf is changed. */
+size_t conf_changed(const struct conf *a, const struct conf *b, conf_change_fn fn, void *arg);
 
 /* Prints "key = value  # source" lines, secrets redacted. */
 void conf_dump(const struct conf *conf, FILE *out);

@@ -17,8 +17,12 @@ enum log_level {
     LOG_DEBUG, /* per request detail; frame bodies, truncated */
 };
 
-/* The only mutable global: the current threshold. Lines above it cost one comparison. */
+/* The only mutable global: the current threshold (read and written atomically: SIGHUP changes
+ * it while other threads log). Lines above it cost one comparison. Use log_set_level to set it. */
 extern int log_level_current;
+
+/* Sets the threshold (a value of enum log_level; others are ignored). Thread-safe. */
+void log_set_level(int level);
 
 /* Chooses the output format: "json", "text" or "auto" (text on a TTY). Returns -1 if unknown. */
 int log_set_format(const char *format) MUSTCHECK;
@@ -39,7 +43,7 @@ void log_write(int level, const char *event, const char *fmt, ...) PRINTF_LIKE(3
 
 #define log_at(lvl, ...)                                                                           \
     do {                                                                                           \
-        if ((lvl) <= log_level_current) {                                                          \
+        if ((lvl) <= __atomic_load_n(&log_level_current, __ATOMIC_RELAXED)) {                                                          \
             log_write((lvl), __VA_ARGS__);                                                         \
         }                                                                                          \
     } while (0)

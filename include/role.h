@@ -1,10 +1,10 @@
 /*
- * The role interface. A role is a const descriptor; main looks up --role in a table of them,
- * runs each selected role on its own thread and loop, and drives its lifecycle:
+ * The role interface. A role is a const descriptor; the runtime (runtime.h) runs each selected
+ * role on its own thread and loop and drives its lifecycle:
  *
  *   start(ctx) -> ... serve ... -> stop(state) -> (role calls role_done) -> free(state)
  *
- * Ownership: main owns each struct role_ctx and its loop; a role owns its state.
+ * Ownership: the runtime owns each struct role_ctx and its loop; a role owns its state.
  */
 #ifndef CHANCED_ROLE_H
 #define CHANCED_ROLE_H
@@ -24,8 +24,6 @@ struct role {
     void *(*start)(struct role_ctx *ctx);
     /* Begins a graceful stop: stop accepting, finish in-flight work, then call role_done(). */
     void (*stop)(void *state);
-    /* SIGHUP: reload what can be reloaded. May be NULL. */
-    void (*reload)(void *state);
     /* Frees the state after the loop has returned. */
     void (*free)(void *state);
     /*
@@ -35,7 +33,8 @@ struct role {
     int (*command)(const struct conf *conf, int argc, char **argv);
     /* One line per subcommand for --help, or NULL. */
     const char *command_help;
-    /* The config key holding the address that serves /readyz (for `chanced healthcheck`). */
+    /* The config key (of this role's own module) holding the address that serves /readyz,
+     * /livez and /metrics: `chanced healthcheck` probes it. */
     const char *health_key;
 };
 
@@ -45,17 +44,12 @@ struct loop *role_loop(struct role_ctx *ctx);
 const struct conf *role_conf(struct role_ctx *ctx);
 /* The process-wide metrics registry (borrowed; thread-safe). */
 struct metrics *role_metrics(struct role_ctx *ctx);
-/* Tells main the role is serving (listeners up, dependencies reachable). Loop thread. */
+/* Tells the runtime the role is serving (listeners up, dependencies reachable). Loop thread. */
 void role_ready(struct role_ctx *ctx);
-/* Sets a one-line human status (sd_notify STATUS=). Loop thread. */
+/* Sets a one-line human status (sd_notify STATUS=; copied). Loop thread. */
 void role_status(struct role_ctx *ctx, const char *status);
-/* Tells main the role finished draining; main then stops its loop. Loop thread. */
+/* Tells the runtime the role finished draining; its loop then returns. Loop thread. */
 void role_done(struct role_ctx *ctx);
-/* True under --role=all: the gateway then serves health for the process on http_listen, and
- * the chance and logger roles open no health port of their own (one key, one port). */
-bool role_combined(struct role_ctx *ctx);
-/* True once a stop was requested (e.g. to answer readiness probes with 503). */
-bool role_stopping(struct role_ctx *ctx);
 
 extern const struct role role_chance;
 extern const struct role role_gateway;

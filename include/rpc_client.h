@@ -32,6 +32,8 @@ struct rpc_client *rpc_client_new(struct loop *loop, const char *addr, size_t ma
 void rpc_client_free(struct rpc_client *cli);
 bool rpc_client_connected(const struct rpc_client *cli);
 const char *rpc_client_status_name(int status);
+/* The stable `code` of an RPC error object ({"code": ...}), or "" if it has none. Borrowed. */
+const char *rpc_client_err_code(const cJSON *err);
 
 /*
  * Sends {"pattern":{"cmd":cmd},"data":data,"id":...}; takes ownership of data. Loop thread only.

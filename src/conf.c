@@ -41,6 +41,20 @@ conf_new(const struct conf_module *const *modules, size_t nmodules)
     conf->slots = xcalloc(nmodules, sizeof(*conf->slots));
     conf->nslots = nmodules;
     for (size_t i = 0; i < nmodules; i++) {
+        for (size_t k = 0; k < modules[i]->nkeys; k++) {
+            /* One owner per key: a key in two tables would be set twice and shown twice. */
+            for (size_t j = 0; j < i; j++) {
+                for (size_t l = 0; l < modules[j]->nkeys; l++) {
+                    if (strcmp(modules[i]->keys[k].name, modules[j]->keys[l].name) == 0) {
+                        fprintf(stderr, "chanced: key %s is defined by modules %s and %s\n",
+                                modules[i]->keys[k].name, modules[j]->name, modules[i]->name);
+                        abort();
+                    }
+                }
+            }
+        }
+    }
+    for (size_t i = 0; i < nmodules; i++) {
         struct conf_slot *s = &conf->slots[i];
         s->module = modules[i];
         s->data = xcalloc(1, modules[i]->size);
@@ -427,22 +441,38 @@ conf_module_data(const struct conf *conf, const char *module)
     return NULL;
 }
 
-void
-conf_apply_reload(struct conf *to, const struct conf *from)
+static bool
+same_value(const struct conf_key *key, const void *a, const void *b)
 {
-    for (size_t i = 0; i < to->nslots && i < from->nslots; i++) {
-        const struct conf_module *m = to->slots[i].module;
+    const void *fa = (const char *)a + key->offset, *fb = (const char *)b + key->offset;
+    switch (key->type) {
+    case CONF_STR:
+        return strcmp(*(char *const *)fa, *(char *const *)fb) == 0;
+    case CONF_INT:
+        return *(const long long *)fa == *(const long long *)fb;
+    case CONF_BOOL:
+        return *(const bool *)fa == *(const bool *)fb;
+    }
+    return true;
+}
+
+size_t
+conf_changed(const struct conf *a, const struct conf *b, conf_change_fn fn, void *arg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < a->nslots && i < b->nslots; i++) {
+        const struct conf_module *m = a->slots[i].module;
         for (size_t k = 0; k < m->nkeys; k++) {
             const struct conf_key *key = &m->keys[k];
-            if (!(key->flags & CONF_RELOAD) || key->type == CONF_STR) {
-                continue;
+            if (!same_value(key, a->slots[i].data, b->slots[i].data)) {
+                n++;
+                if (fn) {
+                    fn(key->name, (key->flags & CONF_RELOAD) != 0, arg);
+                }
             }
-            size_t sz = key->type == CONF_INT ? sizeof(long long) : sizeof(bool);
-            memcpy((char *)to->slots[i].data + key->offset,
-                   (const char *)from->slots[i].data + key->offset, sz);
-            to->slots[i].sources[k] = from->slots[i].sources[k];
         }
     }
+    return n;
 }
 
 static void
@@ -520,29 +550,51 @@ check_scheme(const char *value, const char *const *schemes, const char *why)
 const char *
 conf_check_url_redis(const char *value)
 {
-    static const char *const s[] = {"redis://", "unix://", NULL};
-    return check_scheme(value, s, "expected redis://host:port/db or unix:///path");
+    static const char *const s[] = {"redis://", "rediss://", "unix://", NULL};
+    return check_scheme(value, s,
+                        "expected redis://[user:password@]host:port[,host:port...]/db, "
+                        "rediss://... (TLS) or unix:///path");
 }
 
 const char *
 conf_check_url_postgres(const char *value)
 {
     static const char *const s[] = {"postgresql://", "postgres://", NULL};
-    return check_scheme(value, s, "expected postgresql://user@host:port/db");
+    return check_scheme(value, s, "expected postgresql://user@host:port[,host:port...]/db");
 }
 
 const char *
 conf_check_url_amqp(const char *value)
 {
-    static const char *const s[] = {"amqp://", NULL};
-    return check_scheme(value, s, "expected amqp://user:pass@host:port/vhost");
+    static const char *const s[] = {"amqp://", "amqps://", NULL};
+    /* A comma-separated list of nodes: every element is a URL of its own. */
+    for (const char *p = value; *p;) {
+        const char *why = check_scheme(p, s, "expected amqp://user:pass@host:port/vhost (or amqps://), "
+                                            "several separated by commas");
+        if (why) {
+            return why;
+        }
+        const char *comma = strchr(p, ',');
+        if (comma == NULL) {
+            break;
+        }
+        p = comma + 1;
+        while (*p == ' ') {
+            p++;
+        }
+        if (*p == '\0') {
+            return "empty element after a comma";
+        }
+    }
+    return NULL;
 }
 
 const char *
 conf_check_url_mongo(const char *value)
 {
-    static const char *const s[] = {"mongodb://", NULL};
-    return check_scheme(value, s, "expected mongodb://host:port/db");
+    static const char *const s[] = {"mongodb://", "mongodb+srv://", NULL};
+    return check_scheme(value, s, "expected mongodb://host:port[,host:port...]/db or "
+                                  "mongodb+srv://host/db");
 }
 
 const char *

@@ -19,6 +19,14 @@ static __thread char thread_rid[64];
 
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
+void
+log_set_level(int level)
+{
+    if (level >= LOG_ERROR && level <= LOG_DEBUG) {
+        __atomic_store_n(&log_level_current, level, __ATOMIC_RELAXED);
+    }
+}
+
 int
 log_set_format(const char *format)
 {

@@ -51,6 +51,13 @@ rpc_client_status_name(int status)
     return status >= 0 && status < (int)ARRAY_SIZE(names) ? names[status] : "?";
 }
 
+const char *
+rpc_client_err_code(const cJSON *err)
+{
+    const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(err, "code"));
+    return code ? code : "";
+}
+
 static void
 pending_unlink(struct rpc_client *cli, struct pending *p)
 {

@@ -17,7 +17,8 @@
 #   CHANCED_KEEP_TEST_DIR=1  keep the scratch directory (server data) for a post-mortem
 #   CHANCED_TEST_BUDGET      seconds for the whole run (default 1140); pytest is interrupted
 #                            cleanly at the end of it, then hard-stopped 120 s later
-#   CHANCED_UNIT_DIR         where the unit test binaries test_* are (default build/test/unit)
+#   CHANCED_UNIT_DIRS        where the unit test binaries test_* are, space-separated (default
+#                            build/test/unit; empty: run no unit tests)
 #   CHANCED_UNIT_TIMEOUT     seconds per unit test binary (default 300)
 
 # shellcheck disable=SC2317  # finish and on_signal run from traps
@@ -209,14 +210,16 @@ say "servers up after $((SECONDS - START)) s; control them with $CHANCED_TEST_DI
 
 shopt -s nullglob
 units=()
-UNIT_DIR=${CHANCED_UNIT_DIR:-build/test/unit}
-for t in "$UNIT_DIR"/test_*; do
-	case "$t" in *.o | *.d | *.c | *.h | *.log | *.dSYM) continue ;; esac
-	[ -f "$t" ] && [ -x "$t" ] && units+=("$t")
+UNIT_DIRS=${CHANCED_UNIT_DIRS-build/test/unit}
+for d in $UNIT_DIRS; do
+	for t in "$d"/test_*; do
+		case "$t" in *.o | *.d | *.c | *.h | *.log | *.dSYM) continue ;; esac
+		[ -f "$t" ] && [ -x "$t" ] && units+=("$t")
+	done
 done
-say "unit: ${#units[@]} test binaries in $UNIT_DIR"
+say "unit: ${#units[@]} test binaries in ${UNIT_DIRS:-(none)}"
 for t in "${units[@]}"; do
-	name=$(basename "$t")
+	name=$(basename "$(dirname "$(dirname "$(dirname "$t")")")")-$(basename "$t")
 	log="$OUT/unit/$name.log"
 	run_child timeout -k 10 "${CHANCED_UNIT_TIMEOUT:-300}" "$t" >"$log" 2>&1
 	rc=$?

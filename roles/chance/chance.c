@@ -392,18 +392,17 @@ chance_start(struct role_ctx *ctx)
     ch->metrics = role_metrics(ctx);
     describe_metrics(ch->metrics);
     rpc_server_set_observer(ch->rpc, observe_rpc, ch);
-    ch->health = role_combined(ctx) ? NULL
-                                    : health_new(ch->loop, ch->conf->health_listen, ch->metrics,
+    ch->health = health_new(ch->loop, ch->conf->chance_health_listen, ch->metrics,
                                                  chance_is_ready, ch, err, sizeof(err));
-    if (ch->health == NULL && !role_combined(ctx)) {
+    if (ch->health == NULL) {
         log_error("chance_listen_failed", "reason=\"%s\"", err);
         goto fail;
     }
     ch->stats_timer = loop_timer(ch->loop, 1000, true, on_stats_tick, ch);
     /* The relay runs on its own thread: RabbitMQ being slow or down never blocks a claim. */
-    ch->relay = relay_new(ch->conf);
+    ch->relay = relay_new(ch->conf, conf_module_data(conf, "rmq"));
     log_info("chance_started", "listen=%s health=%s", ch->conf->chance_listen,
-             ch->conf->health_listen);
+             ch->conf->chance_health_listen);
     return ch;
 
 fail:
@@ -456,6 +455,10 @@ chance_free(void *state)
 }
 
 const struct role role_chance = {
-    "chance", &chance_conf_module, chance_start, chance_stop, NULL, chance_free, NULL,
-    NULL,     "health_listen",
+    .name = "chance",
+    .conf = &chance_conf_module,
+    .start = chance_start,
+    .stop = chance_stop,
+    .free = chance_free,
+    .health_key = "chance_health_listen",
 };

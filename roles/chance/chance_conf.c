@@ -21,15 +21,9 @@ static const struct conf_key chance_keys[] = {
       "Random characters per code (31-letter alphabet without look-alikes)."),
     K(generate_chunk, CONF_INT, "2000", 10, 100000, NULL, 0,
       "Codes written per pipelined round trip while generating."),
-    K(amqp_url, CONF_STR, "amqp://guest:guest@127.0.0.1:5672/", 0, 0, conf_check_url_amqp,
-      CONF_SECRET, "RabbitMQ that receives audit events (chance publishes, logger consumes)."),
-    K(amqp_queue, CONF_STR, "chanced.events", 0, 0, conf_check_queue_name, 0,
-      "Durable queue of audit events."),
-    K(amqp_delivery_limit, CONF_INT, "5", 1, 1000, NULL, 0,
-      "Deliveries of one message before it is dead-lettered."),
     K(relay_batch, CONF_INT, "500", 1, 10000, NULL, 0,
       "Events published per confirm round by the chance relay."),
-    K(health_listen, CONF_STR, "127.0.0.1:9101", 0, 0, conf_check_hostport, 0,
+    K(chance_health_listen, CONF_STR, "127.0.0.1:9101", 0, 0, conf_check_hostport, 0,
       "HTTP port of the chance role for /livez, /readyz and /metrics."),
 };
 

@@ -11,11 +11,8 @@ struct chance_conf {
     long long max_codes_per_batch; /* refuse bigger generate requests */
     long long code_length;         /* random characters per code (prefix excluded) */
     long long generate_chunk;      /* codes per pipelined round trip */
-    char *amqp_url;                /* RabbitMQ for the audit relay */
-    char *amqp_queue;              /* durable queue name */
-    long long amqp_delivery_limit; /* x-delivery-limit before dead-lettering */
     long long relay_batch;         /* events per publish round */
-    char *health_listen;           /* /livez /readyz /metrics */
+    char *chance_health_listen;    /* /livez /readyz /metrics */
 };
 
 extern const struct conf_module chance_conf_module;

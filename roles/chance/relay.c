@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "chance_conf.h"
+#include "rmq_conf.h"
 #include "log.h"
 #include "rabbit.h"
 #include "util.h"
@@ -54,6 +55,7 @@ struct redis_target {
 
 struct relay {
     const struct chance_conf *conf; /* borrowed */
+    const struct rmq_conf *rmq;     /* borrowed */
     pthread_t thread;
     int stop;                     /* atomic: relay_free asks the thread to end */
     int exited;                   /* atomic: the thread has returned */
@@ -517,14 +519,14 @@ static int
 connect_amqp(struct relay *r, char *err, size_t errlen)
 {
     struct chance_amqp *mq =
-        chance_amqp_open(r->conf->amqp_url, r->conf->amqp_queue, (int)r->conf->amqp_delivery_limit,
+        chance_amqp_open(r->rmq->amqp_url, r->rmq->amqp_queue, (int)r->rmq->amqp_delivery_limit,
                          10000, err, errlen);
     if (mq == NULL) {
         return -1;
     }
     set_link(r, mq);
-    log_info("relay_connected", "queue=%s delivery_limit=%lld batch=%lld", r->conf->amqp_queue,
-             r->conf->amqp_delivery_limit, r->conf->relay_batch);
+    log_info("relay_connected", "queue=%s delivery_limit=%lld batch=%lld", r->rmq->amqp_queue,
+             r->rmq->amqp_delivery_limit, r->conf->relay_batch);
     return 0;
 }
 
@@ -639,10 +641,11 @@ relay_main(void *arg)
 /* ---- public ---- */
 
 struct relay *
-relay_new(const struct chance_conf *conf)
+relay_new(const struct chance_conf *conf, const struct rmq_conf *rmq)
 {
     struct relay *r = xcalloc(1, sizeof(*r));
     r->conf = conf;
+    r->rmq = rmq;
     r->rfd = -1;
     pthread_mutex_init(&r->lock, NULL);
     if (parse_redis_url(conf->redis_url, &r->target) != 0) {

@@ -13,10 +13,11 @@
 #include <stdbool.h>
 
 struct chance_conf;
+struct rmq_conf;
 struct relay;
 
 /* Starts the relay thread; conf is borrowed for the relay's life. NULL if the thread failed. */
-struct relay *relay_new(const struct chance_conf *conf);
+struct relay *relay_new(const struct chance_conf *conf, const struct rmq_conf *rmq);
 /* Asks the thread to finish the batch in hand, joins it and frees. NULL is a no-op. */
 void relay_free(struct relay *relay);
 /* For metrics and readiness: true while connected to RabbitMQ. Thread-safe. */

@@ -10,7 +10,7 @@
 
 #include "assets.h"
 #include "body.h"
-#include "gateway.h"
+#include "gw.h"
 #include "json.h"
 #include "log.h"
 #include "gwmetrics.h"
@@ -144,7 +144,7 @@ api_dispatch(struct http_req *req, void *arg)
     }
     sbuf_cleanup(&allow);
     int64_t usec = mono_usec() - start;
-    gwmetrics_http(gw, r ? api_route_names[r - api_routes] : NULL, http_status(req), usec);
+    gwmetrics_http(gw->metrics, r ? api_route_names[r - api_routes] : NULL, http_status(req), usec);
     int level = http_status(req) >= 500 ? LOG_WARN : LOG_DEBUG;
     log_at(level, "http_request", "method=%s route=\"%s\" status=%d ms=%lld client=%s",
            http_method(req), r ? r->path : "-", http_status(req), (long long)(usec / 1000),
@@ -311,7 +311,7 @@ api_rpc_problem(struct api_call *call, const char *service, int status, const cJ
         http_problem(call->req, 503, "unavailable", detail, "Retry-After: 1\r\n");
         return;
     }
-    const char *code = gw_err_code(err);
+    const char *code = rpc_client_err_code(err);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(err, "message");
     const char *msg = cJSON_IsString(m) ? m->valuestring : NULL;
     for (const char *const *p = map; p && *p; p += 2) {
@@ -345,7 +345,7 @@ api_rate_limited(struct api_call *call, int retry_after_s, const char *what)
     char hdr[48], detail[96];
     snprintf(hdr, sizeof(hdr), "Retry-After: %d\r\n", retry_after_s);
     snprintf(detail, sizeof(detail), "too many %s; retry after %d s", what, retry_after_s);
-    gwmetrics_count(call->gw, M_RATE_LIMITED, 1);
+    gwmetrics_count(call->gw->metrics, M_RATE_LIMITED, 1);
     http_problem(call->req, 429, "rate_limited", detail, hdr);
 }
 

@@ -6,7 +6,7 @@
 
 #include "api.h"
 #include "audit.h"
-#include "gateway.h"
+#include "gw.h"
 #include "json.h"
 #include "log.h"
 #include "pg.h"

@@ -7,7 +7,7 @@
 
 #include "api.h"
 #include "audit.h"
-#include "gateway.h"
+#include "gw.h"
 #include "json.h"
 #include "log.h"
 #include "gwmetrics.h"
@@ -275,7 +275,7 @@ api_auth_login(struct api_call *call)
         goto out;
     }
     if (rc != PASSWD_OK) {
-        gwmetrics_count(gw, M_LOGIN_FAILED, 1);
+        gwmetrics_count(gw->metrics, M_LOGIN_FAILED, 1);
         record_failed_login(gw, c, res, user, known ? "wrong_password" : "unknown_user");
         http_problem(call->req, 401, "invalid_credentials", "wrong username or password", NULL);
         goto out;
@@ -292,7 +292,7 @@ api_auth_login(struct api_call *call)
         api_pg_problem(call, &err);
         goto out;
     }
-    gwmetrics_count(gw, M_LOGIN_OK, 1);
+    gwmetrics_count(gw->metrics, M_LOGIN_OK, 1);
     session_reply(call, 200, pg_text(res, 0, 0), pg_text(res, 0, 1), pg_text(res, 0, 3), token,
                   csrf, expires);
 out:

@@ -10,7 +10,7 @@
 #include "api.h"
 #include "claims.h"
 #include "crypto.h"
-#include "gateway.h"
+#include "gw.h"
 #include "json.h"
 #include "log.h"
 #include "gwmetrics.h"
@@ -116,7 +116,7 @@ reply_pending(struct api_call *call, const char *claim_id, int64_t category)
         log_warn("claim_pending_unrecorded", "claim=%.12s reason=\"%s\"", claim_id, err.message);
     }
     pg_release(call->gw->pg, c);
-    gwmetrics_count(call->gw, M_CLAIM_PENDING, 1);
+    gwmetrics_count(call->gw->metrics, M_CLAIM_PENDING, 1);
     char loc[128];
     snprintf(loc, sizeof(loc), "Location: /api/v1/claims/%s\r\nRetry-After: 1\r\n", claim_id);
     cJSON *b = cJSON_CreateObject();
@@ -133,7 +133,7 @@ record_refusal(struct api_call *call, const char *claim_id, int64_t category, co
     struct pg_conn *c = pg_acquire(call->gw->pg, (int)call->gw->conf->pg_acquire_timeout_ms, &perr);
     if (c == NULL ||
         claims_mark_failed(call->gw, c, claim_id, call->who.user_id, call->who.username, category,
-                           gw_err_code(err), &perr) != 0) {
+                           rpc_client_err_code(err), &perr) != 0) {
         log_warn("claim_refusal_unrecorded", "claim=%.12s reason=\"%s\"", claim_id, perr.message);
     }
     pg_release(call->gw->pg, c);
@@ -155,11 +155,11 @@ credit_and_reply(struct api_call *call, const char *claim_id, const struct assig
     pg_release(gw->pg, c);
     switch (rc) {
     case CREDIT_NEW:
-        gwmetrics_count(gw, M_CLAIM_CREDITED, 1);
+        gwmetrics_count(gw->metrics, M_CLAIM_CREDITED, 1);
         reply_credit(call, &row, false);
         break;
     case CREDIT_EXISTING:
-        gwmetrics_count(gw, M_CLAIM_REPLAYED, 1);
+        gwmetrics_count(gw->metrics, M_CLAIM_REPLAYED, 1);
         reply_credit(call, &row, true);
         break;
     case CREDIT_MISMATCH:
@@ -206,7 +206,7 @@ answer_from_record(struct api_call *call, const char *claim_id, long long catego
         http_problem(call->req, 422, "idempotency_key_reused",
                      "this Idempotency-Key was used with a different request", NULL);
     } else if (rec.credited) {
-        gwmetrics_count(call->gw, M_CLAIM_REPLAYED, 1);
+        gwmetrics_count(call->gw->metrics, M_CLAIM_REPLAYED, 1);
         reply_credit(call, &rec.row, true);
     } else {
         return false;
@@ -220,7 +220,7 @@ answer_chance(struct api_call *call, const char *claim_id, long long category, i
               const cJSON *result)
 {
     struct gw *gw = call->gw;
-    const char *code = gw_err_code(result);
+    const char *code = rpc_client_err_code(result);
     struct assignment a;
     if (st == RPC_OK && parse_assignment(result, claim_id, &a) == 0) {
         if (a.category != category) {
@@ -239,11 +239,11 @@ answer_chance(struct api_call *call, const char *claim_id, long long category, i
         reply_pending(call, claim_id, category); /* unknown outcome: never release, never retry */
     } else if (st == RPC_ERROR && strcmp(code, "unavailable") != 0 &&
                strcmp(code, "bad_request") != 0 && strcmp(code, "internal") != 0) {
-        gwmetrics_count(gw, M_CLAIM_REFUSED, 1);
+        gwmetrics_count(gw->metrics, M_CLAIM_REFUSED, 1);
         record_refusal(call, claim_id, category, result);
         api_rpc_problem(call, "chance", st, result, claim_errors);
     } else {
-        gwmetrics_count(gw, M_CLAIM_UNAVAILABLE, 1);
+        gwmetrics_count(gw->metrics, M_CLAIM_UNAVAILABLE, 1);
         api_rpc_problem(call, "chance", st, result, claim_errors);
     }
 }

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "api.h"
-#include "gateway.h"
+#include "gw.h"
 #include "json.h"
 #include "log.h"
 #include "rpc_client.h"

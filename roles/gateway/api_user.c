@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "api.h"
-#include "gateway.h"
+#include "gw.h"
 #include "json.h"
 #include "pg.h"
 #include "rpc_client.h"

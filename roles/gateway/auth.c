@@ -9,7 +9,7 @@
 #include <strings.h>
 
 #include "crypto.h"
-#include "gateway.h"
+#include "gw.h"
 #include "http.h"
 #include "log.h"
 #include "pg.h"

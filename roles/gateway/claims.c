@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "audit.h"
-#include "gateway.h"
+#include "gw.h"
 #include "log.h"
 #include "pg.h"
 #include "rpc_client.h"
@@ -240,7 +240,7 @@ claims_release(struct gw *gw, const char *claim_id, int64_t category, const char
                  category, reason);
     } else {
         log_error("claim_release_failed", "claim=%.12s category=%" PRId64 " status=%s code=%s",
-                  claim_id, category, rpc_client_status_name(st), gw_err_code(result));
+                  claim_id, category, rpc_client_status_name(st), rpc_client_err_code(result));
     }
     cJSON_Delete(result);
 }

@@ -1,8 +1,8 @@
 /*
- * The gateway role: wiring (start, stop, free), the shared gw helpers, and the subcommands
- * `chanced migrate` and `chanced admin create-user`.
+ * The gateway role: wiring (start, stop, free) and the subcommands `chanced migrate` and
+ * `chanced admin create-user`. Nothing includes this file's header: it has none beyond role.h.
  */
-#include "gateway.h"
+#include "gw.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +13,7 @@
 #include "bgtask.h"
 #include "conf.h"
 #include "core_conf.h"
+#include "health.h"
 #include "http.h"
 #include "log.h"
 #include "loop.h"
@@ -35,53 +36,6 @@
 #define HEALTH_SAMPLE_MS 50 /* how often RPC connection state is copied for /readyz */
 #define OUTBOX_LINGER_MS 20 /* after a commit, wait this long so one relay pass takes many */
 
-/* ---- helpers shared by the gateway's modules ---- */
-
-void
-gw_outbox_kick(struct gw *gw)
-{
-    bgtask_kick(gw->relay);
-}
-
-void
-gw_failpoint(struct gw *gw, const char *name)
-{
-    if (gw->failpoint && strcmp(gw->failpoint, name) == 0) {
-        log_warn("failpoint_hit", "name=%s action=SIGKILL", name);
-        raise(SIGKILL);
-    }
-}
-
-void
-gw_pg_status(struct gw *gw, bool up)
-{
-    __atomic_store_n(&gw->pg_up, up ? 1 : 0, __ATOMIC_RELAXED);
-}
-
-const char *
-gw_err_code(const cJSON *err)
-{
-    const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(err, "code"));
-    return code ? code : "";
-}
-
-struct pg_pool *
-gw_pool_new(const struct gateway_conf *conf, int size)
-{
-    struct pg_options opt = {conf->postgres_url, size, (int)conf->pg_connect_timeout_s,
-                             (int)conf->pg_statement_timeout_ms, "chanced-gateway"};
-    return pg_pool_new(&opt);
-}
-
-struct passwd *
-gw_passwd_new(const struct gateway_conf *conf)
-{
-    struct passwd_params pp = {(unsigned)conf->argon2_memory_kib, (unsigned)conf->argon2_iterations,
-                               (unsigned)conf->argon2_parallelism, (int)conf->argon2_max_inflight,
-                               (int)conf->argon2_queue_ms};
-    return passwd_new(&pp);
-}
-
 /* ---- lifecycle ---- */
 
 static void
@@ -102,13 +56,29 @@ on_health(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* /readyz of the health port: PostgreSQL answered lately and chance is connected. */
+static bool
+gw_is_ready(void *arg, char *why, size_t size)
+{
+    struct gw *gw = arg;
+    bool stopping = __atomic_load_n(&gw->stopping, __ATOMIC_RELAXED);
+    bool pg = __atomic_load_n(&gw->pg_up, __ATOMIC_RELAXED);
+    bool chance = __atomic_load_n(&gw->chance_up, __ATOMIC_RELAXED);
+    bool logger = __atomic_load_n(&gw->logger_up, __ATOMIC_RELAXED);
+    snprintf(why, size, "%s postgres=%s chance=%s logger=%s", stopping ? "draining" : "checks:",
+             pg ? "up" : "down", chance ? "up" : "down", logger ? "up" : "down");
+    return !stopping && pg && chance;
+}
+
 static void
 gw_release(struct gw *gw)
 {
+    health_free(gw->health);
     if (gw->health_timer) {
         event_free(gw->health_timer);
     }
     reconciler_free(gw->rec);
+    outbox_free(gw->outbox);
     rpc_client_free(gw->chance);
     rpc_client_free(gw->logger);
     pg_pool_free(gw->pg);
@@ -170,10 +140,26 @@ gateway_start(struct role_ctx *ctx)
         log_error("gateway_start_failed", "reason=\"bad chance_addr or logger_addr\"");
         goto fail;
     }
+    char err[256];
+    gw->health = health_new(gw->loop, c->gateway_health_listen, gw->metrics, gw_is_ready, gw, err,
+                            sizeof(err));
+    if (gw->health == NULL) {
+        log_error("gateway_start_failed", "reason=\"%s\"", err);
+        goto fail;
+    }
     gw->health_timer = loop_timer(gw->loop, HEALTH_SAMPLE_MS, true, on_health, gw);
     gw->rec = reconciler_new(gw);
-    gw->relay =
-        bgtask_start("outbox", (int)c->outbox_interval_ms, OUTBOX_LINGER_MS, outbox_relay_pass, gw);
+    struct outbox_opts oo = {gw->pg,
+                             gw->logger,
+                             gw->metrics,
+                             &gw->pg_up,
+                             (int)c->outbox_batch,
+                             (int)c->outbox_retention_s,
+                             (int)c->pg_acquire_timeout_ms,
+                             (int)c->logger_timeout_ms};
+    gw->outbox = outbox_new(&oo);
+    gw->relay = bgtask_start("outbox", (int)c->outbox_interval_ms, OUTBOX_LINGER_MS,
+                             outbox_relay_pass, gw->outbox);
     gw->reconciler =
         bgtask_start("reconciler", (int)c->reconcile_interval_ms, 0, reconcile_pass, gw->rec);
     struct http_options ho = {c->http_listen, (int)c->http_threads, (int)c->http_request_timeout_ms,
@@ -214,7 +200,7 @@ stopper(void *arg)
     gw->relay = NULL;
     /* A last delivery of audit events written by the final requests; the rest wait in the outbox. */
     for (int i = 0; i < 10 && __atomic_load_n(&gw->logger_up, __ATOMIC_RELAXED); i++) {
-        if (!outbox_relay_pass(gw)) {
+        if (!outbox_relay_pass(gw->outbox)) {
             break;
         }
     }
@@ -279,11 +265,10 @@ const struct role role_gateway = {
     .conf = &gateway_conf_module,
     .start = gateway_start,
     .stop = gateway_stop,
-    .reload = NULL,
     .free = gateway_free,
     .command = gateway_command,
     .command_help = "       chanced migrate [--postgres_url=URL]\n"
                     "       chanced admin create-user --username U [--admin] [--password-file F] "
                     "[--if-missing]\n",
-    .health_key = "http_listen", /* /readyz is served with the API */
+    .health_key = "gateway_health_listen",
 };

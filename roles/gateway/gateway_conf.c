@@ -11,6 +11,9 @@
 static const struct conf_key gateway_keys[] = {
     K(http_listen, CONF_STR, "127.0.0.1:8080", 0, 0, conf_check_hostport, 0,
       "Where the gateway serves the HTTP API, /livez, /readyz and /metrics."),
+    K(gateway_health_listen, CONF_STR, "127.0.0.1:9100", 0, 0, conf_check_hostport, 0,
+      "HTTP port of the gateway for /livez, /readyz (with the reason) and /metrics; keep it "
+      "off the public network."),
     K(http_threads, CONF_INT, "64", 2, 4096, NULL, 0,
       "HTTP worker threads; each serves one keep-alive connection at a time."),
     K(http_request_timeout_ms, CONF_INT, "30000", 100, 600000, NULL, 0,

@@ -8,6 +8,7 @@
 
 struct gateway_conf {
     char *http_listen;                 /* host:port of the HTTP API */
+    char *gateway_health_listen;       /* /livez, /readyz with details, /metrics */
     long long http_threads;            /* civetweb workers: one per open keep-alive connection */
     long long http_request_timeout_ms; /* civetweb read/write deadline per request */
     long long max_body_bytes;          /* request bodies above this get 413 */

@@ -3,7 +3,7 @@
 
 #include <stdio.h>
 
-#include "gateway.h"
+#include "gw.h"
 #include "metrics.h"
 #include "passwd.h"
 #include "pg.h"
@@ -33,8 +33,6 @@ collect(struct metrics *m, void *arg)
     metrics_set(m, "chanced_gateway_pg_connections", "state=\"in_use\"", in_use);
     metrics_set(m, "chanced_gateway_pg_connections", "state=\"pool_size\"", size);
     metrics_set(m, "chanced_gateway_argon2_inflight", "", passwd_inflight(gw->passwd));
-    metrics_set(m, "chanced_gateway_outbox_backlog", "",
-                (double)__atomic_load_n(&gw->outbox_backlog, __ATOMIC_RELAXED));
     metrics_set(m, "chanced_gateway_dependency_up", "dependency=\"postgres\"",
                 __atomic_load_n(&gw->pg_up, __ATOMIC_RELAXED));
     metrics_set(m, "chanced_gateway_dependency_up", "dependency=\"chance\"",
@@ -88,19 +86,19 @@ gwmetrics_cleanup(struct gw *gw)
 }
 
 void
-gwmetrics_count(struct gw *gw, int counter, double n)
+gwmetrics_count(struct metrics *m, enum gw_counter counter, double n)
 {
-    metrics_add(gw->metrics, counters[counter][0], counters[counter][1], n);
+    metrics_add(m, counters[counter][0], counters[counter][1], n);
 }
 
 void
-gwmetrics_http(struct gw *gw, const char *route, int status, int64_t usec)
+gwmetrics_http(struct metrics *m, const char *route, int status, int64_t usec)
 {
     char labels[200];
     snprintf(labels, sizeof(labels), "route=\"%s\",code=\"%d\"", route ? route : "unmatched",
              status);
-    metrics_add(gw->metrics, "chanced_gateway_http_requests_total", labels, 1);
+    metrics_add(m, "chanced_gateway_http_requests_total", labels, 1);
     snprintf(labels, sizeof(labels), "route=\"%s\"", route ? route : "unmatched");
-    metrics_observe(gw->metrics, "chanced_gateway_http_request_duration_seconds", labels,
+    metrics_observe(m, "chanced_gateway_http_request_duration_seconds", labels,
                     (double)usec / 1e6);
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 struct gw;
+struct metrics;
 
 enum gw_counter {
     M_CLAIM_CREDITED,     /* claim answered 201, credit written by the request */
@@ -32,8 +33,8 @@ void gwmetrics_init(struct gw *gw);
 /* Unregisters the gauge hook. */
 void gwmetrics_cleanup(struct gw *gw);
 /* Adds n to a counter. Any thread. */
-void gwmetrics_count(struct gw *gw, int counter, double n);
+void gwmetrics_count(struct metrics *m, enum gw_counter counter, double n);
 /* Records one HTTP response: route label ("unmatched" if NULL), status, duration. */
-void gwmetrics_http(struct gw *gw, const char *route, int status, int64_t usec);
+void gwmetrics_http(struct metrics *m, const char *route, int status, int64_t usec);
 
 #endif

@@ -6,11 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway.h"
 #include "log.h"
 #include "gwmetrics.h"
+#include "metrics.h"
 #include "pg.h"
 #include "rpc_client.h"
+
+struct outbox {
+    struct outbox_opts o;          /* copied; pointers borrowed */
+    long long backlog;             /* atomic: undelivered events at the last look */
+    int64_t housekeeping_ms;       /* relay thread only: last prune and backlog count */
+    char event_ns[16];             /* relay thread only: audit _id prefix of this database */
+};
 
 /* Rows are locked while in flight so a second gateway's relay skips them instead of resending. */
 static const struct pg_stmt fetch = {
@@ -54,7 +61,7 @@ build_batch(const struct pg_result *res, const char *ns, struct sbuf *ids)
 
 /* The logger refused the batch: park the event it named so the rest can flow. */
 static void
-reject_named(struct pg_conn *c, const struct pg_result *res, const cJSON *err, struct gw *gw)
+reject_named(struct outbox *ob, struct pg_conn *c, const struct pg_result *res, const cJSON *err)
 {
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
     const char *text = cJSON_IsString(msg) ? msg->valuestring : "refused";
@@ -67,15 +74,15 @@ reject_named(struct pg_conn *c, const struct pg_result *res, const cJSON *err, s
     struct pg_error perr;
     if (pg_exec(c, &reject, 2, params, NULL, &perr) == 0) {
         log_error("outbox_event_rejected", "id=%s reason=\"%.200s\"", params[0], text);
-        gwmetrics_count(gw, M_OUTBOX_REJECTED, 1);
+        gwmetrics_count(ob->o.metrics, M_OUTBOX_REJECTED, 1);
     }
 }
 
 /* Reads the database's event namespace once (it never changes). */
 static int
-load_namespace(struct gw *gw, struct pg_conn *c)
+load_namespace(struct outbox *ob, struct pg_conn *c)
 {
-    if (gw->event_ns[0]) {
+    if (ob->event_ns[0]) {
         return 0;
     }
     struct pg_error err;
@@ -85,68 +92,95 @@ load_namespace(struct gw *gw, struct pg_conn *c)
         pg_result_free(res);
         return -1;
     }
-    snprintf(gw->event_ns, sizeof(gw->event_ns), "%s", pg_text(res, 0, 0));
+    snprintf(ob->event_ns, sizeof(ob->event_ns), "%s", pg_text(res, 0, 0));
     pg_result_free(res);
     return 0;
 }
 
 static void
-housekeeping(struct gw *gw, struct pg_conn *c)
+housekeeping(struct outbox *ob, struct pg_conn *c)
 {
     struct pg_error err;
     struct pg_result *res = NULL;
     char secs[24];
-    snprintf(secs, sizeof(secs), "%lld", gw->conf->outbox_retention_s);
+    snprintf(secs, sizeof(secs), "%d", ob->o.retention_s);
     const char *params[] = {secs};
     if (pg_exec(c, &prune, 1, params, NULL, &err) != 0) {
         log_warn("outbox_prune_failed", "reason=\"%s\"", err.message);
     }
     if (pg_exec(c, &backlog, 0, NULL, &res, &err) == 0) {
-        __atomic_store_n(&gw->outbox_backlog, (long long)pg_int(res, 0, 0), __ATOMIC_RELAXED);
+        __atomic_store_n(&ob->backlog, (long long)pg_int(res, 0, 0), __ATOMIC_RELAXED);
+        metrics_set(ob->o.metrics, "chanced_gateway_outbox_backlog", "", (double)pg_int(res, 0, 0));
         pg_result_free(res);
     }
+}
+
+static void
+pg_status(struct outbox *ob, bool up)
+{
+    __atomic_store_n(ob->o.pg_up, up ? 1 : 0, __ATOMIC_RELAXED);
+}
+
+struct outbox *
+outbox_new(const struct outbox_opts *opts)
+{
+    struct outbox *ob = xcalloc(1, sizeof(*ob));
+    ob->o = *opts;
+    return ob;
+}
+
+void
+outbox_free(struct outbox *ob)
+{
+    free(ob);
+}
+
+long long
+outbox_backlog(const struct outbox *ob)
+{
+    return __atomic_load_n(&ob->backlog, __ATOMIC_RELAXED);
 }
 
 bool
 outbox_relay_pass(void *arg)
 {
-    struct gw *gw = arg;
+    struct outbox *ob = arg;
     struct pg_error err = {0};
     struct pg_result *res = NULL;
     struct sbuf ids = {0};
     bool more = false;
-    struct pg_conn *c = pg_acquire(gw->pg, (int)gw->conf->pg_acquire_timeout_ms, &err);
+    struct pg_conn *c = pg_acquire(ob->o.pg, ob->o.acquire_timeout_ms, &err);
     if (c == NULL) {
-        gw_pg_status(gw, err.cls != PG_ERR_CONNECTION);
+        pg_status(ob, err.cls != PG_ERR_CONNECTION);
         return false;
     }
     char limit[16];
-    snprintf(limit, sizeof(limit), "%lld", gw->conf->outbox_batch);
+    snprintf(limit, sizeof(limit), "%d", ob->o.batch);
     const char *params[] = {limit};
     if (pg_exec_sql(c, "BEGIN", &err) != 0 || pg_exec(c, &fetch, 1, params, &res, &err) != 0) {
-        gw_pg_status(gw, err.cls != PG_ERR_CONNECTION);
+        pg_status(ob, err.cls != PG_ERR_CONNECTION);
         log_warn("outbox_fetch_failed", "reason=\"%s\"", err.message);
         goto done;
     }
-    gw_pg_status(gw, true);
+    pg_status(ob, true);
     int n = pg_rows(res);
-    if (n == 0 || load_namespace(gw, c) != 0) {
+    if (n == 0 || load_namespace(ob, c) != 0) {
         goto done;
     }
     cJSON *reply = NULL;
-    int st = rpc_client_call_sync(gw->logger, "log.append", build_batch(res, gw->event_ns, &ids),
-                                  (int)gw->conf->logger_timeout_ms, &reply, NULL, NULL);
+    int st = rpc_client_call_sync(ob->o.logger, "log.append", build_batch(res, ob->event_ns, &ids),
+                                  ob->o.logger_timeout_ms, &reply, NULL, NULL);
     if (st == RPC_OK) {
         const char *mp[] = {ids.data};
         if (pg_exec(c, &mark, 1, mp, NULL, &err) != 0 || pg_exec_sql(c, "COMMIT", &err) != 0) {
             log_warn("outbox_mark_failed", "reason=\"%s\" note=redelivery_is_harmless",
                      err.message);
         } else {
-            gwmetrics_count(gw, M_OUTBOX_DELIVERED, n);
-            more = n == gw->conf->outbox_batch;
+            gwmetrics_count(ob->o.metrics, M_OUTBOX_DELIVERED, n);
+            more = n == ob->o.batch;
         }
-    } else if (st == RPC_ERROR && strcmp(gw_err_code(reply), "bad_request") == 0) {
-        reject_named(c, res, reply, gw);
+    } else if (st == RPC_ERROR && strcmp(rpc_client_err_code(reply), "bad_request") == 0) {
+        reject_named(ob, c, res, reply);
         more = pg_exec_sql(c, "COMMIT", &err) == 0;
     } else {
         log_warn("outbox_delivery_failed", "status=%s events=%d", rpc_client_status_name(st), n);
@@ -154,12 +188,12 @@ outbox_relay_pass(void *arg)
     cJSON_Delete(reply);
 done:
     pg_rollback(c);
-    if (!more && time_mono_ms() - gw->relay_housekeeping_ms > 5000) {
-        gw->relay_housekeeping_ms = time_mono_ms();
-        housekeeping(gw, c);
+    if (!more && time_mono_ms() - ob->housekeeping_ms > 5000) {
+        ob->housekeeping_ms = time_mono_ms();
+        housekeeping(ob, c);
     }
     pg_result_free(res);
     sbuf_cleanup(&ids);
-    pg_release(gw->pg, c);
+    pg_release(ob->o.pg, c);
     return more;
 }

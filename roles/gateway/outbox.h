@@ -9,9 +9,28 @@
 
 #include <stdbool.h>
 
-struct gw;
+struct metrics;
+struct outbox;
+struct pg_pool;
+struct rpc_client;
 
-/* One relay pass (a bgtask function; arg is struct gw). True if more events are waiting. */
+/* What the relay needs; everything borrowed for the outbox's life. */
+struct outbox_opts {
+    struct pg_pool *pg;         /* where the outbox table lives */
+    struct rpc_client *logger;  /* log.append goes here */
+    struct metrics *metrics;    /* delivered/rejected counters */
+    int *pg_up;                 /* atomic flag: set after each PostgreSQL use (readiness) */
+    int batch;                  /* events per log.append (outbox_batch) */
+    int retention_s;            /* keep delivered events this long (outbox_retention_s) */
+    int acquire_timeout_ms;     /* wait for a pooled connection */
+    int logger_timeout_ms;      /* deadline of log.append */
+};
+
+struct outbox *outbox_new(const struct outbox_opts *opts);
+void outbox_free(struct outbox *ob);
+/* One relay pass (a bgtask function; arg is the outbox). True if more events are waiting. */
 bool outbox_relay_pass(void *arg);
+/* Undelivered events at the last count (for the backlog gauge). Any thread. */
+long long outbox_backlog(const struct outbox *ob);
 
 #endif

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "claims.h"
-#include "gateway.h"
+#include "gw.h"
 #include "json.h"
 #include "log.h"
 #include "gwmetrics.h"
@@ -154,7 +154,7 @@ credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it)
     if (!claim || !token_ok(claim, CLAIM_ID_MAX) || !code || !token_ok(code, CLAIM_CODE_MAX) ||
         !uname || !json_is_int(reward) || reward->valuedouble < 1 || !json_is_int(cat) ||
         user <= 0 || *end != '\0') {
-        gwmetrics_count(gw, M_RECONCILE_ORPHAN, 1);
+        gwmetrics_count(gw->metrics, M_RECONCILE_ORPHAN, 1);
         log_error("reconcile_item_invalid", "claim=%.12s", claim ? claim : "-");
         return true; /* nothing we could ever credit: move on, loudly */
     }
@@ -169,12 +169,12 @@ credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it)
     }
     switch (rc) {
     case CREDIT_NEW:
-        gwmetrics_count(gw, M_RECONCILE_CREDITED, 1);
+        gwmetrics_count(gw->metrics, M_RECONCILE_CREDITED, 1);
         log_info("reconcile_credited", "claim=%.12s user=%lld category=%" PRId64, claim, user,
                  in.category);
         return true;
     case CREDIT_ORPHAN:
-        gwmetrics_count(gw, M_RECONCILE_ORPHAN, 1);
+        gwmetrics_count(gw->metrics, M_RECONCILE_ORPHAN, 1);
         log_error("reconcile_orphan", "claim=%.12s user=%lld reason=\"no such user\"", claim, user);
         return true;
     case CREDIT_FAILED:
@@ -270,7 +270,7 @@ scan_category(struct reconciler *rec, struct pg_conn *c, struct rec_cat *cat)
         const cJSON *items = cJSON_GetObjectItemCaseSensitive(result, "items");
         if (st != RPC_OK || !cJSON_IsArray(items)) {
             log_warn("reconcile_read_failed", "category=%" PRId64 " status=%s code=%s", cat->id,
-                     rpc_client_status_name(st), gw_err_code(result));
+                     rpc_client_status_name(st), rpc_client_err_code(result));
             cJSON_Delete(result);
             return false;
         }
@@ -306,7 +306,7 @@ settle_one(struct reconciler *rec, struct pg_conn *c, const struct pg_result *re
     cJSON_AddStringToObject(u, "username", uname);
     int st = rpc_client_call_sync(gw->chance, "chance.claim", data, (int)gw->conf->rpc_timeout_ms,
                                   &result, NULL, NULL);
-    const char *code = gw_err_code(result);
+    const char *code = rpc_client_err_code(result);
     struct pg_error err = {0};
     const char *p[] = {claim};
     if (st == RPC_OK) {
@@ -314,14 +314,14 @@ settle_one(struct reconciler *rec, struct pg_conn *c, const struct pg_result *re
         cJSON_AddStringToObject(item, "user_id", pg_text(res, i, 1));
         cJSON_AddStringToObject(item, "username", uname);
         if (credit_item(rec, c, item)) {
-            gwmetrics_count(gw, M_PENDING_SETTLED, 1);
+            gwmetrics_count(gw->metrics, M_PENDING_SETTLED, 1);
         }
         cJSON_Delete(item);
     } else if (st == RPC_ERROR && strcmp(code, "unavailable") != 0 &&
                strcmp(code, "timeout") != 0 && strcmp(code, "internal") != 0) {
         if (claims_mark_failed(gw, c, claim, user, uname, category, code[0] ? code : "refused",
                                &err) == 0) {
-            gwmetrics_count(gw, M_PENDING_SETTLED, 1);
+            gwmetrics_count(gw->metrics, M_PENDING_SETTLED, 1);
             log_info("pending_failed", "claim=%.12s reason=%s", claim, code);
         }
     } else if (pg_exec(c, &touch, 1, p, NULL, &err) != 0) {

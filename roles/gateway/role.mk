@@ -1,5 +1,5 @@
 # The gateway role's sources, libraries and compile flags (included by the top-level Makefile).
-GATEWAY_SRCS := roles/gateway/gateway.c roles/gateway/gateway_conf.c roles/gateway/api.c \
+GATEWAY_SRCS := roles/gateway/gateway.c roles/gateway/gw.c roles/gateway/gateway_conf.c roles/gateway/api.c \
                 roles/gateway/api_auth.c roles/gateway/api_user.c roles/gateway/api_claims.c \
                 roles/gateway/api_admin.c roles/gateway/api_logs.c roles/gateway/openapi.c \
                 roles/gateway/assets_serve.c \

@@ -10,7 +10,7 @@
 
 #include "api.h"
 #include "audit.h"
-#include "gateway.h"
+#include "gw.h"
 #include "log.h"
 #include "migrate.h"
 #include "passwd.h"

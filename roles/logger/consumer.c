@@ -11,6 +11,7 @@
 #include "event.h"
 #include "log.h"
 #include "logger_conf.h"
+#include "rmq_conf.h"
 #include "mongo.h"
 #include "util.h"
 
@@ -29,6 +30,7 @@ struct item {
 
 struct logger_consumer {
     const struct logger_conf *conf; /* borrowed */
+    const struct rmq_conf *rmq;     /* borrowed */
     struct logger_mongo *store;     /* borrowed */
     struct loop *loop;              /* borrowed; only loop_post is used from the thread */
     loop_fn on_ready, on_exit;      /* posted to the loop */
@@ -108,9 +110,9 @@ open_link(struct logger_consumer *c)
 {
     char err[256];
     struct logger_amqp_opts o = {
-        .url = c->conf->amqp_url,
-        .queue = c->conf->amqp_queue,
-        .delivery_limit = (int)c->conf->amqp_delivery_limit,
+        .url = c->rmq->amqp_url,
+        .queue = c->rmq->amqp_queue,
+        .delivery_limit = (int)c->rmq->amqp_delivery_limit,
         .prefetch = (int)c->conf->amqp_prefetch,
         .max_body = (size_t)c->conf->max_event_bytes,
         .timeout_ms = 10000,
@@ -128,8 +130,8 @@ open_link(struct logger_consumer *c)
     BUMP(c, reconnects, 1);
     c->last_err[0] = '\0';
     log_info("amqp_consuming", "queue=%s prefetch=%lld batch=%lld delivery_limit=%lld",
-             c->conf->amqp_queue, c->conf->amqp_prefetch, c->conf->insert_batch,
-             c->conf->amqp_delivery_limit);
+             c->rmq->amqp_queue, c->conf->amqp_prefetch, c->conf->insert_batch,
+             c->rmq->amqp_delivery_limit);
     /* Ready means both ends work: the store answered (checked first) and we consume. */
     loop_post(c->loop, c->on_ready, c->arg);
     return 0;
@@ -190,7 +192,7 @@ dead_letter(struct logger_consumer *c, struct item *it, const char *why, char *e
 {
     /* The body is not logged: it may hold codes and user data. */
     log_warn("message_dead_lettered", "reason=\"%s\" bytes=%zu redelivered=%d queue=%s", why,
-             it->msg.len, it->msg.redelivered, c->conf->amqp_queue);
+             it->msg.len, it->msg.redelivered, c->rmq->amqp_queue);
     it->settled = true;
     BUMP(c, dead_lettered, 1);
     if (logger_amqp_reject(c->link, it->msg.tag) != 0) {
@@ -403,11 +405,13 @@ consumer_main(void *arg)
 }
 
 struct logger_consumer *
-logger_consumer_new(const struct logger_conf *conf, struct logger_mongo *store, struct loop *loop,
+logger_consumer_new(const struct logger_conf *conf, const struct rmq_conf *rmq,
+                    struct logger_mongo *store, struct loop *loop,
                     loop_fn on_ready, loop_fn on_exit, void *arg)
 {
     struct logger_consumer *c = xcalloc(1, sizeof(*c));
     c->conf = conf;
+    c->rmq = rmq;
     c->store = store;
     c->loop = loop;
     c->on_ready = on_ready;

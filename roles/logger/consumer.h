@@ -17,6 +17,7 @@
 #include "loop.h"
 
 struct logger_conf;
+struct rmq_conf;
 struct logger_consumer;
 struct logger_mongo;
 
@@ -39,7 +40,7 @@ struct logger_consumer_stats {
  * (the role is then ready); on_exit(arg) is posted when the thread has finished after
  * logger_consumer_stop. conf and store are borrowed for the consumer's life.
  */
-struct logger_consumer *logger_consumer_new(const struct logger_conf *conf,
+struct logger_consumer *logger_consumer_new(const struct logger_conf *conf, const struct rmq_conf *rmq,
                                             struct logger_mongo *store, struct loop *loop,
                                             loop_fn on_ready, loop_fn on_exit, void *arg);
 /* Asks the thread to finish: stop consuming, store and acknowledge what it holds, close. */

@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "mongo.h"
 #include "query.h"
+#include "rmq_conf.h"
 #include "role.h"
 #include "rpc_server.h"
 #include "workers.h"
@@ -32,6 +33,7 @@ struct logger {
     struct loop *loop;                /* borrowed */
     const struct logger_conf *conf;   /* borrowed, frozen */
     const struct core_conf *core;     /* borrowed, frozen */
+    const struct rmq_conf *rmq;       /* borrowed, frozen */
     struct logger_mongo *store;       /* owned */
     struct logger_workers *workers;   /* owned */
     struct logger_consumer *consumer; /* owned */
@@ -364,6 +366,7 @@ logger_start(struct role_ctx *ctx)
     lg->loop = role_loop(ctx);
     lg->conf = conf_module_data(role_conf(ctx), "logger");
     lg->core = conf_module_data(role_conf(ctx), "core");
+    lg->rmq = conf_module_data(role_conf(ctx), "rmq");
     lg->metrics = role_metrics(ctx);
     describe_metrics(lg->metrics);
     lg->store = logger_mongo_new(lg->conf->mongo_url, (int)lg->conf->mongo_timeout_ms,
@@ -386,21 +389,20 @@ logger_start(struct role_ctx *ctx)
     }
     rpc_server_set_observer(lg->rpc, on_rpc_done, lg);
     /* Under --role=all the gateway serves health for the process (role.h). */
-    lg->health = role_combined(ctx) ? NULL
-                                    : health_new(lg->loop, lg->conf->health_listen, lg->metrics,
+    lg->health = health_new(lg->loop, lg->conf->logger_health_listen, lg->metrics,
                                                  is_ready, lg, err, sizeof(err));
-    if (lg->health == NULL && !role_combined(ctx)) {
+    if (lg->health == NULL) {
         log_error("logger_start_failed", "reason=\"%s\"", err);
         goto fail;
     }
     lg->consumer =
-        logger_consumer_new(lg->conf, lg->store, lg->loop, on_consumer_ready, on_consumer_exit, lg);
+        logger_consumer_new(lg->conf, lg->rmq, lg->store, lg->loop, on_consumer_ready, on_consumer_exit, lg);
     if (lg->consumer == NULL) {
         goto fail;
     }
     metrics_on_collect(lg->metrics, collect_metrics, lg);
     log_info("logger_started", "listen=%s health=%s store=%s queue=%s", lg->conf->logger_listen,
-             lg->conf->health_listen, logger_mongo_namespace(lg->store), lg->conf->amqp_queue);
+             lg->conf->logger_health_listen, logger_mongo_namespace(lg->store), lg->rmq->amqp_queue);
     return lg;
 fail:
     logger_free(lg);
@@ -422,9 +424,8 @@ const struct role role_logger = {
     .conf = &logger_conf_module,
     .start = logger_start,
     .stop = logger_stop,
-    .reload = NULL,
     .free = logger_free,
     .command = NULL,
     .command_help = NULL,
-    .health_key = "health_listen",
+    .health_key = "logger_health_listen",
 };

@@ -29,12 +29,6 @@ static const struct conf_key logger_keys[] = {
       "MongoDB socket and server-selection deadline, unless the URL sets its own."),
     K(store_workers, CONF_INT, "4", 1, 64, NULL, 0,
       "Threads running MongoDB work for log.append, log.query and log.stats."),
-    K(amqp_url, CONF_STR, "amqp://guest:guest@127.0.0.1:5672/", 0, 0, conf_check_url_amqp,
-      CONF_SECRET, "RabbitMQ that receives audit events (chance publishes, logger consumes)."),
-    K(amqp_queue, CONF_STR, "chanced.events", 0, 0, conf_check_queue_name, 0,
-      "Durable queue of audit events."),
-    K(amqp_delivery_limit, CONF_INT, "5", 1, 1000, NULL, 0,
-      "Deliveries of one message before it is dead-lettered."),
     K(amqp_prefetch, CONF_INT, "1000", 1, 65535, NULL, 0,
       "Unacknowledged audit messages RabbitMQ may push to the logger at once."),
     K(insert_batch, CONF_INT, "500", 1, 10000, NULL, 0,
@@ -45,7 +39,7 @@ static const struct conf_key logger_keys[] = {
       "Delete audit events older than this many days (MongoDB TTL index); 0 keeps them."),
     K(test_ack_delay_ms, CONF_INT, "0", 0, 60000, NULL, 0,
       "Testing only: wait this long between storing a batch and acknowledging it."),
-    K(health_listen, CONF_STR, "127.0.0.1:9102", 0, 0, conf_check_hostport, 0,
+    K(logger_health_listen, CONF_STR, "127.0.0.1:9102", 0, 0, conf_check_hostport, 0,
       "HTTP port of the logger role for /livez, /readyz and /metrics."),
 };
 

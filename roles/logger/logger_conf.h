@@ -9,15 +9,12 @@ struct logger_conf {
     char *mongo_url;               /* mongodb://host:port/db?options */
     long long mongo_timeout_ms;    /* socket and server-selection deadline when the URL has none */
     long long store_workers;       /* threads running report queries and log.append inserts */
-    char *amqp_url;                /* RabbitMQ the audit events arrive on (shared with chance) */
-    char *amqp_queue;              /* durable quorum queue (shared with chance) */
-    long long amqp_delivery_limit; /* x-delivery-limit (shared with chance: same declaration) */
     long long amqp_prefetch;       /* unacked deliveries the broker may push to us */
     long long insert_batch;        /* events per insert when the queue is deep */
     long long max_event_bytes;     /* larger queue messages are dead-lettered */
     long long retention_days;      /* TTL on stored events; 0 keeps them forever */
     long long test_ack_delay_ms;   /* fault injection: pause between insert and ack */
-    char *health_listen;           /* /livez /readyz /metrics */
+    char *logger_health_listen;    /* /livez /readyz /metrics */
 };
 
 extern const struct conf_module logger_conf_module;

@@ -20,7 +20,7 @@ start_redis >/dev/null
 RPORT=${CHANCED_TEST_REDIS_URL##*:}; RPORT=${RPORT%%/*}
 CPORT=$(free_port); HPORT=$(free_port)
 build/chanced --role=chance --redis_url="$CHANCED_TEST_REDIS_URL" --chance_listen=127.0.0.1:$CPORT \
-    --health_listen=127.0.0.1:$HPORT --log_format=json >"$OUT/chance.log" 2>&1 &
+    --chance_health_listen=127.0.0.1:$HPORT --log_format=json >"$OUT/chance.log" 2>&1 &
 CHPID=$!
 echo "chance $CHPID" >>"$CHANCED_TEST_DIR/pids.extra"
 trap 'kill $CHPID 2>/dev/null; wait $CHPID 2>/dev/null; stop_all; rm -rf "$CHANCED_TEST_DIR"' EXIT

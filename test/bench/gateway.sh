@@ -40,9 +40,9 @@ run() { # name args... : a role in the background, its log in $OUT
     "$BIN" "$@" --log_format=json --log_level=warn >"$OUT/gateway-bench-$name.log" 2>&1 &
     PIDS+=($!)
 }
-run chance --role=chance --chance_listen=127.0.0.1:$CP --health_listen=127.0.0.1:$CH \
+run chance --role=chance --chance_listen=127.0.0.1:$CP --chance_health_listen=127.0.0.1:$CH \
     --redis_url="$CHANCED_TEST_REDIS_URL" --amqp_url="$CHANCED_TEST_AMQP_URL"
-run logger --role=logger --logger_listen=127.0.0.1:$LP --health_listen=127.0.0.1:$LH \
+run logger --role=logger --logger_listen=127.0.0.1:$LP --logger_health_listen=127.0.0.1:$LH \
     --mongo_url="$CHANCED_TEST_MONGO_URL" --amqp_url="$CHANCED_TEST_AMQP_URL"
 run gateway --role=gateway --http_listen=127.0.0.1:$GP --chance_addr=127.0.0.1:$CP \
     --logger_addr=127.0.0.1:$LP --postgres_url="$CHANCED_TEST_POSTGRES_URL" \

@@ -62,7 +62,7 @@ DRAIN_RATE=${DRAIN_LINE##*msgs_per_s=}
 LPORT=$(free_port); HPORT=$(free_port)
 build/chanced --role=logger --amqp_url="$CHANCED_TEST_AMQP_URL" --amqp_queue=$Q \
     --mongo_url="$MONGO_BASE/bench_logger?$MONGO_OPTS" --logger_listen=127.0.0.1:$LPORT \
-    --health_listen=127.0.0.1:$HPORT --insert_batch="$BATCH" --amqp_prefetch=$((BATCH * 4)) \
+    --logger_health_listen=127.0.0.1:$HPORT --insert_batch="$BATCH" --amqp_prefetch=$((BATCH * 4)) \
     --log_format=json >"$OUT/logger.log" 2>&1 &
 PIDS+=($!)
 LOGGER_RATE=$(/usr/bin/python3 - "$HPORT" "$N" <<'PY'
@@ -98,10 +98,10 @@ CPORT=$(free_port); CHPORT=$(free_port); LPORT=$(free_port); HPORT=$(free_port)
 Q=bench.lag
 build/chanced --role=logger --amqp_url="$CHANCED_TEST_AMQP_URL" --amqp_queue=$Q \
     --mongo_url="$MONGO_BASE/bench_lag?$MONGO_OPTS" --logger_listen=127.0.0.1:$LPORT \
-    --health_listen=127.0.0.1:$HPORT --log_format=json >"$OUT/logger-lag.log" 2>&1 &
+    --logger_health_listen=127.0.0.1:$HPORT --log_format=json >"$OUT/logger-lag.log" 2>&1 &
 PIDS+=($!)
 build/chanced --role=chance --redis_url="$CHANCED_TEST_REDIS_URL" --amqp_url="$CHANCED_TEST_AMQP_URL" \
-    --amqp_queue=$Q --chance_listen=127.0.0.1:$CPORT --health_listen=127.0.0.1:$CHPORT \
+    --amqp_queue=$Q --chance_listen=127.0.0.1:$CPORT --chance_health_listen=127.0.0.1:$CHPORT \
     --log_format=json >"$OUT/chance-lag.log" 2>&1 &
 PIDS+=($!)
 LAG=$(/usr/bin/python3 - "$CHANCED_TEST_REDIS_URL" "$CHANCED_TEST_AMQP_URL" "$Q" \

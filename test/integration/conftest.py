@@ -344,10 +344,11 @@ def rabbit(servers):
 # --- the daemon under test -----------------------------------------------------------------
 
 ROLE_LISTEN = {  # keys a role listens on, first = the port to wait for
-    "chance": ["chance_listen", "health_listen"],
-    "logger": ["logger_listen", "health_listen"],
-    "gateway": ["http_listen"],
-    "all": ["http_listen", "chance_listen", "logger_listen"],
+    "chance": ["chance_listen", "chance_health_listen"],
+    "logger": ["logger_listen", "logger_health_listen"],
+    "gateway": ["http_listen", "gateway_health_listen"],
+    "all": ["http_listen", "chance_listen", "logger_listen", "gateway_health_listen",
+            "chance_health_listen", "logger_health_listen"],
 }
 ROLE_URLS = {  # keys a role needs from the environment
     "chance": {"redis_url": "CHANCED_TEST_REDIS_URL", "amqp_url": "CHANCED_TEST_AMQP_URL"},

@@ -125,7 +125,7 @@ def metric(hostport, name, labels=""):
 
 def wait_ready(daemon, timeout=30):
     """Waits for the logger's /readyz to answer 200 (store reached, consuming)."""
-    addr = daemon.addr("health_listen")
+    addr = daemon.addr("logger_health_listen")
     return wait_until("%s /readyz 200" % daemon.role,
                       lambda: http_get(addr, "/readyz")[0] == 200, timeout=timeout)
 

@@ -90,7 +90,7 @@ def test_listen_failure_exits_69(chanced_bin, chanced, redis_client):
     ch = chanced("chance")
     r = run(chanced_bin, "--role=chance", "--chance_listen=%s" % ch.addr(),
             "--redis_url=%s" % os.environ["CHANCED_TEST_REDIS_URL"],
-            "--health_listen=127.0.0.1:%d" % free_port())
+            "--chance_health_listen=127.0.0.1:%d" % free_port())
     assert r.returncode == 69, r.stdout + r.stderr
     assert "chance_listen_failed" in r.stdout
 
@@ -105,7 +105,7 @@ def http_get(url):
 
 def test_health_metrics_and_graceful_stop(chanced, chanced_bin, redis_client, servers):
     ch = chanced("chance")
-    health = "http://%s" % ch.addr("health_listen")
+    health = "http://%s" % ch.addr("chance_health_listen")
     assert http_get(health + "/livez")[0] == 200
     deadline = time.time() + 10
     while http_get(health + "/readyz")[0] != 200:
@@ -137,7 +137,7 @@ def test_health_metrics_and_graceful_stop(chanced, chanced_bin, redis_client, se
         samples = scrape()
     assert any(k.startswith("chanced_rpc_request_duration_seconds_bucket") for k in samples)
     # the healthcheck subcommand agrees with /readyz
-    r = run(chanced_bin, "healthcheck", "--role=chance", "--health_listen=%s" % ch.addr("health_listen"))
+    r = run(chanced_bin, "healthcheck", "--role=chance", "--chance_health_listen=%s" % ch.addr("chance_health_listen"))
     assert r.returncode == 0, r.stderr
     # Redis down: not ready (503 with a reason), still live
     servers.redis.stop()
@@ -150,7 +150,7 @@ def test_health_metrics_and_graceful_stop(chanced, chanced_bin, redis_client, se
         time.sleep(0.1)
     assert json.loads(body)["reason"] == "redis unreachable"
     assert http_get(health + "/livez")[0] == 200
-    r = run(chanced_bin, "healthcheck", "--role=chance", "--health_listen=%s" % ch.addr("health_listen"))
+    r = run(chanced_bin, "healthcheck", "--role=chance", "--chance_health_listen=%s" % ch.addr("chance_health_listen"))
     assert r.returncode == 1
     servers.redis.start()
     deadline = time.time() + 15

@@ -405,7 +405,7 @@ def test_daemon_fixture_lifecycle(chanced, fake_bin):
     start = d.log_json()[0]
     assert start["args"]["role"] == "chance"
     assert start["args"]["amqp_queue"].startswith("chanced.test.")
-    assert start["args"]["health_listen"] != start["args"]["chance_listen"]
+    assert start["args"]["chance_health_listen"] != start["args"]["chance_listen"]
     assert start["test_env"] == [], "CHANCED_TEST_* leaked into the daemon's environment"
     gw = chanced("gateway", binary=fake_bin, postgres_url="postgresql://x")
     assert gw.log_json()[0]["args"]["chance_addr"] == d.addr("chance_listen")

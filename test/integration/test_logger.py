@@ -43,7 +43,7 @@ def test_queue_events_are_stored_once_and_queryable(chanced, store, amqp_url, am
     wait_until("120 stored events", lambda: store[1].events.count_documents({}) == 120)
     wait_until("queue drained", lambda: queue_depth(amqp_url, amqp_queue)[0] == 0)
     assert stored_ids(store[1]) == sorted(e["_id"] for e in events)
-    hp = lg.addr("health_listen")
+    hp = lg.addr("logger_health_listen")
     wait_until("160 acknowledged", lambda: (metric(hp, "chanced_logger_events_stored_total",
                                                    'source="amqp"') or 0) +
                (metric(hp, "chanced_logger_events_duplicate_total", 'source="amqp"') or 0) == 160)
@@ -114,7 +114,7 @@ def test_malformed_messages_go_to_the_dead_letter_queue(chanced, store, amqp_url
     good = [event(i, prefix="good") for i in range(3)]
     publish(amqp_url, amqp_queue, bad[:4] + [body(good[0])] + bad[4:] + [body(e) for e in good[1:]])
     wait_until("good events stored", lambda: store[1].events.count_documents({}) == 3)
-    hp = lg.addr("health_listen")
+    hp = lg.addr("logger_health_listen")
     wait_until("8 dead-lettered", lambda: metric(hp, "chanced_logger_dead_lettered_total") == 8)
     dead = drain(amqp_url, amqp_queue + ".dlq")
     assert len(dead) == 8
@@ -293,7 +293,7 @@ def test_log_stats_counts_per_bucket_and_type(chanced, store):
 
 def test_health_metrics_and_graceful_stop(chanced, store, amqp_url, amqp_queue):
     lg = start_logger(chanced, store)
-    hp = lg.addr("health_listen")
+    hp = lg.addr("logger_health_listen")
     assert http_get(hp, "/livez")[0] == 200
     status, text = http_get(hp, "/readyz")
     assert status == 200

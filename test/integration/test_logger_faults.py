@@ -43,7 +43,7 @@ def test_sigkill_between_insert_and_ack_stores_exactly_once(chanced, store, amqp
     lg.start()
     wait_ready(lg)
     wait_until("queue drained", lambda: queue_depth(amqp_url, amqp_queue) == (0, 1), timeout=60)
-    hp = lg.addr("health_listen")
+    hp = lg.addr("logger_health_listen")
     wait_until("redeliveries acknowledged", lambda: (metric(
         hp, "chanced_logger_events_duplicate_total", 'source="amqp"') or 0) == inserted)
     # "drained" counts ready messages only: wait until the rest are stored as well
@@ -59,7 +59,7 @@ def test_sigkill_between_insert_and_ack_stores_exactly_once(chanced, store, amqp
 def test_mongodb_paused_means_consumption_pauses_and_nothing_is_dead_lettered(
         chanced, store, amqp_url, amqp_queue, servers):
     lg = start_logger(chanced, store, amqp_prefetch=100, insert_batch=50)
-    hp = lg.addr("health_listen")
+    hp = lg.addr("logger_health_listen")
     publish(amqp_url, amqp_queue, [body(event(0, prefix="warm"))])
     wait_until("first event stored", lambda: store[1].events.count_documents({}) == 1)
     events = [event(i, prefix="paused") for i in range(400)]

@@ -88,3 +88,52 @@ def test_make_run_serves_a_claim_and_stops_cleanly(chanced_bin, tmp_path):
                 "Z" in Path("/proc/%s/stat" % parts[1]).read_text().split(")")[-1][:3], line
     assert pids, "no server was recorded"
     shutil.rmtree(base, ignore_errors=True)
+
+
+def test_make_run_from_a_fresh_clone_installs_before_it_builds(tmp_path):
+    """A new user's first command: `git clone` then `make run`, with no build directory. The
+    installer must run before the first compile (on a new machine the headers come from it):
+    here a stand-in installer leaves a mark and the compiler refuses to run without it, so a
+    build that started first fails the test. Then the system must serve /readyz."""
+    base = Path(tempfile.mkdtemp(prefix="chanced-fresh-", dir="/tmp"))
+    base.chmod(0o755)
+    clone = base / "src"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone)], check=True)
+    assert not (clone / "build").exists()
+    mark = base / "deps-ran"
+    fake_deps = base / "deps.sh"
+    fake_deps.write_text("#!/bin/bash\necho 'deps.sh: (stand-in) installing'\ntouch %s\n" % mark)
+    cc = base / "cc"
+    cc.write_text("#!/bin/bash\n[ -e %s ] || { echo 'cc: called before the installer' >&2; "
+                  "exit 97; }\nexec cc \"$@\"\n" % mark)
+    cc.chmod(0o755)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANCED_")}
+    env.update(CHANCED_RUN_DEPS=str(fake_deps), CC=str(cc), CHANCED_RUN_PORT=str(port),
+               CHANCED_RUN_DIR=str(base / "run"))
+    log = open(tmp_path / "run.out", "w+")
+    proc = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        text = ""
+        while "chanced is running" not in text:
+            assert proc.poll() is None, "make run exited early:\n" + text
+            assert time.time() < deadline, "make run did not come up:\n" + text
+            time.sleep(0.5)
+            log.seek(0)
+            text = log.read()
+        assert text.index("deps.sh: (stand-in)") < text.index("building build/chanced"), text
+        url = re.search(r"chanced is running: (http://\S+?)/\s", text).group(1)
+        with urllib.request.urlopen(url + "/readyz", timeout=10) as r:
+            assert r.status == 200
+            assert json.loads(r.read())["status"] == "ready"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        rc = proc.wait(60)
+        log.seek(0)
+        out = log.read()
+    assert rc in (0, 2, 130, 143), out
+    assert "stopping backing servers" in out
+    shutil.rmtree(base, ignore_errors=True)

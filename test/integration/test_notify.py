@@ -127,7 +127,7 @@ def test_ready_status_watchdog_stopping_in_order(chanced, notify, redis_url):
                                 "WATCHDOG_USEC": str(WATCHDOG_USEC)})
     ready = sock.wait_for("READY", "1")
     # READY=1 means serving: the RPC port accepts and /readyz says 200 at that moment
-    assert http_status(ch.addr("health_listen"), "/readyz") == 200
+    assert http_status(ch.addr("chance_health_listen"), "/readyz") == 200
     with socket.create_connection(ch.hostport(), timeout=5):
         pass
     t_ready = sock.snapshot()[ready][0]
@@ -158,7 +158,8 @@ def test_ready_status_watchdog_stopping_in_order(chanced, notify, redis_url):
     assert pids == {ch.pid}, "senders %s, daemon pid %d" % (pids, ch.pid)
 
 
-READYZ_AT = {"chance": "health_listen", "logger": "health_listen", "gateway": "http_listen"}
+READYZ_AT = {"chance": "chance_health_listen", "logger": "logger_health_listen",
+             "gateway": "gateway_health_listen"}
 
 
 @pytest.mark.parametrize("role", ["logger", "gateway"])
@@ -185,7 +186,7 @@ def test_no_ready_while_a_dependency_is_down(chanced, notify):
     ch = chanced("chance", redis_url="redis://127.0.0.1:%d/0" % dead, redis_timeout_ms=500,
                  env={"NOTIFY_SOCKET": sock.env_value, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
     time.sleep(3.0)
-    assert http_status(ch.addr("health_listen"), "/readyz") == 503
+    assert http_status(ch.addr("chance_health_listen"), "/readyz") == 503
     msgs = sock.snapshot()
     assert not [m for m in msgs if "READY" in m[2]], "READY=1 without Redis: %s" % [
         m[3] for m in msgs]
@@ -213,17 +214,18 @@ def test_watchdog_only_when_asked_for_this_pid(chanced, notify, redis_url):
 
 def test_all_roles_ready_only_when_each_is(chanced, notify, redis_url, postgres_url, amqp_url,
                                           mongo_url):
-    """--role=all (chanced@all.service): one READY=1, sent once all three roles serve; the
-    gateway answers health for the whole process (chance and logger open no health port)."""
+    """--role=all (chanced@all.service): one READY=1, sent once all three roles serve; each
+    role serves its own health port (one key per role), as it would in a process of its own."""
     sock = notify()
     chance, logger = "127.0.0.1:%d" % free_port(), "127.0.0.1:%d" % free_port()
     d = chanced("all", chance_listen=chance, chance_addr=chance, logger_listen=logger,
                 logger_addr=logger, start_timeout=60,
                 env={"NOTIFY_SOCKET": sock.env_value, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
     sock.wait_for("READY", "1", timeout=60)
-    assert http_status(d.addr("http_listen"), "/readyz") == 200
+    for key in ("gateway_health_listen", "chance_health_listen", "logger_health_listen"):
+        assert http_status(d.addr(key), "/readyz") == 200, key
     assert "chance" in d.log_text() and "logger_started" in d.log_text()
-    assert "health_listening" not in d.log_text()
+    assert d.log_text().count("health_listening") == 3
     assert len([m for m in sock.snapshot() if "READY" in m[2]]) == 1
     d.stop()
     sock.wait_for("STOPPING", "1", timeout=5)
@@ -243,6 +245,6 @@ def test_unusable_notify_socket_is_harmless(chanced, tmp_path, redis_url):
     for value in (str(tmp_path / "nobody-listens"), "relative/path"):
         ch = chanced("chance", env={"NOTIFY_SOCKET": value, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
         time.sleep(0.5)
-        assert http_status(ch.addr("health_listen"), "/readyz") in (200, 503)
+        assert http_status(ch.addr("chance_health_listen"), "/readyz") in (200, 503)
         assert ch.running()
         ch.stop()

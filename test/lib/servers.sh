@@ -523,7 +523,7 @@ start_mongo() {
 	_ct_need_dir || return 1
 	local dir="$CHANCED_TEST_DIR/mongo" pid i standin log
 	_ct_pid mongo >/dev/null && return 0
-	standin=${CHANCED_TEST_MONGO_STANDIN:-$CHANCED_TEST_SRC_ROOT/test/mongo_standin.py}
+	standin=${CHANCED_TEST_MONGO_STANDIN:-$CHANCED_TEST_SRC_ROOT/test/mongo/mongo_standin.py}
 	log="$dir/mongo.log"
 	if ! command -v mongod >/dev/null && [ ! -f "$standin" ]; then
 		_ct_log "MongoDB NOT STARTED: no mongod on PATH and no stand-in at $standin;"

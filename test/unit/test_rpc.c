@@ -110,7 +110,7 @@ start(size_t max_frame, int stall_ms, int max_conns)
 {
     memset(&fx, 0, sizeof(fx));
     signal(SIGPIPE, SIG_IGN);
-    log_level_current = getenv("TEST_RPC_DEBUG") ? LOG_DEBUG : LOG_ERROR;
+    log_set_level(getenv("TEST_RPC_DEBUG") ? LOG_DEBUG : LOG_ERROR);
     fx.loop = loop_new();
     CHECK(fx.loop != NULL, "loop_new");
     char listen[64], err[256] = "";

@@ -1,6 +1,8 @@
 /*
- * The gateway's runtime state, shared by its modules. One struct gw per running role, created
- * by gateway_start on the loop thread and freed by gateway_free after the loop returned.
+ * The gateway's shared runtime state and the few helpers every module calls. One struct gw per
+ * running role, created by gateway_start (gateway.c, the wiring) on the loop thread and freed by
+ * gateway_free after the loop returned. This module sits below every other gateway module: it
+ * includes none of them but the conf, so the gateway's modules form no include cycle.
  *
  * Ownership:
  *   gw -> pg pool -> connections          (borrowed by workers between acquire and release)
@@ -9,8 +11,8 @@
  *      -> bgtasks (outbox relay, reconciler)
  *      -> passwd, rate limiters, auth cache (metrics: borrowed from main)
  */
-#ifndef CHANCED_GATEWAY_GATEWAY_H
-#define CHANCED_GATEWAY_GATEWAY_H
+#ifndef CHANCED_GATEWAY_GW_H
+#define CHANCED_GATEWAY_GW_H
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -24,9 +26,11 @@
 struct authcache;
 struct bgtask;
 struct event;
+struct health;
 struct http_server;
 struct loop;
 struct metrics;
+struct outbox;
 struct passwd;
 struct pg_pool;
 struct ratelimit;
@@ -50,10 +54,12 @@ struct gw {
     struct authcache *authcache;     /* owned: verified tokens, or NULL when disabled */
     struct metrics *metrics;         /* borrowed: the process-wide registry */
     struct http_server *http;        /* owned; freed by the stopper thread */
-    struct bgtask *relay;            /* owned: outbox relay */
+    struct outbox *outbox;           /* owned: the audit relay's state */
+    struct bgtask *relay;            /* owned: runs outbox_relay_pass over outbox */
     struct bgtask *reconciler;       /* owned: runs reconcile_pass over rec */
     struct reconciler *rec;          /* owned: the reconciler's per-category state */
     struct event *health_timer;      /* owned: samples RPC connection state */
+    struct health *health;           /* owned: the health port (gateway_health_listen) */
     bool ready_sent;                 /* loop thread only: role_ready was called */
     pthread_t stopper;               /* drains HTTP and the tasks after stop() */
     bool stopper_started;            /* stopper was created */
@@ -62,9 +68,6 @@ struct gw {
     int chance_up;                   /* atomic: chance connection is up */
     int logger_up;                   /* atomic: logger connection is up */
     int pg_up;                       /* atomic: last PostgreSQL use succeeded */
-    long long outbox_backlog;        /* atomic: undelivered audit events at the last look */
-    int64_t relay_housekeeping_ms;   /* relay thread only: last prune and backlog count */
-    char event_ns[16];               /* relay thread only: audit _id prefix of this database */
     char *failpoint;                 /* owned: CHANCED_FAILPOINT, or NULL */
     char *openapi;                   /* owned: the OpenAPI document, built at start */
 };
@@ -73,8 +76,6 @@ struct gw {
 void gw_outbox_kick(struct gw *gw);
 /* Kills the process with SIGKILL if the failpoint `name` is armed (crash tests). */
 void gw_failpoint(struct gw *gw, const char *name);
-/* The stable `code` of an RPC error object ("" if it has none). */
-const char *gw_err_code(const cJSON *err);
 /* A PostgreSQL pool of `size` connections with the configured URL and timeouts. */
 struct pg_pool *gw_pool_new(const struct gateway_conf *conf, int size);
 /* The password hasher with the configured argon2id parameters; NULL if refused (logged). */

@@ -1,12 +1,10 @@
-/* mongo_standin_check.c -- verifies test/mongo_standin.py (the MongoDB
+/* standin_check.c -- verifies test/mongo/mongo_standin.py (the MongoDB
  * wire-protocol TEST STAND-IN) against the real MongoDB C driver.
  * Test scaffolding only; not part of chanced.
  *
- * Build:
- *   cc -std=c11 -Wall -Wextra -O1 test/unit/mongo_standin_check.c \
- *      $(pkg-config --cflags --libs libmongoc-1.0) -o /tmp/mongo_standin_check
+ * Build and run: `make standin-check` (the suite runs it too).
  * Run (spawns the stand-in itself under /usr/bin/python3, then SIGTERMs it):
- *   /tmp/mongo_standin_check [path/to/mongo_standin.py] [port] [uri-options]
+ *   build/standin_check [path/to/mongo_standin.py] [port] [uri-options]
  * (uri-options default: socketTimeoutMS=2000&serverSelectionTimeoutMS=2000
  *  &connectTimeoutMS=2000)
  * Prints PASS/FAIL lines; exits 1 if anything failed.
@@ -664,7 +662,7 @@ check_sigstop(mongoc_client_pool_t *pool)
 int
 main(int argc, char **argv)
 {
-    const char *script = argc > 1 ? argv[1] : "test/mongo_standin.py";
+    const char *script = argc > 1 ? argv[1] : "test/mongo/mongo_standin.py";
     int port = argc > 2 ? atoi(argv[2]) : 27917;
     const char *uri_opts = argc > 3 ? argv[3]
                                     : "socketTimeoutMS=2000&serverSelectionTimeoutMS=2000"

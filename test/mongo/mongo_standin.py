@@ -16,7 +16,7 @@ test suites talk to this process instead, through the real MongoDB C driver
 It must run under /usr/bin/python3 (the Debian interpreter that sees those
 packages), e.g.
 
-    /usr/bin/python3 test/mongo_standin.py --port 27917 [--verbose]
+    /usr/bin/python3 test/mongo/mongo_standin.py --port 27917 [--verbose]
 
 and the driver URI should carry socketTimeoutMS (and serverSelectionTimeoutMS)
 so that a SIGSTOPped stand-in is detected quickly:
