@@ -43,7 +43,7 @@ void log_write(int level, const char *event, const char *fmt, ...) PRINTF_LIKE(3
 
 #define log_at(lvl, ...)                                                                           \
     do {                                                                                           \
-        if ((lvl) <= __atomic_load_n(&log_level_current, __ATOMIC_RELAXED)) {                                                          \
+        if ((lvl) <= __atomic_load_n(&log_level_current, __ATOMIC_RELAXED)) {                      \
             log_write((lvl), __VA_ARGS__);                                                         \
         }                                                                                          \
     } while (0)

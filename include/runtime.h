@@ -26,7 +26,7 @@ enum runtime_exit {
 #define RUNTIME_MAX_ROLES 3
 
 struct runtime_opts {
-    struct conf *conf;                        /* frozen configuration (borrowed) */
+    struct conf *conf;                           /* frozen configuration (borrowed) */
     const struct role *roles[RUNTIME_MAX_ROLES]; /* roles to run (borrowed descriptors) */
     size_t nroles;
     const char *config_path; /* --config, re-read on SIGHUP, or NULL (borrowed) */

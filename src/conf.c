@@ -446,12 +446,9 @@ same_value(const struct conf_key *key, const void *a, const void *b)
 {
     const void *fa = (const char *)a + key->offset, *fb = (const char *)b + key->offset;
     switch (key->type) {
-    case CONF_STR:
-        return strcmp(*(char *const *)fa, *(char *const *)fb) == 0;
-    case CONF_INT:
-        return *(const long long *)fa == *(const long long *)fb;
-    case CONF_BOOL:
-        return *(const bool *)fa == *(const bool *)fb;
+    case CONF_STR: return strcmp(*(char *const *)fa, *(char *const *)fb) == 0;
+    case CONF_INT: return *(const long long *)fa == *(const long long *)fb;
+    case CONF_BOOL: return *(const bool *)fa == *(const bool *)fb;
     }
     return true;
 }
@@ -569,8 +566,9 @@ conf_check_url_amqp(const char *value)
     static const char *const s[] = {"amqp://", "amqps://", NULL};
     /* A comma-separated list of nodes: every element is a URL of its own. */
     for (const char *p = value; *p;) {
-        const char *why = check_scheme(p, s, "expected amqp://user:pass@host:port/vhost (or amqps://), "
-                                            "several separated by commas");
+        const char *why = check_scheme(p, s,
+                                       "expected amqp://user:pass@host:port/vhost (or amqps://), "
+                                       "several separated by commas");
         if (why) {
             return why;
         }
@@ -593,8 +591,9 @@ const char *
 conf_check_url_mongo(const char *value)
 {
     static const char *const s[] = {"mongodb://", "mongodb+srv://", NULL};
-    return check_scheme(value, s, "expected mongodb://host:port[,host:port...]/db or "
-                                  "mongodb+srv://host/db");
+    return check_scheme(value, s,
+                        "expected mongodb://host:port[,host:port...]/db or "
+                        "mongodb+srv://host/db");
 }
 
 const char *

@@ -4,7 +4,9 @@
 #include <stddef.h>
 
 #define K(name, type, def, lo, hi, check, flags, help)                                             \
-    {#name, type, def, offsetof(struct rmq_conf, name), lo, hi, check, flags, help}
+    {                                                                                              \
+#name, type, def, offsetof(struct rmq_conf, name), lo, hi, check, flags, help              \
+    }
 
 static const struct conf_key rmq_keys[] = {
     K(amqp_url, CONF_STR, "amqp://guest:guest@127.0.0.1:5672/", 0, 0, conf_check_url_amqp,

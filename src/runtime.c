@@ -40,18 +40,18 @@ struct role_ctx {
 };
 
 struct runtime {
-    const struct runtime_opts *opts;           /* borrowed */
-    struct loop *main_loop;                    /* signals and coordination */
-    struct role_ctx ctx[RUNTIME_MAX_ROLES];    /* selected roles */
+    const struct runtime_opts *opts;        /* borrowed */
+    struct loop *main_loop;                 /* signals and coordination */
+    struct role_ctx ctx[RUNTIME_MAX_ROLES]; /* selected roles */
     size_t nroles;
-    size_t nready, nexited;                    /* main thread only */
-    bool stopping;                             /* SIGTERM seen (main thread only) */
-    bool forced;                               /* the drain deadline expired */
-    int exit_code;                             /* enum runtime_exit */
-    struct event *deadline;                    /* drain bound */
-    struct event *watchdog;                    /* sd_notify WATCHDOG=1 */
-    int64_t beats[RUNTIME_MAX_ROLES];          /* atomic: last loop heartbeat per role */
-    struct metrics *metrics;                   /* process-wide registry, owned */
+    size_t nready, nexited;           /* main thread only */
+    bool stopping;                    /* SIGTERM seen (main thread only) */
+    bool forced;                      /* the drain deadline expired */
+    int exit_code;                    /* enum runtime_exit */
+    struct event *deadline;           /* drain bound */
+    struct event *watchdog;           /* sd_notify WATCHDOG=1 */
+    int64_t beats[RUNTIME_MAX_ROLES]; /* atomic: last loop heartbeat per role */
+    struct metrics *metrics;          /* process-wide registry, owned */
 };
 
 static void begin_stop(struct runtime *rt, int code);
@@ -248,7 +248,8 @@ begin_stop(struct runtime *rt, int code)
     for (size_t i = 0; i < rt->nroles; i++) {
         loop_post(rt->ctx[i].loop, do_stop, &rt->ctx[i]);
     }
-    rt->deadline = loop_timer(rt->main_loop, (int)core->shutdown_timeout_ms, false, on_deadline, rt);
+    rt->deadline =
+        loop_timer(rt->main_loop, (int)core->shutdown_timeout_ms, false, on_deadline, rt);
 }
 
 /* ---- SIGHUP ---- */
@@ -373,8 +374,8 @@ runtime_run(const struct runtime_opts *opts)
     start_roles(&rt);
     int64_t wd = notify_watchdog_ms();
     if (wd > 0) {
-        rt.watchdog = loop_timer(rt.main_loop, (int)(wd / 3 > 0 ? wd / 3 : 1), true, on_watchdog,
-                                 &rt);
+        rt.watchdog =
+            loop_timer(rt.main_loop, (int)(wd / 3 > 0 ? wd / 3 : 1), true, on_watchdog, &rt);
     }
     if (loop_run(rt.main_loop) != 0) {
         goto out;

@@ -392,8 +392,8 @@ chance_start(struct role_ctx *ctx)
     ch->metrics = role_metrics(ctx);
     describe_metrics(ch->metrics);
     rpc_server_set_observer(ch->rpc, observe_rpc, ch);
-    ch->health = health_new(ch->loop, ch->conf->chance_health_listen, ch->metrics,
-                                                 chance_is_ready, ch, err, sizeof(err));
+    ch->health = health_new(ch->loop, ch->conf->chance_health_listen, ch->metrics, chance_is_ready,
+                            ch, err, sizeof(err));
     if (ch->health == NULL) {
         log_error("chance_listen_failed", "reason=\"%s\"", err);
         goto fail;

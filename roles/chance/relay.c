@@ -518,9 +518,8 @@ set_link(struct relay *r, struct chance_amqp *mq)
 static int
 connect_amqp(struct relay *r, char *err, size_t errlen)
 {
-    struct chance_amqp *mq =
-        chance_amqp_open(r->rmq->amqp_url, r->rmq->amqp_queue, (int)r->rmq->amqp_delivery_limit,
-                         10000, err, errlen);
+    struct chance_amqp *mq = chance_amqp_open(r->rmq->amqp_url, r->rmq->amqp_queue,
+                                              (int)r->rmq->amqp_delivery_limit, 10000, err, errlen);
     if (mq == NULL) {
         return -1;
     }

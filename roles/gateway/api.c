@@ -214,19 +214,19 @@ out:
 }
 
 int
-api_query(struct api_call *call, struct http_query *q)
+api_query(struct api_call *call, struct urlquery *q)
 {
-    const char *names[HTTP_QUERY_MAX + 1];
+    const char *names[URLQUERY_MAX + 1];
     char spec[256], err[160];
     size_t n = 0;
     snprintf(spec, sizeof(spec), "%s", call->route->query ? call->route->query : "");
-    for (char *save = NULL, *tok = strtok_r(spec, " ", &save); tok && n < HTTP_QUERY_MAX;
+    for (char *save = NULL, *tok = strtok_r(spec, " ", &save); tok && n < URLQUERY_MAX;
          tok = strtok_r(NULL, " ", &save)) {
         names[n++] = tok;
     }
     names[n] = NULL;
-    if (http_query_parse(http_query(call->req), names, q, err, sizeof(err)) != 0) {
-        http_query_cleanup(q);
+    if (urlquery_parse(http_query(call->req), names, q, err, sizeof(err)) != 0) {
+        urlquery_cleanup(q);
         http_problem(call->req, 400, "bad_query", err, NULL);
         return -1;
     }
@@ -234,10 +234,10 @@ api_query(struct api_call *call, struct http_query *q)
 }
 
 int
-api_query_int(struct api_call *call, const struct http_query *q, const char *name, long long min,
+api_query_int(struct api_call *call, const struct urlquery *q, const char *name, long long min,
               long long max, long long def, long long *out)
 {
-    const char *v = http_query_get(q, name);
+    const char *v = urlquery_get(q, name);
     *out = def;
     if (v == NULL) {
         return 0;

@@ -13,6 +13,7 @@
 
 #include "auth.h"
 #include "http.h"
+#include "urlquery.h"
 #include "util.h"
 
 struct gw;
@@ -67,10 +68,10 @@ void api_dispatch(struct http_req *req, void *arg);
  */
 cJSON *api_read_json(struct api_call *call, const char *const *allowed);
 /* Parses the query string against the route's accepted names; -1 after sending 400. */
-int api_query(struct api_call *call, struct http_query *q) MUSTCHECK;
+int api_query(struct api_call *call, struct urlquery *q) MUSTCHECK;
 /* Reads an integer query parameter in [min, max] (def if absent); -1 after sending 400. */
-int api_query_int(struct api_call *call, const struct http_query *q, const char *name,
-                  long long min, long long max, long long def, long long *out) MUSTCHECK;
+int api_query_int(struct api_call *call, const struct urlquery *q, const char *name, long long min,
+                  long long max, long long def, long long *out) MUSTCHECK;
 /* The path parameter as a positive integer id; -1 after sending 404. */
 int api_param_id(struct api_call *call, int64_t *out) MUSTCHECK;
 

@@ -134,7 +134,7 @@ api_admin_batches(struct api_call *call)
 void
 api_admin_categories(struct api_call *call)
 {
-    struct http_query q;
+    struct urlquery q;
     long long cursor = 0, limit = 100;
     if (api_query(call, &q) != 0) {
         return;
@@ -143,7 +143,7 @@ api_admin_categories(struct api_call *call)
                      api_query_int(call, &q, "limit", 1, PAGE_MAX, 100, &limit) == 0
                  ? 0
                  : -1;
-    http_query_cleanup(&q);
+    urlquery_cleanup(&q);
     if (rc != 0) {
         return;
     }
@@ -187,13 +187,13 @@ api_admin_category_patch(struct api_call *call)
 void
 api_admin_codes(struct api_call *call)
 {
-    struct http_query q;
+    struct urlquery q;
     long long category = 0, user = 0, limit = 100;
     if (api_query(call, &q) != 0) {
         return;
     }
-    const char *status = http_query_get(&q, "status"), *code = http_query_get(&q, "code");
-    const char *cursor = http_query_get(&q, "cursor");
+    const char *status = urlquery_get(&q, "status"), *code = urlquery_get(&q, "code");
+    const char *cursor = urlquery_get(&q, "cursor");
     cJSON *data = cJSON_CreateObject();
     if (api_query_int(call, &q, "category", 1, ID_MAX, 0, &category) != 0 ||
         api_query_int(call, &q, "user", 1, ID_MAX, 0, &user) != 0 ||
@@ -228,26 +228,26 @@ api_admin_codes(struct api_call *call)
     data = NULL;
 out:
     cJSON_Delete(data);
-    http_query_cleanup(&q);
+    urlquery_cleanup(&q);
 }
 
 void
 api_admin_users(struct api_call *call)
 {
-    struct http_query q;
+    struct urlquery q;
     long long cursor = ID_MAX, limit = 50;
     if (api_query(call, &q) != 0) {
         return;
     }
-    const char *prefix = http_query_get(&q, "username");
+    const char *prefix = urlquery_get(&q, "username");
     char cur[24], lim[24], pfx[72] = "";
     if (api_query_int(call, &q, "cursor", 1, ID_MAX, ID_MAX, &cursor) != 0 ||
         api_query_int(call, &q, "limit", 1, PAGE_MAX, 50, &limit) != 0) {
-        http_query_cleanup(&q);
+        urlquery_cleanup(&q);
         return;
     }
     snprintf(pfx, sizeof(pfx), "%.64s", prefix ? prefix : "");
-    http_query_cleanup(&q);
+    urlquery_cleanup(&q);
     struct pg_error err;
     struct pg_result *res = NULL;
     struct pg_conn *c = api_pg(call);

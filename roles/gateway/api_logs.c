@@ -15,7 +15,7 @@
 
 /* Builds log.query/log.stats data from the query string; NULL after answering 400. */
 static cJSON *
-filters(struct api_call *call, const struct http_query *q, bool paged)
+filters(struct api_call *call, const struct urlquery *q, bool paged)
 {
     static const char *const strings[] = {"service", "type",   "user",  "code",
                                           "q",       "cursor", "bucket"};
@@ -34,7 +34,7 @@ filters(struct api_call *call, const struct http_query *q, bool paged)
         }
     }
     for (size_t i = 0; i < ARRAY_SIZE(strings); i++) {
-        const char *v = http_query_get(q, strings[i]);
+        const char *v = urlquery_get(q, strings[i]);
         /* The logger's cursors carry an event id in hex: allow them more room. */
         size_t max = strcmp(strings[i], "cursor") == 0 ? 1024 : 200;
         if (v && (strlen(v) == 0 || strlen(v) > max)) {
@@ -58,12 +58,12 @@ filters(struct api_call *call, const struct http_query *q, bool paged)
 static void
 logger_passthrough(struct api_call *call, const char *cmd)
 {
-    struct http_query q;
+    struct urlquery q;
     if (api_query(call, &q) != 0) {
         return;
     }
     cJSON *data = filters(call, &q, true);
-    http_query_cleanup(&q);
+    urlquery_cleanup(&q);
     if (data == NULL) {
         return;
     }
@@ -178,12 +178,12 @@ fetch_page(struct api_call *call, cJSON *base, const char *cursor, cJSON **resul
 void
 api_logs_csv(struct api_call *call)
 {
-    struct http_query q;
+    struct urlquery q;
     if (api_query(call, &q) != 0) {
         return;
     }
     cJSON *base = filters(call, &q, false);
-    http_query_cleanup(&q);
+    urlquery_cleanup(&q);
     if (base == NULL) {
         return;
     }

@@ -33,14 +33,14 @@ static const struct pg_stmt ledger_page = {
 
 /* Reads ?cursor&limit; -1 after answering. cursor defaults to "past the newest". */
 static int
-page_params(struct api_call *call, struct http_query *q, long long *cursor, long long *limit)
+page_params(struct api_call *call, struct urlquery *q, long long *cursor, long long *limit)
 {
     if (api_query(call, q) != 0) {
         return -1;
     }
     if (api_query_int(call, q, "cursor", 1, CURSOR_MAX, CURSOR_MAX, cursor) != 0 ||
         api_query_int(call, q, "limit", 1, PAGE_MAX, PAGE_DEFAULT, limit) != 0) {
-        http_query_cleanup(q);
+        urlquery_cleanup(q);
         return -1;
     }
     return 0;
@@ -81,12 +81,12 @@ claim_json(const struct pg_result *res, int i)
 void
 api_user_claims(struct api_call *call)
 {
-    struct http_query q;
+    struct urlquery q;
     long long cursor, limit;
     if (page_params(call, &q, &cursor, &limit) != 0) {
         return;
     }
-    http_query_cleanup(&q);
+    urlquery_cleanup(&q);
     struct pg_error err;
     struct pg_result *res = NULL;
     struct pg_conn *c = api_pg(call);
@@ -142,12 +142,12 @@ api_user_claim(struct api_call *call)
 void
 api_wallet_reply(struct api_call *call, int64_t user_id)
 {
-    struct http_query q;
+    struct urlquery q;
     long long cursor, limit;
     if (page_params(call, &q, &cursor, &limit) != 0) {
         return;
     }
-    http_query_cleanup(&q);
+    urlquery_cleanup(&q);
     struct pg_error err;
     struct pg_result *bal = NULL, *res = NULL;
     struct pg_conn *c = api_pg(call);
@@ -217,13 +217,13 @@ void
 api_user_categories(struct api_call *call)
 {
     struct gw *gw = call->gw;
-    struct http_query q;
+    struct urlquery q;
     long long cursor, limit;
     if (page_params(call, &q, &cursor, &limit) != 0) {
         return;
     }
-    bool have_cursor = http_query_get(&q, "cursor") != NULL;
-    http_query_cleanup(&q);
+    bool have_cursor = urlquery_get(&q, "cursor") != NULL;
+    urlquery_cleanup(&q);
     cJSON *data = cJSON_CreateObject();
     cJSON_AddBoolToObject(data, "claimable", true);
     cJSON_AddNumberToObject(data, "user", (double)call->who.user_id);

@@ -65,8 +65,9 @@ gw_is_ready(void *arg, char *why, size_t size)
     bool pg = __atomic_load_n(&gw->pg_up, __ATOMIC_RELAXED);
     bool chance = __atomic_load_n(&gw->chance_up, __ATOMIC_RELAXED);
     bool logger = __atomic_load_n(&gw->logger_up, __ATOMIC_RELAXED);
-    snprintf(why, size, "%s postgres=%s chance=%s logger=%s", stopping ? "draining" : "checks:",
-             pg ? "up" : "down", chance ? "up" : "down", logger ? "up" : "down");
+    snprintf(why, size, "%s postgres=%s chance=%s logger=%s",
+             stopping ? "draining" : "checks:", pg ? "up" : "down", chance ? "up" : "down",
+             logger ? "up" : "down");
     return !stopping && pg && chance;
 }
 

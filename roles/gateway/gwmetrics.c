@@ -99,6 +99,5 @@ gwmetrics_http(struct metrics *m, const char *route, int status, int64_t usec)
              status);
     metrics_add(m, "chanced_gateway_http_requests_total", labels, 1);
     snprintf(labels, sizeof(labels), "route=\"%s\"", route ? route : "unmatched");
-    metrics_observe(m, "chanced_gateway_http_request_duration_seconds", labels,
-                    (double)usec / 1e6);
+    metrics_observe(m, "chanced_gateway_http_request_duration_seconds", labels, (double)usec / 1e6);
 }

@@ -75,24 +75,6 @@ void http_stream_end(struct http_req *req);
 /* The status sent, or 0 if nothing was sent yet. */
 int http_status(const struct http_req *req);
 
-/* Query strings: at most HTTP_QUERY_MAX pairs, names and values percent-decoded. */
-#define HTTP_QUERY_MAX 32
-struct http_query {
-    int n;                        /* pairs parsed */
-    char *names[HTTP_QUERY_MAX];  /* decoded names (into buf) */
-    char *values[HTTP_QUERY_MAX]; /* decoded values (into buf) */
-    char *buf;                    /* owned storage */
-};
-/*
- * Parses raw into q; refuses (-1, err filled) more than HTTP_QUERY_MAX pairs, a repeated name,
- * a name outside allowed (NULL-terminated), invalid UTF-8 or a NUL after decoding.
- */
-int http_query_parse(const char *raw, const char *const *allowed, struct http_query *q, char *err,
-                     size_t errlen) MUSTCHECK;
-/* The value of name, or NULL. */
-const char *http_query_get(const struct http_query *q, const char *name);
-void http_query_cleanup(struct http_query *q);
-
 /* The reason phrase of a status code ("Not Found"). */
 const char *http_status_text(int status);
 

@@ -13,10 +13,10 @@
 #include "rpc_client.h"
 
 struct outbox {
-    struct outbox_opts o;          /* copied; pointers borrowed */
-    long long backlog;             /* atomic: undelivered events at the last look */
-    int64_t housekeeping_ms;       /* relay thread only: last prune and backlog count */
-    char event_ns[16];             /* relay thread only: audit _id prefix of this database */
+    struct outbox_opts o;    /* copied; pointers borrowed */
+    long long backlog;       /* atomic: undelivered events at the last look */
+    int64_t housekeeping_ms; /* relay thread only: last prune and backlog count */
+    char event_ns[16];       /* relay thread only: audit _id prefix of this database */
 };
 
 /* Rows are locked while in flight so a second gateway's relay skips them instead of resending. */

@@ -16,14 +16,14 @@ struct rpc_client;
 
 /* What the relay needs; everything borrowed for the outbox's life. */
 struct outbox_opts {
-    struct pg_pool *pg;         /* where the outbox table lives */
-    struct rpc_client *logger;  /* log.append goes here */
-    struct metrics *metrics;    /* delivered/rejected counters */
-    int *pg_up;                 /* atomic flag: set after each PostgreSQL use (readiness) */
-    int batch;                  /* events per log.append (outbox_batch) */
-    int retention_s;            /* keep delivered events this long (outbox_retention_s) */
-    int acquire_timeout_ms;     /* wait for a pooled connection */
-    int logger_timeout_ms;      /* deadline of log.append */
+    struct pg_pool *pg;        /* where the outbox table lives */
+    struct rpc_client *logger; /* log.append goes here */
+    struct metrics *metrics;   /* delivered/rejected counters */
+    int *pg_up;                /* atomic flag: set after each PostgreSQL use (readiness) */
+    int batch;                 /* events per log.append (outbox_batch) */
+    int retention_s;           /* keep delivered events this long (outbox_retention_s) */
+    int acquire_timeout_ms;    /* wait for a pooled connection */
+    int logger_timeout_ms;     /* deadline of log.append */
 };
 
 struct outbox *outbox_new(const struct outbox_opts *opts);

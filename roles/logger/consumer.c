@@ -406,8 +406,8 @@ consumer_main(void *arg)
 
 struct logger_consumer *
 logger_consumer_new(const struct logger_conf *conf, const struct rmq_conf *rmq,
-                    struct logger_mongo *store, struct loop *loop,
-                    loop_fn on_ready, loop_fn on_exit, void *arg)
+                    struct logger_mongo *store, struct loop *loop, loop_fn on_ready,
+                    loop_fn on_exit, void *arg)
 {
     struct logger_consumer *c = xcalloc(1, sizeof(*c));
     c->conf = conf;

@@ -40,9 +40,10 @@ struct logger_consumer_stats {
  * (the role is then ready); on_exit(arg) is posted when the thread has finished after
  * logger_consumer_stop. conf and store are borrowed for the consumer's life.
  */
-struct logger_consumer *logger_consumer_new(const struct logger_conf *conf, const struct rmq_conf *rmq,
-                                            struct logger_mongo *store, struct loop *loop,
-                                            loop_fn on_ready, loop_fn on_exit, void *arg);
+struct logger_consumer *logger_consumer_new(const struct logger_conf *conf,
+                                            const struct rmq_conf *rmq, struct logger_mongo *store,
+                                            struct loop *loop, loop_fn on_ready, loop_fn on_exit,
+                                            void *arg);
 /* Asks the thread to finish: stop consuming, store and acknowledge what it holds, close. */
 void logger_consumer_stop(struct logger_consumer *c);
 /* Joins the thread (interrupting a blocked socket first) and frees. NULL is a no-op. */

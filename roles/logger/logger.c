@@ -389,20 +389,21 @@ logger_start(struct role_ctx *ctx)
     }
     rpc_server_set_observer(lg->rpc, on_rpc_done, lg);
     /* Under --role=all the gateway serves health for the process (role.h). */
-    lg->health = health_new(lg->loop, lg->conf->logger_health_listen, lg->metrics,
-                                                 is_ready, lg, err, sizeof(err));
+    lg->health = health_new(lg->loop, lg->conf->logger_health_listen, lg->metrics, is_ready, lg,
+                            err, sizeof(err));
     if (lg->health == NULL) {
         log_error("logger_start_failed", "reason=\"%s\"", err);
         goto fail;
     }
-    lg->consumer =
-        logger_consumer_new(lg->conf, lg->rmq, lg->store, lg->loop, on_consumer_ready, on_consumer_exit, lg);
+    lg->consumer = logger_consumer_new(lg->conf, lg->rmq, lg->store, lg->loop, on_consumer_ready,
+                                       on_consumer_exit, lg);
     if (lg->consumer == NULL) {
         goto fail;
     }
     metrics_on_collect(lg->metrics, collect_metrics, lg);
     log_info("logger_started", "listen=%s health=%s store=%s queue=%s", lg->conf->logger_listen,
-             lg->conf->logger_health_listen, logger_mongo_namespace(lg->store), lg->rmq->amqp_queue);
+             lg->conf->logger_health_listen, logger_mongo_namespace(lg->store),
+             lg->rmq->amqp_queue);
     return lg;
 fail:
     logger_free(lg);

@@ -1,4 +1,4 @@
-/* The logger's MongoDB adapter: libmongoc calls, BSON <-> cJSON, and error translation. */
+/* The logger's MongoDB adapter: libmongoc calls and error translation (BSON <-> cJSON: bsonjson.c). */
 #include "mongo.h"
 
 #include <mongoc/mongoc.h>
@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bsonjson.h"
 #include "json.h"
 #include "log.h"
 #include "query.h"
@@ -21,9 +22,6 @@ struct logger_mongo {
     char db[64];                /* database from the URL (default "chanced") */
     char ns[96];                /* "db.events" for logs */
 };
-
-static void append_json(bson_t *b, const char *key, const cJSON *v);
-static cJSON *bson_to_json(const bson_t *doc, bool top);
 
 /* Server error codes that mean "try again later" rather than "this request is wrong". */
 static bool
@@ -124,169 +122,6 @@ const char *
 logger_mongo_namespace(const struct logger_mongo *m)
 {
     return m->ns;
-}
-
-/* ---- cJSON -> BSON ---- */
-
-static void
-append_json(bson_t *b, const char *key, const cJSON *v)
-{
-    if (cJSON_IsObject(v) || cJSON_IsArray(v)) {
-        bson_t child;
-        bool arr = cJSON_IsArray(v);
-        if (arr) {
-            bson_append_array_begin(b, key, -1, &child);
-        } else {
-            bson_append_document_begin(b, key, -1, &child);
-        }
-        uint32_t i = 0;
-        for (const cJSON *c = v->child; c; c = c->next, i++) {
-            char buf[16];
-            const char *k = c->string;
-            if (arr) {
-                bson_uint32_to_string(i, &k, buf, sizeof(buf));
-            }
-            append_json(&child, k, c);
-        }
-        if (arr) {
-            bson_append_array_end(b, &child);
-        } else {
-            bson_append_document_end(b, &child);
-        }
-    } else if (cJSON_IsString(v)) {
-        bson_append_utf8(b, key, -1, v->valuestring, -1);
-    } else if (cJSON_IsBool(v)) {
-        bson_append_bool(b, key, -1, cJSON_IsTrue(v));
-    } else if (json_is_int(v)) {
-        bson_append_int64(b, key, -1, (int64_t)v->valuedouble);
-    } else if (cJSON_IsNumber(v)) {
-        bson_append_double(b, key, -1, v->valuedouble);
-    } else {
-        bson_append_null(b, key, -1);
-    }
-}
-
-static void
-append_string_once(bson_t *arr, uint32_t *n, const char **seen, const cJSON *v)
-{
-    if (!cJSON_IsString(v)) {
-        return;
-    }
-    for (uint32_t i = 0; i < *n; i++) {
-        if (strcmp(seen[i], v->valuestring) == 0) {
-            return;
-        }
-    }
-    char buf[16];
-    const char *k;
-    bson_uint32_to_string(*n, &k, buf, sizeof(buf));
-    bson_append_utf8(arr, k, -1, v->valuestring, -1);
-    seen[(*n)++] = v->valuestring;
-}
-
-/* The derived fields: one multikey index each serves the user and category filters. */
-static void
-append_derived(bson_t *doc, const cJSON *ev)
-{
-    const cJSON *actor = cJSON_GetObjectItemCaseSensitive(ev, "actor");
-    const cJSON *subject = cJSON_GetObjectItemCaseSensitive(ev, "subject");
-    bson_t arr;
-    const char *seen[4];
-    uint32_t n = 0;
-    bson_append_array_begin(doc, "_users", -1, &arr);
-    append_string_once(&arr, &n, seen, cJSON_GetObjectItemCaseSensitive(actor, "id"));
-    append_string_once(&arr, &n, seen, cJSON_GetObjectItemCaseSensitive(actor, "username"));
-    append_string_once(&arr, &n, seen, cJSON_GetObjectItemCaseSensitive(subject, "user_id"));
-    append_string_once(&arr, &n, seen, cJSON_GetObjectItemCaseSensitive(subject, "username"));
-    bson_append_array_end(doc, &arr);
-
-    bson_append_array_begin(doc, "_cats", -1, &arr);
-    n = 0;
-    char buf[16];
-    const char *k;
-    const cJSON *cat = cJSON_GetObjectItemCaseSensitive(subject, "category");
-    if (json_is_int(cat)) {
-        bson_uint32_to_string(n++, &k, buf, sizeof(buf));
-        bson_append_int64(&arr, k, -1, (int64_t)cat->valuedouble);
-    }
-    const cJSON *cats = cJSON_GetObjectItemCaseSensitive(subject, "categories");
-    for (const cJSON *c = cats ? cats->child : NULL; c; c = c->next) {
-        bson_uint32_to_string(n++, &k, buf, sizeof(buf));
-        bson_append_int64(&arr, k, -1, (int64_t)c->valuedouble);
-    }
-    bson_append_array_end(doc, &arr);
-}
-
-static bson_t *
-event_to_bson(const cJSON *ev)
-{
-    bson_t *doc = bson_new();
-    for (const cJSON *f = ev->child; f; f = f->next) {
-        append_json(doc, f->string, f);
-        if (strcmp(f->string, "ts") == 0) {
-            bson_append_date_time(doc, "_at", -1, (int64_t)f->valuedouble);
-        }
-    }
-    append_derived(doc, ev);
-    return doc;
-}
-
-/* ---- BSON -> cJSON ---- */
-
-static cJSON *
-value_to_json(bson_iter_t *it)
-{
-    switch (bson_iter_type(it)) {
-    case BSON_TYPE_UTF8: return cJSON_CreateString(bson_iter_utf8(it, NULL));
-    case BSON_TYPE_INT32: return cJSON_CreateNumber(bson_iter_int32(it));
-    case BSON_TYPE_INT64: return cJSON_CreateNumber((double)bson_iter_int64(it));
-    case BSON_TYPE_DOUBLE: return cJSON_CreateNumber(bson_iter_double(it));
-    case BSON_TYPE_BOOL: return cJSON_CreateBool(bson_iter_bool(it));
-    case BSON_TYPE_DATE_TIME: return cJSON_CreateNumber((double)bson_iter_date_time(it));
-    case BSON_TYPE_DOCUMENT:
-    case BSON_TYPE_ARRAY: {
-        const uint8_t *data;
-        uint32_t len;
-        bson_t sub;
-        if (BSON_ITER_HOLDS_DOCUMENT(it)) {
-            bson_iter_document(it, &len, &data);
-        } else {
-            bson_iter_array(it, &len, &data);
-        }
-        if (!bson_init_static(&sub, data, len)) {
-            return cJSON_CreateNull();
-        }
-        cJSON *out = bson_to_json(&sub, false);
-        if (BSON_ITER_HOLDS_ARRAY(it)) { /* same children, array container */
-            cJSON *arr = cJSON_CreateArray();
-            while (out->child) {
-                cJSON_AddItemToArray(arr, cJSON_DetachItemViaPointer(out, out->child));
-            }
-            cJSON_Delete(out);
-            return arr;
-        }
-        return out;
-    }
-    default: return cJSON_CreateNull(); /* types we never write */
-    }
-}
-
-static cJSON *
-bson_to_json(const bson_t *doc, bool top)
-{
-    bson_iter_t it;
-    cJSON *out = cJSON_CreateObject();
-    if (!bson_iter_init(&it, doc)) {
-        return out;
-    }
-    while (bson_iter_next(&it)) {
-        const char *k = bson_iter_key(&it);
-        if (top && (strcmp(k, "_at") == 0 || strcmp(k, "_users") == 0 || strcmp(k, "_cats") == 0)) {
-            continue;
-        }
-        cJSON_AddItemToObject(out, k, value_to_json(&it));
-    }
-    return out;
 }
 
 static long long
@@ -471,7 +306,7 @@ logger_mongo_insert(struct logger_mongo *m, const cJSON *const *events, size_t n
     bson_t **docs = xcalloc(n, sizeof(*docs));
     bson_t opts = BSON_INITIALIZER, reply;
     for (size_t i = 0; i < n; i++) {
-        docs[i] = event_to_bson(events[i]);
+        docs[i] = bsonjson_event(events[i]);
         outcome[i] = LOGGER_INSERT_STORED;
     }
     BSON_APPEND_BOOL(&opts, "ordered", false); /* one duplicate must not stop the rest */
@@ -599,7 +434,7 @@ logger_mongo_find(struct logger_mongo *m, const struct logger_query *q, cJSON **
     cJSON *items = cJSON_CreateArray();
     int n = 0;
     while (n < q->limit + 1 && mongoc_cursor_next(cursor, &doc)) {
-        cJSON_AddItemToArray(items, bson_to_json(doc, true));
+        cJSON_AddItemToArray(items, bsonjson_to_json(doc, true));
         n++;
     }
     int rc = cursor_failed(cursor, err, errlen);
