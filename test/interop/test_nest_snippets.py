@@ -114,6 +114,7 @@ def run_snippet(node, snippets, test_output_dir):
         full = {k: v for k, v in os.environ.items() if not k.startswith("CHANCED_")}
         full.pop("NODE_OPTIONS", None)
         full["NODE_PATH"] = str(INTEROP / "node_modules")
+        full["NO_COLOR"] = "1"  # plain Nest log lines in the saved stderr
         full.update({k: str(v) for k, v in env.items()})
         p = subprocess.run([node, str(path)], cwd=str(test_output_dir), env=full,
                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -202,6 +203,15 @@ def test_default_client_first_leaves_chanced_unable_to_declare(
     ch = chanced("chance")
     ch.wait_log(r'"event":"relay_amqp_unavailable".*' + refused, timeout=30)
     assert queue_depth(amqp_url, amqp_queue)[0] == 1  # the event waits, unconsumed
+    # until the queue is deleted (with the event in it): then the logger declares it and serves
+    import pika
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        conn.channel().queue_delete(queue=amqp_queue)
+    finally:
+        conn.close()
+    wait_ready(lg)
+    assert call(lg, "log.query", {})["items"] == []
 
 
 # ---- ClientTCP -----------------------------------------------------------------------------
@@ -262,6 +272,8 @@ def test_tcp_chance_snippet(chanced, redis_client, run_snippet):
                               "message": "claim refused: category_not_found"}
     with NestClient(*ch.hostport()) as c:
         item = c.call("chance.code", {"code": claim["code"]})
+        # "chanced also accepts the bare string" as the pattern
+        assert c.call_pattern("chance.code", {"code": claim["code"]}) == item
     assert item["status"] == "assigned" and item["user_id"] == "42" \
         and item["claim_id"] == claim["claim_id"], item
 
