@@ -40,7 +40,7 @@ ALL_CFLAGS := $(CHANCED_CFLAGS) $(SANFLAGS) $(CFLAGS)
 LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
 
 CORE_SRCS := src/util.c src/log.c src/conf.c src/core_conf.c src/codec.c src/json.c src/loop.c \
-             src/metrics.c src/health.c src/backoff.c src/rmq.c src/rmq_conf.c \
+             src/metrics.c src/health.c src/backoff.c src/rmq.c src/rmq_conf.c src/tls.c \
              src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c src/runtime.c
 MAIN_SRCS := src/main.c
 
@@ -61,8 +61,12 @@ WEB_OBJS  := $(BUILD)/gen/web_assets.o
 
 # Unit tests: test/unit/test_<name>.c links the core archive and, for a role module, the objects
 # named by test_<name>_OBJS (and libraries by test_<name>_LIBS). One line per role-module test.
-UNIT_TESTS := test_util test_codec test_conf test_json test_rpc test_backoff test_codegen
+UNIT_TESTS := test_util test_codec test_conf test_json test_rpc test_backoff test_codegen \
+              test_cluster test_redisurl
 test_codegen_OBJS  := roles/chance/codegen.o
+test_cluster_OBJS  := roles/chance/cluster.o
+test_cluster_LIBS  := -lhiredis
+test_redisurl_OBJS := roles/chance/redisurl.o
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/test/unit/%)
 
 C_SOURCES = src/*.c include/*.h roles/*/*.c roles/*/*.h test/unit/*.c test/unit/*.h \

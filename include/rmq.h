@@ -1,12 +1,18 @@
 /*
- * RabbitMQ pieces shared by the chance relay and the logger (librabbitmq-c 0.11, synchronous):
- * connect + login from an amqp:// URL, error text for broker replies, and the one queue
- * topology both roles declare (their arguments must match exactly or the broker refuses):
+ * The one RabbitMQ link of the daemon (librabbitmq-c 0.11, synchronous), used by the chance
+ * role's publisher and the logger's consumer: connect to the first node of amqp_url that
+ * answers (amqp:// or amqps://), log in, open channel RMQ_CHANNEL and declare the audit topology
+ * both sides rely on (their arguments must match exactly or the broker refuses):
  *
- *   exchange <queue>.dlx  fanout, durable              dead-letter exchange
- *   queue    <queue>.dlq  durable, bound to the dlx    dead-letter queue
- *   queue    <queue>      durable, x-queue-type=quorum, x-dead-letter-exchange=<queue>.dlx,
- *                         x-delivery-limit=<delivery_limit>
+ *   exchange <queue>.dlx  fanout, durable                 dead-letter exchange
+ *   queue    <queue>.dlq  durable, x-queue-type=quorum    dead-letter queue, bound to the dlx
+ *   queue    <queue>      durable, x-queue-type=quorum, x-dead-letter-exchange=<queue>.dlx
+ *
+ * The queue has no delivery limit: a message goes to the dead-letter queue only when the
+ * logger rejects it as unusable, never because consumers died while holding it.
+ *
+ * A link is used by one thread; rmq_link_interrupt may be called from any thread to break a
+ * blocked call (it shuts the socket down).
  */
 #ifndef CHANCED_RMQ_H
 #define CHANCED_RMQ_H
@@ -16,21 +22,31 @@
 
 #include "util.h"
 
+#define RMQ_CHANNEL 1
+
+struct rmq_conf;
+struct rmq_link;
+
+/*
+ * Opens a link. The URLs of conf->amqp_url are tried in turn starting at *next (updated to the
+ * one that worked, so a reconnect tries it first); timeout_ms bounds the connect, the handshake
+ * and every RPC. NULL with err filled (no secrets in it).
+ */
+struct rmq_link *rmq_link_open(const struct rmq_conf *conf, int timeout_ms, unsigned *next,
+                               char *err, size_t errlen);
+/* Closes (politely when the socket still works) and frees. NULL is a no-op. */
+void rmq_link_close(struct rmq_link *l);
+/* Thread-safe: shuts the socket down so a call blocked on the owning thread returns. */
+void rmq_link_interrupt(struct rmq_link *l);
+/* The librabbitmq connection (borrowed; owned by the link). */
+amqp_connection_state_t rmq_link_conn(struct rmq_link *l);
+/* "host:port" of the node the link reached (borrowed). */
+const char *rmq_link_peer(const struct rmq_link *l);
+
 /* Writes "<what>: <why>" for a broker reply into err. */
 void rmq_reply_error(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen);
 /* 0 if the last RPC on conn succeeded, else -1 with err filled. */
 int rmq_check_rpc(amqp_connection_state_t conn, const char *what, char *err,
                   size_t errlen) MUSTCHECK;
-/*
- * Opens a TCP socket to the URL's host and logs in (timeout_ms bounds the connect, handshake and
- * every RPC). on_socket(fd, arg), if set, runs once the socket exists, before the login, so the
- * caller can make a blocked login interruptible. -1 with err filled (no secrets in it).
- */
-int rmq_connect(amqp_connection_state_t conn, const char *url, int timeout_ms,
-                void (*on_socket)(int fd, void *arg), void *arg, char *err,
-                size_t errlen) MUSTCHECK;
-/* Declares the topology above on channel. -1 with err filled. */
-int rmq_declare_topology(amqp_connection_state_t conn, amqp_channel_t channel, const char *queue,
-                         int delivery_limit, char *err, size_t errlen) MUSTCHECK;
 
 #endif

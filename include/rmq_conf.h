@@ -8,12 +8,11 @@
 #include "conf.h"
 
 struct rmq_conf {
-    char *amqp_url;                /* comma-separated amqp:// or amqps:// URLs, tried in order */
-    char *amqp_queue;              /* durable quorum queue of audit events */
-    long long amqp_delivery_limit; /* x-delivery-limit of the queue */
-    char *amqp_tls_ca;             /* CA file verifying amqps:// brokers ("" = system store) */
-    char *amqp_tls_cert;           /* client certificate for amqps:// ("" = none) */
-    char *amqp_tls_key;            /* its key (secret) */
+    char *amqp_url;      /* comma-separated amqp:// or amqps:// URLs, tried in order */
+    char *amqp_queue;    /* durable quorum queue of audit events */
+    char *amqp_tls_ca;   /* CA file verifying amqps:// brokers ("" = system store) */
+    char *amqp_tls_cert; /* client certificate for amqps:// ("" = none) */
+    char *amqp_tls_key;  /* its key (secret) */
 };
 
 extern const struct conf_module rmq_conf_module;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define MUSTCHECK __attribute__((warn_unused_result))
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
@@ -34,6 +35,19 @@ void util_random_bytes(void *buf, size_t len);
 uint64_t util_random_below(uint64_t bound);
 /* Writes a random lowercase hex id of 2*nbytes characters plus NUL into out. */
 void util_random_hex(char *out, size_t nbytes);
+
+/*
+ * Resolves host (a name or an IP literal) for a TCP connect to port into out/len: the first
+ * address. Blocks on DNS for names (service names resolve locally). 0, or -1 if it cannot.
+ */
+int util_resolve(const char *host, int port, struct sockaddr_storage *out,
+                 socklen_t *len) MUSTCHECK;
+/*
+ * All addresses of host (a name may resolve to several: each counts as one peer), at most max,
+ * into out/lens; returns how many (0 if none).
+ */
+int util_resolve_all(const char *host, int port, struct sockaddr_storage *out, socklen_t *lens,
+                     int max);
 
 /* Splits "host:port" (IPv6 as "[::1]:port") into host (caller frees) and port; -1 on error. */
 int util_parse_hostport(const char *s, char **host, int *port) MUSTCHECK;

@@ -1,15 +1,28 @@
-/* RabbitMQ connect, error text and topology shared by the chance relay and the logger. */
+/* The RabbitMQ link shared by the chance publisher and the logger consumer (rmq.h). */
 #include "rmq.h"
 
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+
+#include "rmq_conf.h"
 
 #define HEARTBEAT_S 30   /* the broker drops us after two missed beats */
 #define FRAME_MAX 131072 /* librabbitmq's default */
+#define MAX_URLS 16
+
+struct rmq_link {
+    amqp_connection_state_t conn; /* owned; owns the socket */
+    pthread_mutex_t lock;         /* guards fd against rmq_link_interrupt */
+    int fd;                       /* the socket, -1 once closed */
+    char peer[300];               /* host:port reached */
+};
 
 void
 rmq_reply_error(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen)
@@ -47,86 +60,225 @@ rmq_check_rpc(amqp_connection_state_t conn, const char *what, char *err, size_t 
     return -1;
 }
 
-int
-rmq_connect(amqp_connection_state_t conn, const char *url, int timeout_ms,
-            void (*on_socket)(int fd, void *arg), void *arg, char *err, size_t errlen)
+static bool
+set(const char *s)
+{
+    return s && *s;
+}
+
+/* A TCP or TLS socket for ci, configured from the conf's amqp_tls_* files. */
+static amqp_socket_t *
+new_socket(struct rmq_link *l, const struct rmq_conf *c, const struct amqp_connection_info *ci,
+           char *err, size_t errlen)
+{
+    if (!ci->ssl) {
+        amqp_socket_t *s = amqp_tcp_socket_new(l->conn);
+        if (s == NULL) {
+            snprintf(err, errlen, "out of memory");
+        }
+        return s;
+    }
+    amqp_socket_t *s = amqp_ssl_socket_new(l->conn);
+    if (s == NULL) {
+        snprintf(err, errlen, "cannot create a TLS socket");
+        return NULL;
+    }
+    amqp_ssl_socket_set_verify_peer(s, 1);
+    amqp_ssl_socket_set_verify_hostname(s, 1);
+    if (set(c->amqp_tls_ca) && amqp_ssl_socket_set_cacert(s, c->amqp_tls_ca) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "amqp_tls_ca: cannot load %s", c->amqp_tls_ca);
+        return NULL;
+    }
+    if (set(c->amqp_tls_cert)) {
+        int st = strncmp(c->amqp_tls_key, "-----BEGIN", 10) == 0
+                     ? amqp_ssl_socket_set_key_buffer(s, c->amqp_tls_cert, c->amqp_tls_key,
+                                                      strlen(c->amqp_tls_key))
+                     : amqp_ssl_socket_set_key(s, c->amqp_tls_cert, c->amqp_tls_key);
+        if (st != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "amqp_tls_cert/amqp_tls_key: cannot load them: %s",
+                     amqp_error_string2(st));
+            return NULL;
+        }
+    }
+    return s;
+}
+
+/* Connects and logs in to one URL. */
+static int
+connect_one(struct rmq_link *l, const struct rmq_conf *c, const char *url, size_t urllen,
+            int timeout_ms, char *err, size_t errlen)
 {
     struct amqp_connection_info ci;
-    char *u = xstrdup(url); /* amqp_parse_url writes into its argument */
-    size_t ulen = strlen(url);
+    char *u = xstrndup(url, urllen); /* amqp_parse_url writes into its argument */
     int rc = -1;
     amqp_default_connection_info(&ci);
     if (amqp_parse_url(u, &ci) != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "amqp_url is not a valid amqp:// URL");
+        snprintf(err, errlen, "amqp_url holds an invalid URL");
         goto out;
     }
-    if (ci.ssl) {
-        snprintf(err, errlen, "amqps:// is not supported; use amqp:// on a trusted network");
+    snprintf(l->peer, sizeof(l->peer), "%s:%d", ci.host, ci.port);
+    amqp_socket_t *sock = new_socket(l, c, &ci, err, errlen);
+    if (sock == NULL) {
         goto out;
     }
-    amqp_socket_t *sock = amqp_tcp_socket_new(conn);
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    int st = sock ? amqp_socket_open_noblock(sock, ci.host, ci.port, &tv) : AMQP_STATUS_NO_MEMORY;
+    int st = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
     if (st != AMQP_STATUS_OK) {
         /* librabbitmq says only "a socket error occurred"; errno says which */
-        snprintf(err, errlen, "cannot connect to %s:%d: %s", ci.host, ci.port,
+        snprintf(err, errlen, "cannot connect to %s: %s", l->peer,
                  st == AMQP_STATUS_SOCKET_ERROR && errno ? strerror(errno)
                                                          : amqp_error_string2(st));
         goto out;
     }
-    if (on_socket) {
-        on_socket(amqp_socket_get_sockfd(sock), arg);
-    }
-    amqp_set_handshake_timeout(conn, &tv);
-    amqp_set_rpc_timeout(conn, &tv);
+    pthread_mutex_lock(&l->lock);
+    l->fd = amqp_socket_get_sockfd(sock);
+    pthread_mutex_unlock(&l->lock);
+    amqp_set_handshake_timeout(l->conn, &tv);
+    amqp_set_rpc_timeout(l->conn, &tv);
     /* "amqp://host:port/" names the default vhost "/", as amqplib and pika read it. */
     const char *vhost = ci.vhost && *ci.vhost ? ci.vhost : "/";
-    amqp_rpc_reply_t r = amqp_login(conn, vhost, 0, FRAME_MAX, HEARTBEAT_S, AMQP_SASL_METHOD_PLAIN,
-                                    ci.user, ci.password);
+    amqp_rpc_reply_t r = amqp_login(l->conn, vhost, 0, FRAME_MAX, HEARTBEAT_S,
+                                    AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        rmq_reply_error(r, "login", err, errlen);
+        char why[256];
+        rmq_reply_error(r, "login", why, sizeof(why));
+        snprintf(err, errlen, "%s: %s", l->peer, why);
         goto out;
     }
     rc = 0;
 out:
-    util_wipe(u, ulen); /* it holds the password */
+    util_wipe(u, urllen); /* it holds the password */
     free(u);
     return rc;
 }
 
-int
-rmq_declare_topology(amqp_connection_state_t conn, amqp_channel_t channel, const char *queue,
-                     int delivery_limit, char *err, size_t errlen)
+static int
+declare_topology(amqp_connection_state_t conn, const char *queue, char *err, size_t errlen)
 {
     char dlx[256], dlq[256];
     snprintf(dlx, sizeof(dlx), "%s.dlx", queue);
     snprintf(dlq, sizeof(dlq), "%s.dlq", queue);
-    amqp_exchange_declare(conn, channel, amqp_cstring_bytes(dlx), amqp_cstring_bytes("fanout"), 0,
-                          1, 0, 0, amqp_empty_table);
+    amqp_table_entry_t quorum = {
+        amqp_cstring_bytes("x-queue-type"),
+        {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
+    amqp_exchange_declare(conn, RMQ_CHANNEL, amqp_cstring_bytes(dlx), amqp_cstring_bytes("fanout"),
+                          0, 1, 0, 0, amqp_empty_table);
     if (rmq_check_rpc(conn, "declare dead-letter exchange", err, errlen) != 0) {
         return -1;
     }
-    amqp_queue_declare(conn, channel, amqp_cstring_bytes(dlq), 0, 1, 0, 0, amqp_empty_table);
+    amqp_queue_declare(conn, RMQ_CHANNEL, amqp_cstring_bytes(dlq), 0, 1, 0, 0,
+                       (amqp_table_t){1, &quorum});
     if (rmq_check_rpc(conn, "declare dead-letter queue", err, errlen) != 0) {
-        return -1;
+        goto inequivalent;
     }
-    amqp_queue_bind(conn, channel, amqp_cstring_bytes(dlq), amqp_cstring_bytes(dlx),
+    amqp_queue_bind(conn, RMQ_CHANNEL, amqp_cstring_bytes(dlq), amqp_cstring_bytes(dlx),
                     amqp_cstring_bytes(""), amqp_empty_table);
     if (rmq_check_rpc(conn, "bind dead-letter queue", err, errlen) != 0) {
         return -1;
     }
-    /* x-delivery-limit needs a quorum queue. */
-    amqp_table_entry_t args[3];
-    args[0].key = amqp_cstring_bytes("x-queue-type");
-    args[0].value.kind = AMQP_FIELD_KIND_UTF8;
-    args[0].value.value.bytes = amqp_cstring_bytes("quorum");
-    args[1].key = amqp_cstring_bytes("x-dead-letter-exchange");
-    args[1].value.kind = AMQP_FIELD_KIND_UTF8;
-    args[1].value.value.bytes = amqp_cstring_bytes(dlx);
-    args[2].key = amqp_cstring_bytes("x-delivery-limit");
-    args[2].value.kind = AMQP_FIELD_KIND_I64;
-    args[2].value.value.i64 = delivery_limit;
-    amqp_table_t table = {3, args};
-    amqp_queue_declare(conn, channel, amqp_cstring_bytes(queue), 0, 1, 0, 0, table);
-    return rmq_check_rpc(conn, "declare queue", err, errlen);
+    amqp_table_entry_t args[2] = {
+        quorum,
+        {amqp_cstring_bytes("x-dead-letter-exchange"),
+         {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(dlx)}}};
+    amqp_queue_declare(conn, RMQ_CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0, 0,
+                       (amqp_table_t){2, args});
+    if (rmq_check_rpc(conn, "declare queue", err, errlen) != 0) {
+        goto inequivalent;
+    }
+    return 0;
+inequivalent:
+    if (strstr(err, "406") || strstr(err, "PRECONDITION_FAILED")) {
+        /* Declared earlier with other arguments (an older chanced had x-delivery-limit and a
+         * classic dead-letter queue): say how to get out of it. */
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n,
+                 " (the queue exists with other arguments: let the logger drain it, then "
+                 "delete %s and %s, or set amqp_queue to a new name)",
+                 queue, dlq);
+    }
+    return -1;
+}
+
+struct rmq_link *
+rmq_link_open(const struct rmq_conf *c, int timeout_ms, unsigned *next, char *err, size_t errlen)
+{
+    const char *urls[MAX_URLS];
+    size_t lens[MAX_URLS], n = 0;
+    for (const char *p = c->amqp_url; *p && n < MAX_URLS;) {
+        while (*p == ' ' || *p == ',') {
+            p++;
+        }
+        size_t len = strcspn(p, ",");
+        while (len > 0 && p[len - 1] == ' ') {
+            len--;
+        }
+        if (len > 0) {
+            urls[n] = p;
+            lens[n++] = len;
+        }
+        p += strcspn(p, ",");
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "amqp_url is empty");
+        return NULL;
+    }
+    for (size_t tried = 0; tried < n; tried++) {
+        unsigned i = (*next + (unsigned)tried) % (unsigned)n;
+        struct rmq_link *l = xcalloc(1, sizeof(*l));
+        pthread_mutex_init(&l->lock, NULL);
+        l->fd = -1;
+        l->conn = amqp_new_connection();
+        if (l->conn && connect_one(l, c, urls[i], lens[i], timeout_ms, err, errlen) == 0) {
+            amqp_channel_open(l->conn, RMQ_CHANNEL);
+            if (rmq_check_rpc(l->conn, "open channel", err, errlen) == 0 &&
+                declare_topology(l->conn, c->amqp_queue, err, errlen) == 0) {
+                *next = i;
+                return l;
+            }
+        }
+        rmq_link_close(l);
+    }
+    return NULL;
+}
+
+void
+rmq_link_close(struct rmq_link *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&l->lock);
+    l->fd = -1;
+    pthread_mutex_unlock(&l->lock);
+    if (l->conn) {
+        /* A polite close when the link still works; destroy frees everything regardless. */
+        if (amqp_get_socket(l->conn) != NULL && amqp_get_sockfd(l->conn) >= 0) {
+            amqp_connection_close(l->conn, AMQP_REPLY_SUCCESS);
+        }
+        amqp_destroy_connection(l->conn);
+    }
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+void
+rmq_link_interrupt(struct rmq_link *l)
+{
+    pthread_mutex_lock(&l->lock);
+    if (l->fd >= 0) {
+        shutdown(l->fd, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
+amqp_connection_state_t
+rmq_link_conn(struct rmq_link *l)
+{
+    return l->conn;
+}
+
+const char *
+rmq_link_peer(const struct rmq_link *l)
+{
+    return l->peer;
 }

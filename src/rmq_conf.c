@@ -15,8 +15,6 @@ static const struct conf_key rmq_keys[] = {
       "comma-separated list of cluster nodes, tried in order; amqps:// for TLS."),
     K(amqp_queue, CONF_STR, "chanced.events", 0, 0, conf_check_queue_name, 0,
       "Durable quorum queue of audit events (its dead-letter queue is <name>.dlq)."),
-    K(amqp_delivery_limit, CONF_INT, "5", 1, 1000, NULL, 0,
-      "Deliveries of one message before it is dead-lettered."),
     K(amqp_tls_ca, CONF_STR, "", 0, 0, NULL, 0,
       "CA certificate file that amqps:// brokers must chain to (empty: the system store)."),
     K(amqp_tls_cert, CONF_STR, "", 0, 0, NULL, 0,

@@ -1,6 +1,8 @@
 /* Allocation, time, randomness and string helpers used across the daemon. */
 #include "util.h"
 
+#include <netdb.h>
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -212,6 +214,42 @@ util_random_hex(char *out, size_t nbytes)
         out[2 * i + 1] = hex[raw[i] & 15];
     }
     out[2 * nbytes] = '\0';
+}
+
+int
+util_resolve_all(const char *host, int port, struct sockaddr_storage *out, socklen_t *lens, int max)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char portstr[16];
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    if (getaddrinfo(host, portstr, &hints, &res) != 0 || res == NULL) {
+        return 0;
+    }
+    int n = 0;
+    for (struct addrinfo *a = res; a && n < max; a = a->ai_next) {
+        if (a->ai_addrlen > sizeof(*out)) {
+            continue;
+        }
+        bool dup = false; /* a name listed once per socket type or family order: keep one */
+        for (int i = 0; i < n && !dup; i++) {
+            dup = lens[i] == a->ai_addrlen && memcmp(&out[i], a->ai_addr, a->ai_addrlen) == 0;
+        }
+        if (!dup) {
+            memcpy(&out[n], a->ai_addr, a->ai_addrlen);
+            lens[n++] = (socklen_t)a->ai_addrlen;
+        }
+    }
+    freeaddrinfo(res);
+    return n;
+}
+
+int
+util_resolve(const char *host, int port, struct sockaddr_storage *out, socklen_t *len)
+{
+    return util_resolve_all(host, port, out, len, 1) == 1 ? 0 : -1;
 }
 
 int

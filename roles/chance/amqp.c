@@ -7,60 +7,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "rmq.h"
-
-#define CHANNEL 1
+#include "rmq_conf.h"
 
 enum { PENDING, ACKED, NACKED };
 
 struct chance_amqp {
-    amqp_connection_state_t conn; /* owned; owns the socket */
-    char *queue;                  /* owned copies of the names */
+    struct rmq_link *link;        /* owned */
+    amqp_connection_state_t conn; /* borrowed from link */
+    char *queue;                  /* owned copy of the name */
     uint64_t next_seq;            /* confirm sequence number of the next publish (from 1) */
     uint64_t round_first;         /* sequence number of the round's first message */
     unsigned char *state;         /* per message of the round: PENDING, ACKED, NACKED */
     size_t n, cap;                /* messages in the round / allocated */
     size_t pending;               /* of them not settled yet */
     bool returned;                /* the broker returned a message of this round */
-    pthread_mutex_t lock;         /* guards fd against chance_amqp_interrupt */
-    int fd;                       /* socket, -1 once closed */
 };
 
-/* Records the socket so chance_amqp_interrupt can break a blocked call (even the login). */
-static void
-remember_fd(int fd, void *arg)
-{
-    struct chance_amqp *a = arg;
-    pthread_mutex_lock(&a->lock);
-    a->fd = fd;
-    pthread_mutex_unlock(&a->lock);
-}
-
 struct chance_amqp *
-chance_amqp_open(const char *url, const char *queue, int delivery_limit, int timeout_ms, char *err,
+chance_amqp_open(const struct rmq_conf *rmq, int timeout_ms, unsigned *next_url, char *err,
                  size_t errlen)
 {
     struct chance_amqp *a = xcalloc(1, sizeof(*a));
-    pthread_mutex_init(&a->lock, NULL);
-    a->fd = -1;
-    a->queue = xstrdup(queue);
+    a->queue = xstrdup(rmq->amqp_queue);
     a->next_seq = a->round_first = 1;
-    a->conn = amqp_new_connection();
-    if (a->conn == NULL) {
-        snprintf(err, errlen, "out of memory creating an AMQP connection");
+    if ((a->link = rmq_link_open(rmq, timeout_ms, next_url, err, errlen)) == NULL) {
         goto fail;
     }
-    if (rmq_connect(a->conn, url, timeout_ms, remember_fd, a, err, errlen) != 0) {
-        goto fail;
-    }
-    amqp_channel_open(a->conn, CHANNEL);
-    if (rmq_check_rpc(a->conn, "open channel", err, errlen) != 0 ||
-        rmq_declare_topology(a->conn, CHANNEL, a->queue, delivery_limit, err, errlen) != 0) {
-        goto fail;
-    }
-    amqp_confirm_select(a->conn, CHANNEL);
+    a->conn = rmq_link_conn(a->link);
+    amqp_confirm_select(a->conn, RMQ_CHANNEL);
     if (rmq_check_rpc(a->conn, "enable publisher confirms", err, errlen) != 0) {
         goto fail;
     }
@@ -76,16 +52,7 @@ chance_amqp_close(struct chance_amqp *a)
     if (a == NULL) {
         return;
     }
-    pthread_mutex_lock(&a->lock);
-    a->fd = -1;
-    pthread_mutex_unlock(&a->lock);
-    if (a->conn) {
-        if (amqp_get_socket(a->conn) != NULL && amqp_get_sockfd(a->conn) >= 0) {
-            amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
-        }
-        amqp_destroy_connection(a->conn);
-    }
-    pthread_mutex_destroy(&a->lock);
+    rmq_link_close(a->link);
     free(a->state);
     free(a->queue);
     free(a);
@@ -94,11 +61,13 @@ chance_amqp_close(struct chance_amqp *a)
 void
 chance_amqp_interrupt(struct chance_amqp *a)
 {
-    pthread_mutex_lock(&a->lock);
-    if (a->fd >= 0) {
-        shutdown(a->fd, SHUT_RDWR);
-    }
-    pthread_mutex_unlock(&a->lock);
+    rmq_link_interrupt(a->link);
+}
+
+const char *
+chance_amqp_peer(const struct chance_amqp *a)
+{
+    return rmq_link_peer(a->link);
 }
 
 size_t
@@ -121,8 +90,8 @@ chance_amqp_publish(struct chance_amqp *a, const char *body, size_t len, const c
     p.app_id = amqp_cstring_bytes("chanced");
     amqp_bytes_t b = {len, (void *)(uintptr_t)body}; /* librabbitmq's type is not const */
     /* mandatory: if the queue is gone the broker returns the message instead of dropping it */
-    int st = amqp_basic_publish(a->conn, CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(a->queue), 1,
-                                0, &p, b);
+    int st = amqp_basic_publish(a->conn, RMQ_CHANNEL, amqp_empty_bytes,
+                                amqp_cstring_bytes(a->queue), 1, 0, &p, b);
     if (st != AMQP_STATUS_OK) {
         snprintf(err, errlen, "publish: %s", amqp_error_string2(st));
         return -1;

@@ -146,7 +146,7 @@ struct claim_req {
 };
 
 static void
-on_claim_reply(int status, cJSON *replies, void *arg)
+on_claim_reply(enum redis_status status, cJSON *replies, void *arg)
 {
     struct claim_req *req = arg;
     struct rpc_call *call = req->call;
@@ -170,9 +170,12 @@ on_claim_reply(int status, cJSON *replies, void *arg)
         rpc_reply_error(call, c, "claim refused: %s", c);
         goto out;
     }
-    metrics_add(
-        req->ch->metrics, "chanced_claims_total",
-        cJSON_GetArrayItem(r, 4)->valueint == 1 ? "outcome=\"replay\"" : "outcome=\"assigned\"", 1);
+    bool replay = cJSON_GetArrayItem(r, 4)->valueint == 1;
+    metrics_add(req->ch->metrics, "chanced_claims_total",
+                replay ? "outcome=\"replay\"" : "outcome=\"assigned\"", 1);
+    if (!replay) {
+        relay_touch(req->ch->relay, req->category); /* its code.assigned event is waiting */
+    }
     cJSON *resp = cJSON_CreateObject();
     cJSON_AddItemToObject(resp, "code", cJSON_Duplicate(cJSON_GetArrayItem(r, 1), 1));
     cJSON_AddNumberToObject(resp, "category", (double)req->category);
@@ -257,7 +260,7 @@ chance_is_ready(void *arg, char *why, size_t size)
         snprintf(why, size, "draining");
         return false;
     }
-    if (!redis_connected(ch->redis)) {
+    if (!redis_ready(ch->redis)) {
         snprintf(why, size, "redis unreachable");
         return false;
     }
@@ -276,7 +279,7 @@ observe_rpc(const char *cmd, const char *outcome, double seconds, void *arg)
 }
 
 static void
-on_category_stats(int status, cJSON *replies, void *arg)
+on_category_stats(enum redis_status status, cJSON *replies, void *arg)
 {
     struct chance *ch = arg;
     ch->stats_busy = false;
@@ -296,7 +299,7 @@ on_category_stats(int status, cJSON *replies, void *arg)
 }
 
 static void
-on_category_ids_for_stats(int status, cJSON *replies, void *arg)
+on_category_ids_for_stats(enum redis_status status, cJSON *replies, void *arg)
 {
     struct chance *ch = arg;
     const cJSON *ids = cJSON_GetArrayItem(replies, 0), *id;
@@ -323,10 +326,10 @@ on_stats_tick(evutil_socket_t fd, short what, void *arg)
     UNUSED(fd);
     UNUSED(what);
     metrics_set(ch->metrics, "chanced_dependency_up", "role=\"chance\",dependency=\"redis\"",
-                redis_connected(ch->redis) ? 1 : 0);
+                redis_ready(ch->redis) ? 1 : 0);
     metrics_set(ch->metrics, "chanced_generations_in_progress", "", ch->generating);
     /* Per-category gauges cost a round trip per category: refresh them every 5 s. */
-    if (ch->stats_ticks++ % 5 == 0 && !ch->stats_busy && redis_connected(ch->redis)) {
+    if (ch->stats_ticks++ % 5 == 0 && !ch->stats_busy && redis_ready(ch->redis)) {
         ch->stats_busy = true;
         struct redis_batch *b = redis_batch_new(ch->redis);
         redis_batch_cmd(b, "ZRANGE chance:categories 0 999");
@@ -375,9 +378,15 @@ chance_start(struct role_ctx *ctx)
     ch->ctx = ctx;
     ch->loop = role_loop(ctx);
     ch->conf = conf_module_data(conf, "chance");
-    ch->redis = redis_new(ch->loop, ch->conf->redis_url, (int)ch->conf->redis_timeout_ms,
-                          script_sources, SCRIPT_COUNT);
-    if (ch->redis == NULL) {
+    struct redis_opts ro = {ch->conf->redis_url,
+                            (int)ch->conf->redis_timeout_ms,
+                            ch->conf->redis_tls_ca,
+                            ch->conf->redis_tls_cert,
+                            ch->conf->redis_tls_key,
+                            script_sources,
+                            SCRIPT_COUNT};
+    if ((ch->redis = redis_new(ch->loop, &ro, err, sizeof(err))) == NULL) {
+        log_error("chance_start_failed", "reason=\"%s\"", err);
         goto fail;
     }
     redis_on_ready(ch->redis, on_redis_ready, ch);
@@ -399,8 +408,9 @@ chance_start(struct role_ctx *ctx)
         goto fail;
     }
     ch->stats_timer = loop_timer(ch->loop, 1000, true, on_stats_tick, ch);
-    /* The relay runs on its own thread: RabbitMQ being slow or down never blocks a claim. */
-    ch->relay = relay_new(ch->conf, conf_module_data(conf, "rmq"));
+    /* The relay publishes from its own thread: RabbitMQ slow or down never blocks a claim. */
+    ch->relay =
+        relay_new(ch->loop, ch->redis, ch->metrics, ch->conf, conf_module_data(conf, "rmq"));
     log_info("chance_started", "listen=%s health=%s", ch->conf->chance_listen,
              ch->conf->chance_health_listen);
     return ch;
@@ -439,7 +449,6 @@ static void
 chance_free(void *state)
 {
     struct chance *ch = state;
-    relay_free(ch->relay);
     if (ch->drain_timer) {
         event_free(ch->drain_timer);
     }
@@ -447,8 +456,10 @@ chance_free(void *state)
         event_free(ch->stats_timer);
     }
     health_free(ch->health);
-    /* Redis first: its pending callbacks finish their calls while the server still exists. */
+    /* Redis first: its pending callbacks finish their calls while the server and the relay
+     * still exist. */
     redis_free(ch->redis);
+    relay_free(ch->relay);
     rpc_server_free(ch->rpc);
     util_wipe(&ch->rng, sizeof(ch->rng));
     free(ch);

@@ -15,6 +15,11 @@ static const struct conf_key chance_keys[] = {
       "Redis (or Redis Stack) holding categories and codes."),
     K(redis_timeout_ms, CONF_INT, "5000", 100, 600000, NULL, 0,
       "Deadline for connecting to Redis and for each command."),
+    K(redis_tls_ca, CONF_STR, "", 0, 0, NULL, 0,
+      "rediss://: CA file the Redis servers' certificates must chain to (empty: system store)."),
+    K(redis_tls_cert, CONF_STR, "", 0, 0, NULL, 0,
+      "rediss://: client certificate file, for servers that require one (empty: none)."),
+    K(redis_tls_key, CONF_STR, "", 0, 0, NULL, CONF_SECRET, "Private key of redis_tls_cert."),
     K(max_codes_per_batch, CONF_INT, "2000000", 1, 100000000, NULL, 0,
       "Largest number of codes one generate request may create."),
     K(code_length, CONF_INT, "12", 12, 32, NULL, 0,
@@ -23,6 +28,11 @@ static const struct conf_key chance_keys[] = {
       "Codes written per pipelined round trip while generating."),
     K(relay_batch, CONF_INT, "500", 1, 10000, NULL, 0,
       "Events published per confirm round by the chance relay."),
+    K(relay_sweep_ms, CONF_INT, "1000", 10, 600000, NULL, 0,
+      "Every audit stream is read this often (streams this instance writes to are read at once)."),
+    K(relay_claim_idle_ms, CONF_INT, "60000", 1000, 86400000, NULL, 0,
+      "Audit events another chance instance read but did not publish for this long are taken "
+      "over (an instance that died)."),
     K(chance_health_listen, CONF_STR, "127.0.0.1:9101", 0, 0, conf_check_hostport, 0,
       "HTTP port of the chance role for /livez, /readyz and /metrics."),
 };

@@ -12,6 +12,7 @@
 #include "json.h"
 #include "log.h"
 #include "redis.h"
+#include "relay.h"
 #include "rpc_server.h"
 #include "scripts.h"
 
@@ -139,7 +140,7 @@ batch_json(const struct gen *g)
 }
 
 static void
-on_finished(int status, cJSON *replies, void *arg)
+on_finished(enum redis_status status, cJSON *replies, void *arg)
 {
     struct gen *g = arg;
     cJSON_Delete(replies);
@@ -150,6 +151,7 @@ on_finished(int status, cJSON *replies, void *arg)
     }
     log_info("batch_generated", "batch=%lld categories=%lld codes=%lld", g->batch, g->ncat,
              g->total);
+    relay_touch(g->ch->relay, 0); /* the batch.generated event */
     cJSON *resp = cJSON_CreateObject();
     cJSON_AddItemToObject(resp, "batch", batch_json(g));
     rpc_reply(g->call, resp);
@@ -210,7 +212,7 @@ finish(struct gen *g)
     redis_batch_send(b, on_finished, g);
 }
 
-static void on_reserved(int status, cJSON *replies, void *arg);
+static void on_reserved(enum redis_status status, cJSON *replies, void *arg);
 
 static const char *
 failure_code(int status)
@@ -236,7 +238,7 @@ send_reserve(struct chunk *c)
 }
 
 static void
-on_loaded(int status, cJSON *replies, void *arg)
+on_loaded(enum redis_status status, cJSON *replies, void *arg)
 {
     struct chunk *c = arg;
     struct gen *g = c->g;
@@ -299,7 +301,7 @@ send_load(struct chunk *c)
 }
 
 static void
-on_reserved(int status, cJSON *replies, void *arg)
+on_reserved(enum redis_status status, cJSON *replies, void *arg)
 {
     struct chunk *c = arg;
     struct gen *g = c->g;
@@ -378,7 +380,7 @@ pump(struct gen *g)
 }
 
 static void
-on_metas_written(int status, cJSON *replies, void *arg)
+on_metas_written(enum redis_status status, cJSON *replies, void *arg)
 {
     struct gen *g = arg;
     bool ok = status == REDIS_DONE;
@@ -398,7 +400,7 @@ on_metas_written(int status, cJSON *replies, void *arg)
 }
 
 static void
-on_ids(int status, cJSON *replies, void *arg)
+on_ids(enum redis_status status, cJSON *replies, void *arg)
 {
     struct gen *g = arg;
     const cJSON *last = cJSON_GetArrayItem(replies, 0), *batch = cJSON_GetArrayItem(replies, 1);
@@ -442,7 +444,7 @@ on_ids(int status, cJSON *replies, void *arg)
 }
 
 static void
-on_space(int status, cJSON *replies, void *arg)
+on_space(enum redis_status status, cJSON *replies, void *arg)
 {
     struct gen *g = arg;
     const cJSON *ns = cJSON_GetArrayItem(replies, 1), *count = cJSON_GetArrayItem(replies, 2);

@@ -10,6 +10,7 @@
 #include "json.h"
 #include "log.h"
 #include "redis.h"
+#include "relay.h"
 #include "rpc_server.h"
 #include "scripts.h"
 
@@ -154,7 +155,7 @@ batch_failed(struct query *q, int status, cJSON *replies)
 /* ---- chance.categories ---- */
 
 static void
-on_category_details(int status, cJSON *replies, void *arg)
+on_category_details(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -194,7 +195,7 @@ on_category_details(int status, cJSON *replies, void *arg)
 }
 
 static void
-on_category_ids(int status, cJSON *replies, void *arg)
+on_category_ids(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -264,7 +265,7 @@ struct update {
 };
 
 static void
-on_updated_meta(int status, cJSON *replies, void *arg)
+on_updated_meta(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -291,7 +292,7 @@ fetch_category_reply(struct query *q, redis_done_fn fn)
 }
 
 static void
-on_update_script(int status, cJSON *replies, void *arg)
+on_update_script(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -304,11 +305,12 @@ on_update_script(int status, cJSON *replies, void *arg)
         query_free(q);
         return;
     }
+    relay_touch(q->ch->relay, q->category); /* its category.changed event */
     fetch_category_reply(q, on_updated_meta);
 }
 
 static void
-on_update_current(int status, cJSON *replies, void *arg)
+on_update_current(enum redis_status status, cJSON *replies, void *arg)
 {
     struct update *u = arg;
     struct query *q = &u->q;
@@ -425,7 +427,7 @@ bad:
 /* ---- chance.codes and chance.code ---- */
 
 static void
-on_code_hashes(int status, cJSON *replies, void *arg)
+on_code_hashes(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -478,7 +480,7 @@ fetch_codes(struct query *q, const cJSON *codes)
 }
 
 static void
-on_code_page(int status, cJSON *replies, void *arg)
+on_code_page(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -574,7 +576,7 @@ parse_codes_cursor(struct query *q, const char *cursor, char *sscan, size_t size
     return -1;
 }
 
-static void on_code_lookup(int status, cJSON *replies, void *arg);
+static void on_code_lookup(enum redis_status status, cJSON *replies, void *arg);
 
 void
 chance_codes(struct rpc_call *call, const cJSON *data, void *arg)
@@ -657,7 +659,7 @@ bad:
 }
 
 static void
-on_single_code(int status, cJSON *replies, void *arg)
+on_single_code(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -674,7 +676,7 @@ on_single_code(int status, cJSON *replies, void *arg)
 }
 
 static void
-on_code_lookup(int status, cJSON *replies, void *arg)
+on_code_lookup(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -707,7 +709,7 @@ on_code_lookup(int status, cJSON *replies, void *arg)
 }
 
 static void
-on_code_category(int status, cJSON *replies, void *arg)
+on_code_category(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -756,7 +758,7 @@ bad:
 /* ---- chance.assignments ---- */
 
 static void
-on_assignments(int status, cJSON *replies, void *arg)
+on_assignments(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -822,7 +824,7 @@ bad:
 /* ---- chance.release ---- */
 
 static void
-on_released(int status, cJSON *replies, void *arg)
+on_released(enum redis_status status, cJSON *replies, void *arg)
 {
     struct query *q = arg;
     if (batch_failed(q, status, replies)) {
@@ -837,6 +839,7 @@ on_released(int status, cJSON *replies, void *arg)
                             : "no such claim in that category");
     } else {
         cJSON *resp = cJSON_CreateObject();
+        relay_touch(q->ch->relay, q->category); /* its claim.released event */
         cJSON_AddTrueToObject(resp, "released");
         cJSON_AddStringToObject(resp, "code", code->valuestring);
         rpc_reply(q->call, resp);

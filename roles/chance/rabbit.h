@@ -19,13 +19,16 @@
 #include "util.h"
 
 struct chance_amqp;
+struct rmq_conf;
 
 /*
  * Connects, logs in, declares the topology and enables publisher confirms. timeout_ms bounds
  * the connect and each RPC. NULL with err filled (no secrets in it).
  */
-struct chance_amqp *chance_amqp_open(const char *url, const char *queue, int delivery_limit,
-                                     int timeout_ms, char *err, size_t errlen);
+struct chance_amqp *chance_amqp_open(const struct rmq_conf *rmq, int timeout_ms, unsigned *next_url,
+                                     char *err, size_t errlen);
+/* "host:port" of the broker node reached (borrowed). */
+const char *chance_amqp_peer(const struct chance_amqp *a);
 /* Closes and frees. NULL is a no-op. */
 void chance_amqp_close(struct chance_amqp *a);
 

@@ -1,667 +1,539 @@
-/*
- * The chance role's audit relay: a thread with its own synchronous hiredis connection that
- * reads the event streams, publishes each entry to RabbitMQ in confirm mode, and deletes an
- * entry (XDEL) only after the broker confirmed it. Claims never wait for it: when RabbitMQ or
- * the relay is down, events simply stay in the streams. At-least-once: an entry published but
- * not yet deleted when the relay dies is published again, and the logger stores it once
- * (event _id is the MongoDB _id).
- */
+/* The chance role's audit relay, loop side (relay.h): consumer-group reads, acks, takeover. */
 #include "relay.h"
 
-#include <cjson/cJSON.h>
-#include <hiredis/hiredis.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
+#include <unistd.h>
 
-#include "chance_conf.h"
-#include "rmq_conf.h"
+#include "chance.h"
 #include "log.h"
-#include "rabbit.h"
-#include "util.h"
+#include "loop.h"
+#include "metrics.h"
+#include "publisher.h"
+#include "redis.h"
+#include "rmq_conf.h"
 
+#define GROUP "relay"
 #define GLOBAL_STREAM "chance:{g}:events"
-#define CATEGORY_SET "chance:categories"
-#define CHUNK_KEYS 64    /* streams per XREAD */
-#define BLOCK_MS_MAX 500 /* XREAD BLOCK when idle (bounded by redis_timeout_ms / 2) */
-#define IDLE_NAP_MS 50   /* pause between sweeps when there are too many streams to block */
-#define CONFIRM_TIMEOUT_MS 10000
-#define LIST_CHECK_MS 1000    /* how often ZCARD checks for new categories */
-#define LIST_REFRESH_MS 30000 /* full re-read of the category list regardless */
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
-#define LOG_REPEAT_MS 30000
-#define STOP_GRACE_MS 3000 /* relay_free waits this long before interrupting sockets */
+#define READ_STREAMS_MAX 64 /* streams read per Redis batch */
+#define KICK_DELAY_US 1000  /* a touch is read this soon (more touches meanwhile join it) */
+#define RETRY_MS 1000       /* unconfirmed messages are handed to the publisher again after */
+#define HELD_FACTOR 8       /* hold at most this many relay_batch of unconfirmed messages */
+#define HELD_BUCKETS 4096   /* hash buckets of the entries in hand */
 
-struct entry {
-    size_t stream;   /* index in relay->streams */
-    char id[48];     /* stream entry id "ms-seq" */
-    char *body;      /* owned message body */
-    size_t len;      /* its length */
-    char msgid[201]; /* message_id: the event _id (<= 200 bytes), else "stream/id" */
-};
+struct held_entry;
 
-struct redis_target {
-    char *host; /* owned; NULL for a unix socket */
-    int port;
-    char *path;     /* owned unix socket path, or NULL */
-    char *user;     /* owned ACL user, or NULL */
-    char *password; /* owned, or NULL */
-    int db;
+struct relay_stream {
+    long long category;        /* 0: the global stream */
+    char key[KEY_MAX];         /* the stream's key */
+    bool group;                /* the consumer group is known to exist */
+    bool dirty;                /* read soon */
+    bool reading;              /* a read is in flight */
+    struct relay_stream *next; /* dirty-list link */
 };
 
 struct relay {
+    struct loop *loop;              /* borrowed */
+    struct redis *redis;            /* borrowed: the role's client */
+    struct metrics *metrics;        /* borrowed */
     const struct chance_conf *conf; /* borrowed */
-    const struct rmq_conf *rmq;     /* borrowed */
-    pthread_t thread;
-    int stop;                     /* atomic: relay_free asks the thread to end */
-    int exited;                   /* atomic: the thread has returned */
-    int connected;                /* atomic: RabbitMQ link up */
-    unsigned long long published; /* atomic: confirmed and deleted from Redis */
-    pthread_mutex_t lock;         /* guards mq and rfd against relay_free's interrupt */
-    struct chance_amqp *mq;       /* thread-owned link, NULL while down */
-    int rfd;                      /* Redis socket, -1 while down */
-    /* The rest belongs to the thread. */
-    redisContext *redis;        /* synchronous connection, NULL while down */
-    struct redis_target target; /* parsed redis_url */
-    char **streams;             /* stream keys: GLOBAL_STREAM, then one per category */
-    size_t nstreams;
-    long long zcard;               /* category count when the list was built */
-    int64_t checked_at, listed_at; /* monotonic ms of the last ZCARD / ZRANGE */
-    bool *hot;                     /* per stream: non-empty in the last discovery */
-    struct entry *entries;         /* the round being published */
-    size_t nentries, capentries;
-    bool *confirmed;     /* per entry, from the broker */
-    bool idle;           /* the last round found nothing */
-    int backoff_ms;      /* next wait after a failure */
-    char last_err[256];  /* last failure logged */
-    int64_t last_err_at; /* and when */
+    struct publisher *pub;          /* owned */
+    char consumer[96];              /* this instance's name in the groups */
+    struct relay_stream **streams;  /* owned, sorted by category */
+    size_t nstreams, cap;
+    struct relay_stream *dirty;   /* streams to read */
+    struct event *kick;           /* reads the dirty streams */
+    struct event *sweep;          /* periodic: every stream, and takeover */
+    struct event *retry;          /* hands unconfirmed messages back to the publisher */
+    struct pub_item *unconfirmed; /* waiting for retry */
+    long long held;               /* messages read and not yet acknowledged */
+    int64_t claimed_ms;           /* last XAUTOCLAIM pass */
+    bool listing;                 /* a ZRANGE of categories in flight */
+    struct held_entry *held_set[HELD_BUCKETS]; /* entries in hand, by stream and id */
 };
 
+static void read_dirty(struct relay *r);
+
+/* ---- entries in hand ---- */
+
+/*
+ * The entries this instance read and has not acknowledged yet. A takeover pass (XAUTOCLAIM)
+ * can hand us our own entries back when the broker held them long; this set keeps one copy.
+ */
+struct held_entry {
+    const struct relay_stream *stream; /* which stream */
+    char id[48];                       /* its entry id */
+    struct held_entry *next;           /* bucket chain */
+};
+
+static size_t
+held_bucket(const struct relay_stream *s, const char *id)
+{
+    size_t h = (size_t)(uintptr_t)s * 31u;
+    for (const char *p = id; *p; p++) {
+        h = h * 131u + (unsigned char)*p;
+    }
+    return h % HELD_BUCKETS;
+}
+
+/* Adds an entry; false if it was already held. */
 static bool
-stopping(struct relay *r)
+held_add(struct relay *r, const struct relay_stream *s, const char *id)
 {
-    return __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) != 0;
-}
-
-static void
-nap(struct relay *r, int ms)
-{
-    while (ms > 0 && !stopping(r)) {
-        int step = ms < 50 ? ms : 50;
-        struct timespec ts = {0, (long)step * 1000000L};
-        nanosleep(&ts, NULL);
-        ms -= step;
-    }
-}
-
-static void
-backoff(struct relay *r)
-{
-    nap(r, r->backoff_ms);
-    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
-}
-
-static void
-log_failure(struct relay *r, const char *event, const char *why)
-{
-    int64_t now = time_mono_ms();
-    if (strcmp(r->last_err, why) != 0 || now - r->last_err_at >= LOG_REPEAT_MS) {
-        log_warn(event, "reason=\"%s\" retry_ms=%d", why, r->backoff_ms);
-        snprintf(r->last_err, sizeof(r->last_err), "%s", why);
-        r->last_err_at = now;
-    }
-}
-
-/* ---- Redis ---- */
-
-/* "redis://[[user]:password@]host[:port][/db]" or "unix:///path[?db=N]". */
-static int
-parse_redis_url(const char *url, struct redis_target *t)
-{
-    memset(t, 0, sizeof(*t));
-    t->port = 6379;
-    if (strncmp(url, "unix://", 7) == 0) {
-        const char *q = strchr(url + 7, '?');
-        t->path = q ? xstrndup(url + 7, (size_t)(q - url - 7)) : xstrdup(url + 7);
-        if (q && strncmp(q, "?db=", 4) == 0) {
-            t->db = atoi(q + 4);
+    size_t b = held_bucket(s, id);
+    for (struct held_entry *e = r->held_set[b]; e; e = e->next) {
+        if (e->stream == s && strcmp(e->id, id) == 0) {
+            return false;
         }
-        return *t->path ? 0 : -1;
     }
-    if (strncmp(url, "redis://", 8) != 0) {
-        return -1;
-    }
-    const char *p = url + 8, *slash = strchr(p, '/'), *at = strrchr(p, '@');
-    if (at && slash && at > slash) {
-        at = NULL;
-    }
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            t->user = colon > p ? xstrndup(p, (size_t)(colon - p)) : NULL;
-            t->password = xstrndup(colon + 1, (size_t)(at - colon - 1));
-        } else {
-            t->password = xstrndup(p, (size_t)(at - p));
-        }
-        p = at + 1;
-    }
-    char *hostport = slash ? xstrndup(p, (size_t)(slash - p)) : xstrdup(p);
-    if (strchr(hostport, ':') == NULL) {
-        char *with = xasprintf("%s:6379", hostport);
-        free(hostport);
-        hostport = with;
-    }
-    int rc = util_parse_hostport(hostport, &t->host, &t->port);
-    free(hostport);
-    if (slash && slash[1]) {
-        t->db = atoi(slash + 1);
-    }
-    return rc;
-}
-
-static void
-target_cleanup(struct redis_target *t)
-{
-    free(t->host);
-    free(t->path);
-    free(t->user);
-    if (t->password) {
-        util_wipe(t->password, strlen(t->password));
-    }
-    free(t->password);
-}
-
-static bool
-reply_ok(redisContext *c, redisReply *rep, char *err, size_t errlen)
-{
-    if (rep == NULL) {
-        snprintf(err, errlen, "redis: %s", c->errstr[0] ? c->errstr : "connection lost");
-        return false;
-    }
-    if (rep->type == REDIS_REPLY_ERROR) {
-        snprintf(err, errlen, "redis: %.200s", rep->str);
-        return false;
-    }
+    struct held_entry *e = xcalloc(1, sizeof(*e));
+    e->stream = s;
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    e->next = r->held_set[b];
+    r->held_set[b] = e;
     return true;
 }
 
 static void
-drop_redis(struct relay *r)
+held_remove(struct relay *r, const struct relay_stream *s, const char *id)
 {
-    pthread_mutex_lock(&r->lock);
-    r->rfd = -1;
-    pthread_mutex_unlock(&r->lock);
-    if (r->redis) {
-        redisFree(r->redis);
-        r->redis = NULL;
-    }
-}
-
-/* A simple command with a status or integer reply; -1 with err. */
-static int
-command(struct relay *r, int argc, const char **argv, long long *out, char *err, size_t errlen)
-{
-    redisReply *rep = redisCommandArgv(r->redis, argc, argv, NULL);
-    bool ok = reply_ok(r->redis, rep, err, errlen);
-    if (ok && out) {
-        *out = rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0;
-    }
-    freeReplyObject(rep);
-    return ok ? 0 : -1;
-}
-
-static int
-connect_redis(struct relay *r, char *err, size_t errlen)
-{
-    int ms = (int)r->conf->redis_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    redisContext *c = r->target.path ? redisConnectUnixWithTimeout(r->target.path, tv)
-                                     : redisConnectWithTimeout(r->target.host, r->target.port, tv);
-    if (c == NULL || c->err) {
-        snprintf(err, errlen, "redis: %s", c ? c->errstr : "out of memory");
-        redisFree(c);
-        return -1;
-    }
-    redisSetTimeout(c, tv);
-    r->redis = c;
-    pthread_mutex_lock(&r->lock);
-    r->rfd = c->fd;
-    pthread_mutex_unlock(&r->lock);
-    char db[16];
-    snprintf(db, sizeof(db), "%d", r->target.db);
-    const char *auth1[] = {"AUTH", r->target.password};
-    const char *auth2[] = {"AUTH", r->target.user, r->target.password};
-    const char *sel[] = {"SELECT", db};
-    if ((r->target.password && r->target.user && command(r, 3, auth2, NULL, err, errlen) != 0) ||
-        (r->target.password && !r->target.user && command(r, 2, auth1, NULL, err, errlen) != 0) ||
-        command(r, 2, sel, NULL, err, errlen) != 0) {
-        drop_redis(r);
-        return -1;
-    }
-    return 0;
-}
-
-/* ---- the stream list ---- */
-
-static void
-free_streams(struct relay *r)
-{
-    for (size_t i = 0; i < r->nstreams; i++) {
-        free(r->streams[i]);
-    }
-    free(r->streams);
-    free(r->hot);
-    r->streams = NULL;
-    r->hot = NULL;
-    r->nstreams = 0;
-}
-
-static int
-list_streams(struct relay *r, char *err, size_t errlen)
-{
-    const char *argv[] = {"ZRANGE", CATEGORY_SET, "0", "-1"};
-    redisReply *rep = redisCommandArgv(r->redis, 4, argv, NULL);
-    if (!reply_ok(r->redis, rep, err, errlen) || rep->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(rep);
-        return -1;
-    }
-    free_streams(r);
-    r->streams = xcalloc(rep->elements + 1, sizeof(char *));
-    r->hot = xcalloc(rep->elements + 1, sizeof(bool));
-    r->streams[r->nstreams++] = xstrdup(GLOBAL_STREAM);
-    for (size_t i = 0; i < rep->elements; i++) {
-        if (rep->element[i]->type == REDIS_REPLY_STRING) {
-            r->streams[r->nstreams++] = xasprintf("chance:{c%s}:events", rep->element[i]->str);
+    for (struct held_entry **p = &r->held_set[held_bucket(s, id)]; *p; p = &(*p)->next) {
+        if ((*p)->stream == s && strcmp((*p)->id, id) == 0) {
+            struct held_entry *e = *p;
+            *p = e->next;
+            free(e);
+            return;
         }
     }
-    r->zcard = (long long)rep->elements;
-    r->listed_at = r->checked_at = time_mono_ms();
-    freeReplyObject(rep);
-    return 0;
 }
 
-/* Re-lists when categories were added (ZCARD changed), when asked, or every LIST_REFRESH_MS. */
-static int
-refresh_streams(struct relay *r, bool force, char *err, size_t errlen)
+/* ---- streams ---- */
+
+static struct relay_stream *
+stream_get(struct relay *r, long long category)
 {
-    int64_t now = time_mono_ms();
-    if (!force && r->streams && now - r->checked_at < LIST_CHECK_MS) {
-        return 0;
+    size_t lo = 0, hi = r->nstreams;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (r->streams[mid]->category < category) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
     }
-    long long n = 0;
-    const char *argv[] = {"ZCARD", CATEGORY_SET};
-    if (command(r, 2, argv, &n, err, errlen) != 0) {
-        return -1;
+    if (lo < r->nstreams && r->streams[lo]->category == category) {
+        return r->streams[lo];
     }
-    r->checked_at = now;
-    if (force || !r->streams || n != r->zcard || now - r->listed_at >= LIST_REFRESH_MS) {
-        return list_streams(r, err, errlen);
+    if (r->nstreams == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 64;
+        r->streams = xrealloc(r->streams, r->cap * sizeof(*r->streams));
     }
-    return 0;
+    memmove(&r->streams[lo + 1], &r->streams[lo], (r->nstreams - lo) * sizeof(*r->streams));
+    struct relay_stream *s = xcalloc(1, sizeof(*s));
+    s->category = category;
+    if (category == 0) {
+        snprintf(s->key, sizeof(s->key), "%s", GLOBAL_STREAM);
+    } else {
+        chance_key(s->key, category, "events");
+    }
+    r->streams[lo] = s;
+    r->nstreams++;
+    return s;
 }
 
-/* ---- reading a round ---- */
-
-/* The body the logger expects: the NestJS RMQ event shape around the event as written. */
 static void
-add_entry(struct relay *r, size_t stream, const redisReply *item)
+mark_dirty(struct relay *r, struct relay_stream *s)
 {
-    if (item->type != REDIS_REPLY_ARRAY || item->elements != 2 ||
-        item->element[0]->type != REDIS_REPLY_STRING) {
+    if (!s->dirty) {
+        s->dirty = true;
+        s->next = r->dirty;
+        r->dirty = s;
+    }
+}
+
+static void
+schedule_kick(struct relay *r)
+{
+    if (!event_pending(r->kick, EV_TIMEOUT, NULL)) {
+        struct timeval tv = {0, KICK_DELAY_US};
+        event_add(r->kick, &tv);
+    }
+}
+
+void
+relay_touch(struct relay *r, long long category)
+{
+    if (r == NULL) {
         return;
+    }
+    mark_dirty(r, stream_get(r, category));
+    schedule_kick(r);
+}
+
+/* ---- entries -> messages ---- */
+
+/* One stream entry [id, [field, value, ...]] as a message, or NULL if it is not one. */
+static struct pub_item *
+entry_item(struct relay_stream *s, const cJSON *e)
+{
+    const cJSON *id = cJSON_GetArrayItem(e, 0), *fields = cJSON_GetArrayItem(e, 1);
+    if (!cJSON_IsString(id) || strlen(id->valuestring) >= sizeof(((struct pub_item *)0)->entry)) {
+        return NULL;
     }
     const char *event = NULL;
-    const redisReply *fields = item->element[1];
-    for (size_t i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2) {
-        if (fields->element[i]->type == REDIS_REPLY_STRING &&
-            strcmp(fields->element[i]->str, "e") == 0 &&
-            fields->element[i + 1]->type == REDIS_REPLY_STRING) {
-            event = fields->element[i + 1]->str;
+    for (const cJSON *f = cJSON_IsArray(fields) ? fields->child : NULL; f && f->next;
+         f = f->next->next) {
+        if (cJSON_IsString(f) && strcmp(f->valuestring, "e") == 0 && cJSON_IsString(f->next)) {
+            event = f->next->valuestring;
         }
     }
-    if (r->nentries == r->capentries) {
-        r->capentries = r->capentries ? r->capentries * 2 : 256;
-        r->entries = xrealloc(r->entries, r->capentries * sizeof(*r->entries));
-        r->confirmed = xrealloc(r->confirmed, r->capentries * sizeof(*r->confirmed));
-    }
-    struct entry *e = &r->entries[r->nentries++];
-    e->stream = stream;
-    snprintf(e->id, sizeof(e->id), "%s", item->element[0]->str);
+    struct pub_item *it = xcalloc(1, sizeof(*it));
+    it->stream = s;
+    snprintf(it->entry, sizeof(it->entry), "%s", id->valuestring);
     /* An entry that is not an event is still published: the logger dead-letters and counts it,
      * which beats blocking the stream or dropping it silently. */
-    e->body =
+    it->body =
         xasprintf("{\"pattern\":{\"cmd\":\"log.event\"},\"data\":%s}", event ? event : "null");
-    e->len = strlen(e->body);
+    it->len = strlen(it->body);
     cJSON *parsed = event ? cJSON_Parse(event) : NULL;
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(parsed, "_id");
-    if (cJSON_IsString(id) && strlen(id->valuestring) < sizeof(e->msgid)) {
-        snprintf(e->msgid, sizeof(e->msgid), "%s", id->valuestring);
+    const cJSON *eid = cJSON_GetObjectItemCaseSensitive(parsed, "_id");
+    if (cJSON_IsString(eid) && strlen(eid->valuestring) < sizeof(it->msgid)) {
+        snprintf(it->msgid, sizeof(it->msgid), "%s", eid->valuestring);
     } else {
-        snprintf(e->msgid, sizeof(e->msgid), "%.150s/%s", r->streams[stream], e->id);
+        snprintf(it->msgid, sizeof(it->msgid), "%.150s/%s", s->key, it->entry);
     }
     cJSON_Delete(parsed);
+    return it;
+}
+
+/* Appends the entries of a list [[id, fields], ...] not already in hand to *list; returns
+ * how many. */
+static long long
+collect(struct relay *r, struct relay_stream *s, const cJSON *entries, struct pub_item **list)
+{
+    long long n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach (e, entries) {
+        const cJSON *id = cJSON_GetArrayItem(e, 0);
+        if (!cJSON_IsString(id) ||
+            strlen(id->valuestring) >= sizeof(((struct held_entry *)0)->id) ||
+            !held_add(r, s, id->valuestring)) {
+            continue;
+        }
+        struct pub_item *it = entry_item(s, e);
+        if (it) {
+            it->next = *list;
+            *list = it;
+            n++;
+        }
+    }
+    return n;
 }
 
 static void
-clear_entries(struct relay *r)
+submit(struct relay *r, struct pub_item *items, long long n)
 {
-    for (size_t i = 0; i < r->nentries; i++) {
-        free(r->entries[i].body);
+    if (items) {
+        r->held += n;
+        metrics_set(r->metrics, "chanced_relay_held", "", (double)r->held);
+        publisher_submit(r->pub, items);
     }
-    r->nentries = 0;
 }
 
-static size_t
-stream_index(struct relay *r, const char *key, const size_t *idx, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(r->streams[idx[i]], key) == 0) {
-            return idx[i];
-        }
-    }
-    return SIZE_MAX;
-}
+/* ---- reading ---- */
 
-/*
- * XREAD COUNT count [BLOCK block_ms] STREAMS keys... 0...: from the head of each stream, which
- * holds exactly the entries not confirmed yet. With collect, entries are added to the round;
- * without, the streams that have any are marked hot.
- */
-static int
-xread(struct relay *r, const size_t *idx, size_t n, long long count, int block_ms, bool collect,
-      char *err, size_t errlen)
+struct read_ctx {
+    struct relay *r;
+    struct relay_stream *streams[READ_STREAMS_MAX];
+    int reply_at[READ_STREAMS_MAX]; /* index of each stream's XREADGROUP reply */
+    int n;
+    bool claim; /* XAUTOCLAIM rather than XREADGROUP */
+};
+
+static void
+on_read(enum redis_status status, cJSON *replies, void *arg)
 {
-    const char **argv = xcalloc(6 + 2 * n, sizeof(char *));
-    char cnt[24], blk[24];
-    int argc = 0;
-    snprintf(cnt, sizeof(cnt), "%lld", count);
-    snprintf(blk, sizeof(blk), "%d", block_ms);
-    argv[argc++] = "XREAD";
-    argv[argc++] = "COUNT";
-    argv[argc++] = cnt;
-    if (block_ms > 0) {
-        argv[argc++] = "BLOCK";
-        argv[argc++] = blk;
-    }
-    argv[argc++] = "STREAMS";
-    for (size_t i = 0; i < n; i++) {
-        argv[argc + (int)i] = r->streams[idx[i]];
-        argv[argc + (int)(n + i)] = "0";
-    }
-    argc += 2 * (int)n;
-    redisReply *rep = redisCommandArgv(r->redis, argc, argv, NULL);
-    free(argv);
-    if (!reply_ok(r->redis, rep, err, errlen)) {
-        freeReplyObject(rep);
-        return -1;
-    }
-    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
-        const redisReply *s = rep->element[i];
-        if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 ||
-            s->element[0]->type != REDIS_REPLY_STRING) {
+    struct read_ctx *ctx = arg;
+    struct relay *r = ctx->r;
+    struct pub_item *items = NULL;
+    long long total = 0;
+    for (int i = 0; i < ctx->n; i++) {
+        struct relay_stream *s = ctx->streams[i];
+        s->reading = false;
+        const cJSON *rep =
+            status == REDIS_DONE ? cJSON_GetArrayItem(replies, ctx->reply_at[i]) : NULL;
+        if (rep == NULL) {
             continue;
         }
-        size_t k = stream_index(r, s->element[0]->str, idx, n);
-        if (k == SIZE_MAX || s->element[1]->type != REDIS_REPLY_ARRAY) {
+        if (redis_reply_is_error(rep)) {
+            const char *e = redis_reply_error(rep);
+            if (e && strstr(e, "NOGROUP")) {
+                s->group = false;
+                mark_dirty(r, s);
+            } else {
+                log_warn("relay_read_failed", "stream=%s error=\"%.200s\"", s->key, e ? e : "?");
+            }
             continue;
         }
-        r->hot[k] = s->element[1]->elements > 0;
-        for (size_t j = 0; collect && j < s->element[1]->elements; j++) {
-            add_entry(r, k, s->element[1]->element[j]);
-        }
-    }
-    freeReplyObject(rep);
-    return 0;
-}
-
-/*
- * Finds which streams hold entries (one entry each, blocking when idle and all streams fit in
- * one XREAD), then reads up to relay_batch entries shared among them.
- */
-static int
-read_round(struct relay *r, char *err, size_t errlen)
-{
-    size_t *idx = xcalloc(r->nstreams, sizeof(size_t)), nhot = 0;
-    int block = 0, rc = -1;
-    if (r->idle && r->nstreams <= CHUNK_KEYS) {
-        block = r->conf->redis_timeout_ms / 2 < BLOCK_MS_MAX ? (int)r->conf->redis_timeout_ms / 2
-                                                             : BLOCK_MS_MAX;
-    }
-    for (size_t from = 0; from < r->nstreams; from += CHUNK_KEYS) {
-        size_t n = r->nstreams - from < CHUNK_KEYS ? r->nstreams - from : CHUNK_KEYS;
-        for (size_t i = 0; i < n; i++) {
-            idx[i] = from + i;
-            r->hot[from + i] = false;
-        }
-        if (xread(r, idx, n, 1, block, false, err, errlen) != 0) {
-            goto out;
-        }
-    }
-    for (size_t i = 0; i < r->nstreams; i++) {
-        if (r->hot[i]) {
-            idx[nhot++] = i;
-        }
-    }
-    long long per = nhot ? r->conf->relay_batch / (long long)nhot : 0;
-    for (size_t from = 0; from < nhot; from += CHUNK_KEYS) {
-        size_t n = nhot - from < CHUNK_KEYS ? nhot - from : CHUNK_KEYS;
-        if (xread(r, idx + from, n, per > 0 ? per : 1, 0, true, err, errlen) != 0) {
-            goto out;
-        }
-    }
-    rc = 0;
-out:
-    free(idx);
-    return rc;
-}
-
-/* XDEL the confirmed entries, one command per stream, pipelined. */
-static int
-delete_confirmed(struct relay *r, size_t *deleted, char *err, size_t errlen)
-{
-    const char **argv = xcalloc(r->nentries + 2, sizeof(char *));
-    size_t ncmds = 0;
-    *deleted = 0;
-    bool *done = xcalloc(r->nentries ? r->nentries : 1, sizeof(bool));
-    for (size_t i = 0; i < r->nentries; i++) {
-        if (done[i] || !r->confirmed[i]) {
-            continue;
-        }
-        int argc = 0;
-        argv[argc++] = "XDEL";
-        argv[argc++] = r->streams[r->entries[i].stream];
-        for (size_t j = i; j < r->nentries; j++) {
-            if (!done[j] && r->confirmed[j] && r->entries[j].stream == r->entries[i].stream) {
-                argv[argc++] = r->entries[j].id;
-                done[j] = true;
+        s->group = true;
+        long long n;
+        if (ctx->claim) { /* [next start, [[id, fields], ...], [deleted ids]] */
+            n = collect(r, s, cJSON_GetArrayItem(rep, 1), &items);
+        } else { /* [[key, [[id, fields], ...]]] or nil */
+            n = collect(r, s, cJSON_GetArrayItem(cJSON_GetArrayItem(rep, 0), 1), &items);
+            if (n >= r->conf->relay_batch) {
+                mark_dirty(r, s); /* a full page: there may be more */
             }
         }
-        redisAppendCommandArgv(r->redis, argc, argv, NULL);
-        ncmds++;
+        total += n;
     }
-    int rc = 0;
-    for (size_t c = 0; c < ncmds; c++) {
-        redisReply *rep = NULL;
-        if (redisGetReply(r->redis, (void **)&rep) != REDIS_OK ||
-            !reply_ok(r->redis, rep, err, errlen)) {
-            rc = -1;
-        } else if (rep->type == REDIS_REPLY_INTEGER) {
-            *deleted += (size_t)rep->integer;
-        }
-        freeReplyObject(rep);
-        if (rc != 0) {
-            break;
-        }
+    cJSON_Delete(replies);
+    free(ctx);
+    submit(r, items, total);
+    if (r->dirty) {
+        schedule_kick(r);
     }
-    free(done);
-    free(argv);
-    return rc;
 }
-
-/* ---- publishing ---- */
 
 static void
-set_link(struct relay *r, struct chance_amqp *mq)
+send_reads(struct relay *r, struct relay_stream **list, int n, bool claim)
 {
-    pthread_mutex_lock(&r->lock);
-    struct chance_amqp *old = r->mq;
-    r->mq = mq;
-    pthread_mutex_unlock(&r->lock);
-    chance_amqp_close(old);
-    __atomic_store_n(&r->connected, mq != NULL, __ATOMIC_RELAXED);
-}
-
-static int
-connect_amqp(struct relay *r, char *err, size_t errlen)
-{
-    struct chance_amqp *mq = chance_amqp_open(r->rmq->amqp_url, r->rmq->amqp_queue,
-                                              (int)r->rmq->amqp_delivery_limit, 10000, err, errlen);
-    if (mq == NULL) {
-        return -1;
-    }
-    set_link(r, mq);
-    log_info("relay_connected", "queue=%s delivery_limit=%lld batch=%lld", r->rmq->amqp_queue,
-             r->rmq->amqp_delivery_limit, r->conf->relay_batch);
-    return 0;
-}
-
-/*
- * Publishes the round and waits for its confirms, then deletes what was confirmed. Returns 0,
- * or -1 with err when the link failed (what was confirmed before the failure is still deleted).
- * *unconfirmed counts entries left in Redis for the next round.
- */
-static int
-publish_round(struct relay *r, size_t *unconfirmed, char *err, size_t errlen)
-{
-    int rc = 0;
-    size_t sent = 0, deleted = 0;
-    for (; sent < r->nentries; sent++) {
-        struct entry *e = &r->entries[sent];
-        if (chance_amqp_publish(r->mq, e->body, e->len, e->msgid, err, errlen) != 0) {
-            rc = -1;
-            break;
+    struct read_ctx *ctx = xcalloc(1, sizeof(*ctx));
+    ctx->r = r;
+    ctx->claim = claim;
+    struct redis_batch *b = redis_batch_new(r->redis);
+    int cmds = 0;
+    char count[24], idle[24];
+    snprintf(count, sizeof(count), "%lld", r->conf->relay_batch);
+    snprintf(idle, sizeof(idle), "%lld", r->conf->relay_claim_idle_ms);
+    for (int i = 0; i < n; i++) {
+        struct relay_stream *s = list[i];
+        if (!s->group) {
+            /* From the start of the stream: entries written before any relay ran are ours too.
+             * BUSYGROUP (it exists) is the usual answer and harmless. */
+            redis_batch_cmd(b, "XGROUP CREATE %s %s 0 MKSTREAM", s->key, GROUP);
+            cmds++;
         }
+        if (claim) {
+            const char *argv[] = {"XAUTOCLAIM", s->key, GROUP,   r->consumer,
+                                  idle,         "0-0",  "COUNT", count};
+            redis_batch_argv(b, ARRAY_SIZE(argv), argv, NULL);
+        } else {
+            const char *argv[] = {"XREADGROUP", "GROUP",   GROUP,  r->consumer, "COUNT",
+                                  count,        "STREAMS", s->key, ">"};
+            redis_batch_argv(b, ARRAY_SIZE(argv), argv, NULL);
+        }
+        s->reading = true;
+        ctx->streams[ctx->n] = s;
+        ctx->reply_at[ctx->n++] = cmds++;
     }
-    memset(r->confirmed, 0, r->nentries * sizeof(bool));
-    char why[256] = "";
-    if (chance_amqp_confirm(r->mq, CONFIRM_TIMEOUT_MS, r->confirmed, why, sizeof(why)) != 0 &&
-        rc == 0) {
-        snprintf(err, errlen, "%s", why);
-        rc = -1;
-    }
-    for (size_t i = sent; i < r->nentries; i++) {
-        r->confirmed[i] = false; /* never left this process */
-    }
-    char rerr[256];
-    if (delete_confirmed(r, &deleted, rerr, sizeof(rerr)) != 0) {
-        /* Confirmed but still in Redis: published again later; the logger dedups by _id. */
-        log_warn("relay_trim_failed", "reason=\"%s\"", rerr);
-        drop_redis(r);
-    }
-    size_t ok = 0;
-    for (size_t i = 0; i < r->nentries; i++) {
-        ok += r->confirmed[i];
-    }
-    __atomic_add_fetch(&r->published, (unsigned long long)ok, __ATOMIC_RELAXED);
-    *unconfirmed = r->nentries - ok;
-    log_debug("relay_round", "events=%zu confirmed=%zu trimmed=%zu", r->nentries, ok, deleted);
-    return rc;
+    redis_batch_send(b, on_read, ctx);
 }
 
-/* One iteration of the thread: make sure both links are up, then move one round. */
 static void
-step(struct relay *r)
+read_dirty(struct relay *r)
 {
-    char err[256];
-    if (r->redis == NULL && connect_redis(r, err, sizeof(err)) != 0) {
-        log_failure(r, "relay_redis_unavailable", err);
-        backoff(r);
-        return;
+    if (!redis_ready(r->redis) || r->held > r->conf->relay_batch * HELD_FACTOR) {
+        return; /* the sweep comes back for them */
     }
-    if (r->mq == NULL && connect_amqp(r, err, sizeof(err)) != 0) {
-        log_failure(r, "relay_amqp_unavailable", err);
-        backoff(r);
-        return;
-    }
-    bool force = r->nstreams > 0 && r->hot[0]; /* a batch event: new categories exist */
-    clear_entries(r);
-    if (refresh_streams(r, force, err, sizeof(err)) != 0 || read_round(r, err, sizeof(err)) != 0) {
-        log_failure(r, "relay_redis_failed", err);
-        drop_redis(r);
-        backoff(r);
-        return;
-    }
-    r->idle = r->nentries == 0;
-    if (r->idle) {
-        /* Nothing to publish: still read the link for heartbeats and a close from the broker. */
-        if (chance_amqp_confirm(r->mq, 0, r->confirmed, err, sizeof(err)) != 0) {
-            log_failure(r, "relay_amqp_failed", err);
-            set_link(r, NULL);
-        } else if (r->nstreams > CHUNK_KEYS) {
-            nap(r, IDLE_NAP_MS); /* too many streams to block on: poll */
+    struct relay_stream *list[READ_STREAMS_MAX];
+    struct relay_stream *keep = NULL;
+    while (r->dirty) {
+        int n = 0;
+        while (r->dirty && n < READ_STREAMS_MAX) {
+            struct relay_stream *s = r->dirty;
+            r->dirty = s->next;
+            if (s->reading) {
+                s->next = keep; /* read again when the read in flight is back */
+                keep = s;
+                continue;
+            }
+            s->dirty = false;
+            list[n++] = s;
         }
-        return;
+        if (n > 0) {
+            send_reads(r, list, n, false);
+        }
     }
-    size_t unconfirmed = 0;
-    if (publish_round(r, &unconfirmed, err, sizeof(err)) != 0) {
-        log_failure(r, "relay_amqp_failed", err);
-        set_link(r, NULL);
-        backoff(r);
-    } else if (unconfirmed > 0) {
-        log_failure(r, "relay_nacked", "the broker did not confirm every message");
-        backoff(r);
-    } else {
-        r->backoff_ms = BACKOFF_MIN_MS;
-        r->last_err[0] = '\0';
-    }
-    clear_entries(r);
+    r->dirty = keep;
 }
 
-static void *
-relay_main(void *arg)
+static void
+on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    UNUSED(fd);
+    UNUSED(what);
+    read_dirty(arg);
+}
+
+/* ---- acknowledging ---- */
+
+static void
+on_acked(enum redis_status status, cJSON *replies, void *arg)
+{
+    UNUSED(arg);
+    if (status != REDIS_DONE) {
+        /* Confirmed but still pending in Redis: published again after a takeover; the logger
+         * stores each _id once. */
+        log_warn("relay_ack_failed", "status=%d", (int)status);
+    }
+    cJSON_Delete(replies);
+}
+
+static void
+on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct relay *r = arg;
-    log_set_role("chance");
-    r->backoff_ms = BACKOFF_MIN_MS;
-    r->idle = true;
-    while (!stopping(r)) {
-        step(r);
+    UNUSED(fd);
+    UNUSED(what);
+    struct pub_item *items = r->unconfirmed;
+    r->unconfirmed = NULL;
+    if (items) {
+        publisher_submit(r->pub, items);
     }
-    set_link(r, NULL);
-    drop_redis(r);
-    __atomic_store_n(&r->exited, 1, __ATOMIC_RELEASE);
-    return NULL;
 }
 
-/* ---- public ---- */
+/* Back from the publisher: XACK + XDEL what the broker confirmed, retry the rest. */
+static void
+on_published(struct pub_item *items, void *arg)
+{
+    struct relay *r = arg;
+    struct redis_batch *b = redis_batch_new(r->redis);
+    long long done = 0;
+    while (items) {
+        /* One XACK and one XDEL per stream, for the confirmed items of that stream:
+         * argv = XACK key GROUP id..., and XDEL key id... is the same vector shifted by one. */
+        struct relay_stream *st = items->stream;
+        const char **argv = NULL;
+        size_t nids = 0, cap = 0;
+        struct pub_item **p = &items;
+        while (*p) {
+            struct pub_item *it = *p;
+            if (it->stream != st) {
+                p = &it->next;
+                continue;
+            }
+            *p = it->next;
+            if (!it->confirmed) {
+                it->next = r->unconfirmed;
+                r->unconfirmed = it;
+                continue;
+            }
+            if (3 + nids + 1 > cap) {
+                cap = cap ? cap * 2 : 64;
+                argv = xrealloc(argv, cap * sizeof(*argv));
+            }
+            argv[3 + nids++] = xstrdup(it->entry);
+            held_remove(r, st, it->entry);
+            free(it->body);
+            free(it);
+        }
+        if (nids > 0) {
+            argv[0] = "XACK";
+            argv[1] = st->key;
+            argv[2] = GROUP;
+            redis_batch_argv(b, (int)(3 + nids), argv, NULL);
+            argv[1] = "XDEL";
+            argv[2] = st->key;
+            redis_batch_argv(b, (int)(2 + nids), argv + 1, NULL);
+            done += (long long)nids;
+            for (size_t k = 0; k < nids; k++) {
+                free((char *)argv[3 + k]);
+            }
+        }
+        free(argv);
+    }
+    r->held -= done;
+    metrics_set(r->metrics, "chanced_relay_held", "", (double)r->held);
+    metrics_add(r->metrics, "chanced_relay_published_total", "", (double)done);
+    redis_batch_send(b, on_acked, r); /* an empty batch just finishes on the next turn */
+    if (r->unconfirmed && !event_pending(r->retry, EV_TIMEOUT, NULL)) {
+        struct timeval tv = {RETRY_MS / 1000, (RETRY_MS % 1000) * 1000};
+        event_add(r->retry, &tv);
+    }
+    if (r->dirty) {
+        schedule_kick(r);
+    }
+}
+
+/* ---- sweeping ---- */
+
+static void
+on_categories(enum redis_status status, cJSON *replies, void *arg)
+{
+    struct relay *r = arg;
+    r->listing = false;
+    const cJSON *ids = cJSON_GetArrayItem(replies, 0), *id;
+    if (status == REDIS_DONE && cJSON_IsArray(ids)) {
+        mark_dirty(r, stream_get(r, 0));
+        cJSON_ArrayForEach (id, ids) {
+            long long cat = cJSON_IsString(id) ? atoll(id->valuestring) : 0;
+            if (cat > 0) {
+                mark_dirty(r, stream_get(r, cat));
+            }
+        }
+    }
+    cJSON_Delete(replies);
+    int64_t now = time_mono_ms();
+    bool claim = now - r->claimed_ms >= r->conf->relay_claim_idle_ms / 2;
+    if (claim && redis_ready(r->redis)) {
+        /* Takeover: entries delivered to an instance that died (or to an earlier run of this
+         * one) and idle for relay_claim_idle_ms are claimed and published here. */
+        r->claimed_ms = now;
+        for (size_t i = 0; i < r->nstreams; i += READ_STREAMS_MAX) {
+            size_t n = r->nstreams - i < READ_STREAMS_MAX ? r->nstreams - i : READ_STREAMS_MAX;
+            send_reads(r, &r->streams[i], (int)n, true);
+        }
+    }
+    read_dirty(r);
+}
+
+static void
+on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct relay *r = arg;
+    UNUSED(fd);
+    UNUSED(what);
+    metrics_set(r->metrics, "chanced_dependency_up", "role=\"chance\",dependency=\"rabbitmq\"",
+                publisher_connected(r->pub) ? 1 : 0);
+    if (r->listing || !redis_ready(r->redis)) {
+        return;
+    }
+    r->listing = true;
+    struct redis_batch *b = redis_batch_new(r->redis);
+    redis_batch_cmd(b, "ZRANGE chance:categories 0 -1");
+    redis_batch_send(b, on_categories, r);
+}
+
+/* ---- lifecycle ---- */
 
 struct relay *
-relay_new(const struct chance_conf *conf, const struct rmq_conf *rmq)
+relay_new(struct loop *loop, struct redis *redis, struct metrics *metrics,
+          const struct chance_conf *conf, const struct rmq_conf *rmq)
 {
     struct relay *r = xcalloc(1, sizeof(*r));
+    r->loop = loop;
+    r->redis = redis;
+    r->metrics = metrics;
     r->conf = conf;
-    r->rmq = rmq;
-    r->rfd = -1;
-    pthread_mutex_init(&r->lock, NULL);
-    if (parse_redis_url(conf->redis_url, &r->target) != 0) {
-        log_error("relay_bad_redis_url",
-                  "hint=\"expected redis://[[user]:password@]host:port/db\"");
-        goto fail;
-    }
-    if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
-        log_error("thread_failed", "what=relay");
-        goto fail;
-    }
+    char host[64] = "host", rnd[9];
+    gethostname(host, sizeof(host) - 1);
+    util_random_hex(rnd, 4);
+    /* Unique per run: a restarted instance's old deliveries are taken over like anyone's. */
+    snprintf(r->consumer, sizeof(r->consumer), "%.60s-%d-%s", host, (int)getpid(), rnd);
+    metrics_describe(metrics, "chanced_relay_published_total", METRICS_COUNTER,
+                     "Audit events the broker confirmed and the relay removed from Redis.");
+    metrics_describe(metrics, "chanced_relay_held", METRICS_GAUGE,
+                     "Audit events read from Redis and not yet confirmed by the broker.");
+    r->pub = publisher_new(loop, rmq, (int)conf->relay_batch, on_published, r);
+    r->kick = event_new(loop_base(loop), -1, 0, on_kick, r);
+    r->retry = event_new(loop_base(loop), -1, 0, on_retry, r);
+    r->sweep = loop_timer(loop, (int)conf->relay_sweep_ms, true, on_sweep, r);
+    log_info("relay_started", "consumer=%s sweep_ms=%lld claim_idle_ms=%lld", r->consumer,
+             conf->relay_sweep_ms, conf->relay_claim_idle_ms);
     return r;
-fail:
-    target_cleanup(&r->target);
-    pthread_mutex_destroy(&r->lock);
-    free(r);
-    return NULL;
 }
 
 void
@@ -670,43 +542,27 @@ relay_free(struct relay *r)
     if (r == NULL) {
         return;
     }
-    __atomic_store_n(&r->stop, 1, __ATOMIC_RELEASE);
-    /* The round in hand finishes (bounded by the confirm timeout); a socket stuck on a stalled
-     * peer is shut down after a grace period so the join cannot hang. */
-    int64_t deadline = time_mono_ms() + STOP_GRACE_MS;
-    while (!__atomic_load_n(&r->exited, __ATOMIC_ACQUIRE) && time_mono_ms() < deadline) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    if (!__atomic_load_n(&r->exited, __ATOMIC_ACQUIRE)) {
-        pthread_mutex_lock(&r->lock);
-        if (r->mq) {
-            chance_amqp_interrupt(r->mq);
+    publisher_free(r->pub);
+    event_free(r->kick);
+    event_free(r->retry);
+    event_free(r->sweep);
+    pub_items_free(r->unconfirmed);
+    for (size_t b = 0; b < HELD_BUCKETS; b++) {
+        while (r->held_set[b]) {
+            struct held_entry *e = r->held_set[b];
+            r->held_set[b] = e->next;
+            free(e);
         }
-        if (r->rfd >= 0) {
-            shutdown(r->rfd, SHUT_RDWR);
-        }
-        pthread_mutex_unlock(&r->lock);
     }
-    pthread_join(r->thread, NULL);
-    log_info("relay_stopped", "published=%llu", relay_published(r));
-    clear_entries(r);
-    free(r->entries);
-    free(r->confirmed);
-    free_streams(r);
-    target_cleanup(&r->target);
-    pthread_mutex_destroy(&r->lock);
+    for (size_t i = 0; i < r->nstreams; i++) {
+        free(r->streams[i]);
+    }
+    free(r->streams);
     free(r);
 }
 
 bool
 relay_connected(const struct relay *r)
 {
-    return __atomic_load_n(&r->connected, __ATOMIC_RELAXED) != 0;
-}
-
-unsigned long long
-relay_published(const struct relay *r)
-{
-    return __atomic_load_n(&r->published, __ATOMIC_RELAXED);
+    return r && publisher_connected(r->pub);
 }

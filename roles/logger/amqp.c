@@ -10,8 +10,7 @@
 
 #include "log.h"
 #include "rmq.h"
-
-#define CHANNEL 1
+#include "rmq_conf.h"
 
 enum rx_state {
     RX_IDLE,   /* waiting for basic.deliver */
@@ -20,49 +19,27 @@ enum rx_state {
 };
 
 struct logger_amqp {
-    amqp_connection_state_t conn; /* owned; owns the socket */
-    char *queue;                  /* owned copies of the names */
+    struct rmq_link *link;        /* owned */
+    amqp_connection_state_t conn; /* borrowed from link */
+    char *queue;                  /* owned copy of the name */
     char *tag;                    /* consumer tag while consuming, else NULL */
     size_t max_body;              /* bodies above this are skipped, not buffered */
     enum rx_state rx;             /* where a delivery in progress stands */
     struct logger_amqp_msg cur;   /* the delivery being assembled */
     size_t got;                   /* body bytes seen so far */
-    pthread_mutex_t lock;         /* guards fd against logger_amqp_interrupt */
-    int fd;                       /* socket, -1 once closed */
 };
-
-/* Records the socket so logger_amqp_interrupt can break a blocked call (even the login). */
-static void
-remember_fd(int fd, void *arg)
-{
-    struct logger_amqp *a = arg;
-    pthread_mutex_lock(&a->lock);
-    a->fd = fd;
-    pthread_mutex_unlock(&a->lock);
-}
 
 struct logger_amqp *
 logger_amqp_open(const struct logger_amqp_opts *o, char *err, size_t errlen)
 {
     struct logger_amqp *a = xcalloc(1, sizeof(*a));
-    pthread_mutex_init(&a->lock, NULL);
-    a->fd = -1;
-    a->queue = xstrdup(o->queue);
+    a->queue = xstrdup(o->rmq->amqp_queue);
     a->max_body = o->max_body;
-    a->conn = amqp_new_connection();
-    if (a->conn == NULL) {
-        snprintf(err, errlen, "out of memory creating an AMQP connection");
+    if ((a->link = rmq_link_open(o->rmq, o->timeout_ms, o->next_url, err, errlen)) == NULL) {
         goto fail;
     }
-    if (rmq_connect(a->conn, o->url, o->timeout_ms, remember_fd, a, err, errlen) != 0) {
-        goto fail;
-    }
-    amqp_channel_open(a->conn, CHANNEL);
-    if (rmq_check_rpc(a->conn, "open channel", err, errlen) != 0 ||
-        rmq_declare_topology(a->conn, CHANNEL, a->queue, o->delivery_limit, err, errlen) != 0) {
-        goto fail;
-    }
-    amqp_basic_qos(a->conn, CHANNEL, 0, (uint16_t)o->prefetch, 0);
+    a->conn = rmq_link_conn(a->link);
+    amqp_basic_qos(a->conn, RMQ_CHANNEL, 0, (uint16_t)o->prefetch, 0);
     if (rmq_check_rpc(a->conn, "set prefetch", err, errlen) != 0) {
         goto fail;
     }
@@ -78,19 +55,9 @@ logger_amqp_close(struct logger_amqp *a)
     if (a == NULL) {
         return;
     }
-    pthread_mutex_lock(&a->lock);
-    a->fd = -1;
-    pthread_mutex_unlock(&a->lock);
-    if (a->conn) {
-        /* A polite close when the link still works; destroy frees everything regardless. */
-        if (amqp_get_socket(a->conn) != NULL && amqp_get_sockfd(a->conn) >= 0) {
-            amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
-        }
-        amqp_destroy_connection(a->conn);
-    }
+    rmq_link_close(a->link);
     logger_amqp_msg_cleanup(&a->cur);
     free(a->tag);
-    pthread_mutex_destroy(&a->lock);
     free(a->queue);
     free(a);
 }
@@ -98,18 +65,15 @@ logger_amqp_close(struct logger_amqp *a)
 void
 logger_amqp_interrupt(struct logger_amqp *a)
 {
-    pthread_mutex_lock(&a->lock);
-    if (a->fd >= 0) {
-        shutdown(a->fd, SHUT_RDWR);
-    }
-    pthread_mutex_unlock(&a->lock);
+    rmq_link_interrupt(a->link);
 }
 
 int
 logger_amqp_consume(struct logger_amqp *a, char *err, size_t errlen)
 {
-    amqp_basic_consume_ok_t *ok = amqp_basic_consume(a->conn, CHANNEL, amqp_cstring_bytes(a->queue),
-                                                     amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+    amqp_basic_consume_ok_t *ok =
+        amqp_basic_consume(a->conn, RMQ_CHANNEL, amqp_cstring_bytes(a->queue), amqp_empty_bytes, 0,
+                           0, 0, amqp_empty_table);
     if (ok == NULL) {
         if (rmq_check_rpc(a->conn, "start consuming", err, errlen) == 0) {
             snprintf(err, errlen, "start consuming: no consume-ok");
@@ -128,7 +92,7 @@ logger_amqp_cancel(struct logger_amqp *a, char *err, size_t errlen)
         return 0;
     }
     /* Deliveries that arrive before cancel-ok are queued by librabbitmq for logger_amqp_next. */
-    amqp_basic_cancel(a->conn, CHANNEL, amqp_cstring_bytes(a->tag));
+    amqp_basic_cancel(a->conn, RMQ_CHANNEL, amqp_cstring_bytes(a->tag));
     free(a->tag);
     a->tag = NULL;
     return rmq_check_rpc(a->conn, "cancel consumer", err, errlen);
@@ -250,11 +214,11 @@ logger_amqp_next(struct logger_amqp *a, int timeout_ms, struct logger_amqp_msg *
 int
 logger_amqp_ack(struct logger_amqp *a, uint64_t tag, bool multiple)
 {
-    return amqp_basic_ack(a->conn, CHANNEL, tag, multiple) == AMQP_STATUS_OK ? 0 : -1;
+    return amqp_basic_ack(a->conn, RMQ_CHANNEL, tag, multiple) == AMQP_STATUS_OK ? 0 : -1;
 }
 
 int
 logger_amqp_reject(struct logger_amqp *a, uint64_t tag)
 {
-    return amqp_basic_reject(a->conn, CHANNEL, tag, 0) == AMQP_STATUS_OK ? 0 : -1;
+    return amqp_basic_reject(a->conn, RMQ_CHANNEL, tag, 0) == AMQP_STATUS_OK ? 0 : -1;
 }

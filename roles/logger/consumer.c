@@ -31,6 +31,7 @@ struct item {
 struct logger_consumer {
     const struct logger_conf *conf; /* borrowed */
     const struct rmq_conf *rmq;     /* borrowed */
+    unsigned next_url;              /* thread-owned: the amqp_url entry to try first */
     struct logger_mongo *store;     /* borrowed */
     struct loop *loop;              /* borrowed; only loop_post is used from the thread */
     loop_fn on_ready, on_exit;      /* posted to the loop */
@@ -110,9 +111,8 @@ open_link(struct logger_consumer *c)
 {
     char err[256];
     struct logger_amqp_opts o = {
-        .url = c->rmq->amqp_url,
-        .queue = c->rmq->amqp_queue,
-        .delivery_limit = (int)c->rmq->amqp_delivery_limit,
+        .rmq = c->rmq,
+        .next_url = &c->next_url,
         .prefetch = (int)c->conf->amqp_prefetch,
         .max_body = (size_t)c->conf->max_event_bytes,
         .timeout_ms = 10000,
@@ -129,9 +129,8 @@ open_link(struct logger_consumer *c)
     SET(c, amqp_up, true);
     BUMP(c, reconnects, 1);
     c->last_err[0] = '\0';
-    log_info("amqp_consuming", "queue=%s prefetch=%lld batch=%lld delivery_limit=%lld",
-             c->rmq->amqp_queue, c->conf->amqp_prefetch, c->conf->insert_batch,
-             c->rmq->amqp_delivery_limit);
+    log_info("amqp_consuming", "queue=%s prefetch=%lld batch=%lld", c->rmq->amqp_queue,
+             c->conf->amqp_prefetch, c->conf->insert_batch);
     /* Ready means both ends work: the store answered (checked first) and we consume. */
     loop_post(c->loop, c->on_ready, c->arg);
     return 0;

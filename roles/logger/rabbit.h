@@ -20,13 +20,14 @@
 
 struct logger_amqp;
 
+struct rmq_conf;
+
 struct logger_amqp_opts {
-    const char *url;    /* amqp://user:pass@host:port/vhost */
-    const char *queue;  /* audit queue name */
-    int delivery_limit; /* x-delivery-limit */
-    int prefetch;       /* basic.qos prefetch_count */
-    size_t max_body;    /* larger bodies are delivered with oversize set and no bytes */
-    int timeout_ms;     /* connect and RPC deadline */
+    const struct rmq_conf *rmq; /* URLs, queue, TLS files (borrowed) */
+    unsigned *next_url;         /* which URL to try first; updated (borrowed) */
+    int prefetch;               /* basic.qos prefetch_count */
+    size_t max_body;            /* larger bodies are delivered with oversize set and no bytes */
+    int timeout_ms;             /* connect and RPC deadline */
 };
 
 /* One delivery. body is owned by the message (free with logger_amqp_msg_cleanup). */

@@ -18,7 +18,7 @@ from loggerkit import (body, call, call_err, drain, event, http_get, metric, pub
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INTEROP = ROOT / "test" / "interop"
-NEST_QUEUE_ARGS = '{"x-queue-type":"quorum","x-dead-letter-exchange":"%s.dlx","x-delivery-limit":%d}'
+NEST_QUEUE_ARGS = '{"x-queue-type":"quorum","x-dead-letter-exchange":"%s.dlx"}'
 
 __all__ = ["store"]  # the fixture, imported for pytest
 
@@ -130,38 +130,56 @@ def test_malformed_messages_go_to_the_dead_letter_queue(chanced, store, amqp_url
     wait_until("a later event stored", lambda: store[1].events.count_documents({}) == 4)
 
 
-def test_queue_arguments_and_delivery_limit(chanced, store, amqp_url, amqp_queue):
-    """The topology the logger declares: a quorum queue whose poison messages reach the
-    dead-letter queue after amqp_delivery_limit returns, and NestJS-compatible arguments."""
+def test_valid_events_are_never_dead_lettered_however_often_returned(chanced, store, amqp_url,
+                                                                      amqp_queue):
+    """Issue 9, defect 3: the queue once had x-delivery-limit 5, and on RabbitMQ 3.10 every
+    return of an unacknowledged message (a consumer's connection dying) counts toward it, so a
+    logger that crashed a few times with a backlog sent valid events to the dead-letter queue,
+    which nothing reads. Now the queue has no delivery limit: an event returned 12 times is still
+    stored once a logger runs; only what the logger itself rejects (poison) is dead-lettered, and
+    the dead-letter queue is a quorum queue too."""
     import pika
-    lg = start_logger(chanced, store, amqp_delivery_limit=2)
+    lg = start_logger(chanced, store)
     lg.stop()
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     ch = conn.channel()
-    # same arguments: accepted (RabbitMQ compares them); different: 406
+    # the declared arguments: the same are accepted (RabbitMQ compares them); others: 406
     ch.queue_declare(amqp_queue, durable=True, arguments={
-        "x-queue-type": "quorum", "x-dead-letter-exchange": amqp_queue + ".dlx",
-        "x-delivery-limit": 2})
+        "x-queue-type": "quorum", "x-dead-letter-exchange": amqp_queue + ".dlx"})
+    ch.queue_declare(amqp_queue + ".dlq", durable=True, arguments={"x-queue-type": "quorum"})
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
         ch.queue_declare(amqp_queue, durable=True, arguments={"x-queue-type": "quorum"})
     assert e.value.reply_code == 406
     ch = conn.channel()
-    ch.basic_publish("", amqp_queue, b"poison", pika.BasicProperties(delivery_mode=2))
-    deliveries = 0
-    for _ in range(10):
-        method, _, _ = ch.basic_get(amqp_queue)
-        if method is None:
-            time.sleep(0.2)
+    valid = event(1, prefix="returned")
+    ch.basic_publish("", amqp_queue, json.dumps({"pattern": {"cmd": "log.event"},
+                                                 "data": valid}).encode(),
+                     pika.BasicProperties(delivery_mode=2))
+    returns = 0
+    for _ in range(12):  # each return is what a consumer dying with the message does
+        method = None
+        for _ in range(25):
             method, _, _ = ch.basic_get(amqp_queue)
-            if method is None:
+            if method is not None:
                 break
-        deliveries += 1
+            time.sleep(0.1)
+        assert method is not None, "the event left the queue after %d returns" % returns
         ch.basic_nack(method.delivery_tag, requeue=True)
+        returns += 1
     conn.close()
-    assert 2 <= deliveries <= 3, deliveries
-    dead = drain(amqp_url, amqp_queue + ".dlq")
+    assert drain(amqp_url, amqp_queue + ".dlq") == []
+    start_logger(chanced, store)
+    wait_until("the returned event stored",
+               lambda: store[1].events.count_documents({"_id": valid["_id"]}) == 1)
+    publish(amqp_url, amqp_queue, [b"poison"])
+    dead = []
+    for _ in range(50):
+        dead = drain(amqp_url, amqp_queue + ".dlq")
+        if dead:
+            break
+        time.sleep(0.1)
     assert [b for _, b in dead] == [b"poison"]
-    assert dead[0][0].headers["x-death"][0]["reason"] == "delivery_limit"
+    assert dead[0][0].headers["x-death"][0]["reason"] == "rejected"
 
 
 def test_nestjs_rmq_emit_is_stored(chanced, store, amqp_url, amqp_queue):
@@ -172,7 +190,7 @@ def test_nestjs_rmq_emit_is_stored(chanced, store, amqp_url, amqp_queue):
     e2 = event(2, prefix="nest", service="nest", type="user.signed_up", actor=None,
                subject={}, data={"note": "transient, no queue assert"}, message="second")
     runs = [
-        ["--data", json.dumps(e1), "--queue-args", NEST_QUEUE_ARGS % (amqp_queue, 5), "--persistent"],
+        ["--data", json.dumps(e1), "--queue-args", NEST_QUEUE_ARGS % amqp_queue, "--persistent"],
         ["--data", json.dumps(e2), "--no-assert"],
     ]
     for extra in runs:

@@ -148,7 +148,9 @@ def test_rabbitmq_down_during_claims_loses_nothing(chanced, store, amqp_url, amq
 @pytest.mark.slow
 def test_chance_killed_while_relaying_publishes_each_event_once(chanced, store, amqp_url,
                                                                 redis_client):
-    ch = chanced("chance", relay_batch=50)
+    # Entries the killed instance read but did not acknowledge are taken over once idle for
+    # relay_claim_idle_ms (60 s by default; short here).
+    ch = chanced("chance", relay_batch=50, relay_claim_idle_ms=2000)
     start_logger(chanced, store)
     with NestClient(*ch.hostport(), timeout=30) as c:
         cat = generate(c, 1200)
