@@ -20,6 +20,10 @@ PACKAGES=(
 	nodejs npm
 	# the web app's browser tests (test/browser drives it with playwright-core)
 	chromium fonts-liberation
+	# the image tests (test/image): build the Dockerfile and run it without a Docker engine;
+	# buildah brings uidmap, podman (for `podman import` of the base) crun and conmon, and
+	# debootstrap makes the debian:bookworm-slim stand-in. Root on ext4 needs no fuse-overlayfs.
+	buildah podman debootstrap
 )
 
 say() { printf 'deps.sh: %s\n' "$*"; }
