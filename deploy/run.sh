@@ -30,7 +30,10 @@ mkdir -p "$CHANCED_TEST_DIR"
 CHPID=
 cleanup() {
     local rc=$?
-    trap - EXIT INT TERM
+    # A Ctrl-C reaches every process of the terminal's group, make included, which may signal
+    # us again: the cleanup must run to its end regardless.
+    trap '' INT TERM
+    trap - EXIT
     set +e # stop everything even if one step fails
     if [ -n "$CHPID" ] && kill -0 "$CHPID" 2>/dev/null; then
         say "stopping chanced (pid $CHPID)"

@@ -15,6 +15,8 @@
 #include "util.h"
 
 struct loop;
+struct metrics;
+struct metrics;
 struct rpc_server;
 struct rpc_call;
 
@@ -28,17 +30,18 @@ typedef void (*rpc_handler_fn)(struct rpc_call *call, const cJSON *data, void *a
 struct rpc_route {
     const char *cmd;   /* matched against the pattern {"cmd": cmd} (or the bare string cmd) */
     rpc_handler_fn fn; /* handler */
+    bool events;       /* also runs for events (no id; the reply goes nowhere), as a NestJS
+                        * @EventPattern does; a request-only route ignores events */
 };
 
 struct rpc_server_opts {
-    const char *listen; /* "host:port" */
-    size_t max_frame;   /* frame limit in UTF-16 units */
-    int stall_ms;       /* partial-frame stall limit */
-    int max_conns;      /* refuse beyond this */
+    const char *listen;      /* "host:port" */
+    size_t max_frame;        /* frame limit in UTF-16 units */
+    int stall_ms;            /* partial-frame stall limit */
+    int max_conns;           /* refuse beyond this */
+    struct metrics *metrics; /* where calls are counted and timed (borrowed), or NULL */
+    const char *role;        /* the role label of those series (borrowed, static) */
 };
-
-/* Observer for metrics: called once per finished call with its pattern and duration. */
-typedef void (*rpc_observe_fn)(const char *cmd, const char *outcome, double seconds, void *arg);
 
 /* Binds and starts accepting; NULL with err filled if it cannot listen. routes are borrowed. */
 struct rpc_server *rpc_server_new(struct loop *loop, const struct rpc_server_opts *opts,
@@ -53,7 +56,6 @@ void rpc_server_stop_accepting(struct rpc_server *srv);
 size_t rpc_server_inflight(const struct rpc_server *srv);
 /* Reply bytes still queued on open conns (a drain waits for 0 so no answer is cut off). */
 size_t rpc_server_pending_output(const struct rpc_server *srv);
-void rpc_server_set_observer(struct rpc_server *srv, rpc_observe_fn fn, void *arg);
 
 /* Final reply; takes ownership of response (NULL: a void reply, no "response"). Frees the call. */
 void rpc_reply(struct rpc_call *call, cJSON *response);

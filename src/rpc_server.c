@@ -10,6 +10,7 @@
 #include "json.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 
 #define RPC_MAX_DEPTH 64 /* deeper request trees are refused */
 #define NEST_NO_HANDLER "There is no matching message handler defined in the remote service."
@@ -43,10 +44,10 @@ struct rpc_server {
     int max_conns;
     int nconns;
     size_t inflight;
-    struct rpc_peer *peers; /* live peers */
-    struct rpc_call *calls; /* every call in flight, including orphaned ones */
-    rpc_observe_fn observe; /* metrics hook or NULL */
-    void *observe_arg;
+    struct rpc_peer *peers;  /* live peers */
+    struct rpc_call *calls;  /* every call in flight, including orphaned ones */
+    struct metrics *metrics; /* borrowed; NULL: no metrics */
+    const char *role;        /* label of the series */
 };
 
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
@@ -150,6 +151,14 @@ rpc_server_new(struct loop *loop, const struct rpc_server_opts *opts,
     srv->limits.max_frame = opts->max_frame;
     srv->limits.stall_ms = opts->stall_ms;
     srv->max_conns = opts->max_conns;
+    srv->metrics = opts->metrics;
+    srv->role = opts->role ? opts->role : "?";
+    if (srv->metrics) {
+        metrics_describe(srv->metrics, "chanced_rpc_requests_total", METRICS_COUNTER,
+                         "RPC calls served, by role, pattern and outcome (ok or an error code).");
+        metrics_describe(srv->metrics, "chanced_rpc_request_duration_seconds", METRICS_HISTOGRAM,
+                         "Time from request to final reply, by role and pattern.");
+    }
     srv->route_keys = xcalloc(nroutes ? nroutes : 1, sizeof(char *));
     for (size_t i = 0; i < nroutes; i++) {
         cJSON *pattern = cJSON_CreateObject();
@@ -209,13 +218,6 @@ rpc_server_pending_output(const struct rpc_server *srv)
         n += conn_pending_output(p->conn);
     }
     return n;
-}
-
-void
-rpc_server_set_observer(struct rpc_server *srv, rpc_observe_fn fn, void *arg)
-{
-    srv->observe = fn;
-    srv->observe_arg = arg;
 }
 
 static void
@@ -307,9 +309,14 @@ call_finish(struct rpc_call *call, const char *outcome)
             call->next->prev = call->prev;
         }
     }
-    if (srv->observe && call->route) {
-        srv->observe(call->route->cmd, outcome, (time_mono_ms() - call->started) / 1000.0,
-                     srv->observe_arg);
+    if (srv->metrics && call->route) {
+        char labels[200];
+        snprintf(labels, sizeof(labels), "role=\"%s\",cmd=\"%s\",outcome=\"%.40s\"", srv->role,
+                 call->route->cmd, outcome);
+        metrics_add(srv->metrics, "chanced_rpc_requests_total", labels, 1);
+        snprintf(labels, sizeof(labels), "role=\"%s\",cmd=\"%s\"", srv->role, call->route->cmd);
+        metrics_observe(srv->metrics, "chanced_rpc_request_duration_seconds", labels,
+                        (double)(time_mono_ms() - call->started) / 1000.0);
     }
     srv->inflight--;
     cJSON_Delete(call->id);
@@ -463,6 +470,17 @@ on_frame(struct conn *conn, cJSON *msg, bool has_nul, void *arg)
         if (strcmp(key, srv->route_keys[i]) == 0 || strcmp(key, srv->routes[i].cmd) == 0) {
             route = &srv->routes[i];
         }
+    }
+    if (route != NULL && id == NULL && !route->events) {
+        /* An event (no id): a NestJS server runs only event handlers for it, and every route
+         * here is a request handler, so it runs nothing. (Acting on it would change state
+         * with nobody told the outcome.) */
+        log_warn("rpc_event_ignored",
+                 "conn=%llu cmd=%s note=\"events run no request handler; "
+                 "send a request\"",
+                 (unsigned long long)conn_id(conn), route->cmd);
+        free(key);
+        return;
     }
     if (route == NULL) {
         log_debug("rpc_no_handler", "conn=%llu pattern=%.80s", (unsigned long long)conn_id(conn),

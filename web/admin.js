@@ -1,7 +1,7 @@
 // Admin views: overview (figures and the claims chart), batch generation, categories with live
 // figures and enable/disable, code search, users and their wallets, the audit log.
 
-import { get, post, patch, qs, API_BASE } from './api.js?v=__CHANCED_BUILD__';
+import { get, post, patch, qs, newKey, API_BASE } from './api.js?v=__CHANCED_BUILD__';
 import {
   h, icon, busy, toast, pageHead, card, empty, badge, table, dialog, copyButton, moreButton,
   notice, spinner, field, fieldError,
@@ -284,25 +284,54 @@ export function generate(ctx) {
       form.querySelectorAll('fieldset').forEach((fs) => { fs.disabled = true; });
       const started = Date.now();
       const clock = h('span', { class: 'gen-clock' }, '0:00');
+      const fill = h('span', { class: 'bar-fill' });
+      fill.style.width = '0%'; // (the CSSOM, not a style attribute: the CSP allows no inline styles)
+      const bar = h('div', { class: 'bar', role: 'progressbar', 'aria-label': 'Codes written',
+        'aria-valuemin': '0', 'aria-valuemax': String(count), 'aria-valuenow': '0',
+        'data-testid': 'gen-bar' }, fill);
+      const done = h('strong', { 'data-testid': 'gen-done' }, '0');
+      const cats = h('span', { 'data-testid': 'gen-cats' }, '0');
+      const pct = h('span', { class: 'gen-pct', 'data-testid': 'gen-pct' }, '0%');
       out.replaceChildren(card({ class: 'gen-progress', 'data-testid': 'gen-progress', 'aria-busy': 'true' },
         h('div', { class: 'gen-progress-head' }, spinner('Generating'),
           h('div', {}, h('strong', {}, `Generating ${num(count)} codes…`),
-            h('p', { class: 'muted' }, count > 200000
-              ? 'A large batch takes a while. Keep this page open; categories appear once the whole batch is written.'
-              : 'Categories appear once the whole batch is written.'))),
-        h('div', { class: 'bar bar-indeterminate', role: 'progressbar', 'aria-label': 'Generating codes' }, h('span', {})),
-        h('p', { class: 'muted' }, 'Elapsed ', clock)));
+            h('p', { class: 'muted' }, 'Categories become claimable once the whole batch is written. ' +
+              'You may leave this page: the batch goes on, and its state stays under Categories.'))),
+        bar,
+        h('p', { class: 'muted gen-stats' }, pct, ' · ', done, ` of ${num(count)} codes · `, cats,
+          ` of ${num(body.categories)} categories · elapsed `, clock)));
       out.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
       const timer = setInterval(() => { clock.textContent = elapsed((Date.now() - started) / 1000); }, 500);
       ctx.onLeave(() => clearInterval(timer));
+      const show = (b) => {
+        const n = Math.min(b.codes_written || 0, count);
+        const p = count ? Math.floor((100 * n) / count) : 100;
+        fill.style.width = p + '%';
+        bar.setAttribute('aria-valuenow', String(n));
+        pct.textContent = p + '%';
+        done.textContent = num(n);
+        cats.textContent = num(b.categories_done || 0);
+      };
       try {
-        const r = await post('/admin/batches', body);
+        /* The server answers at once (202) with the batch; its progress is polled. The key
+         * makes a retried submit the same batch, never a second one. */
+        const r = await post('/admin/batches', body, { headers: { 'Idempotency-Key': newKey() } });
+        let b = r.data.batch;
+        show(b);
+        while (b.state === 'generating' && ctx.alive()) {
+          await new Promise((ok) => setTimeout(ok, 300));
+          b = (await get('/admin/batches/' + b.id)).data.batch;
+          show(b);
+        }
         clearInterval(timer);
+        if (b.state === 'failed') {
+          throw new Error(`Batch #${b.id} failed: ${b.error || 'unknown error'}. What it wrote was removed.`);
+        }
         if (ctx.alive()) {
-          out.replaceChildren(batchResult(r.data.batch, (Date.now() - started) / 1000));
+          out.replaceChildren(batchResult(b, (Date.now() - started) / 1000));
           out.querySelector('h2').focus();
         }
-        toast(`Batch #${r.data.batch.id}: ${num(r.data.batch.total)} codes generated`, 'ok');
+        toast(`Batch #${b.id}: ${num(b.total)} codes generated`, 'ok');
       } catch (err) {
         clearInterval(timer);
         out.replaceChildren(errorNotice(err));
@@ -322,7 +351,7 @@ function batchResult(b, seconds) {
     h('dl', { class: 'facts' },
       h('div', {}, h('dt', {}, 'Codes'), h('dd', { 'data-testid': 'gen-total' }, num(b.total))),
       h('div', {}, h('dt', {}, 'Rewards'), h('dd', {}, tomanRange(b.reward_min, b.reward_max))),
-      h('div', {}, h('dt', {}, 'Total if all are claimed'), h('dd', {}, toman(b.paid_total))),
+      h('div', {}, h('dt', {}, 'Total if all are claimed'), h('dd', {}, toman(b.total_reward))),
       h('div', {}, h('dt', {}, 'Per player'), h('dd', {}, num(b.per_user_limit || 1)))),
     h('p', { class: 'muted' }, `${ids.length} ${ids.length === 1 ? 'category' : 'categories'}:`),
     h('div', { class: 'chips', 'data-testid': 'gen-categories' }, ids.map((id) =>

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "health.h"
@@ -18,21 +19,22 @@
 #include "rpc_server.h"
 #include "scripts.h"
 
-#define CLAIM_ID_MAX 64
 #define USER_FIELD_MAX 64
 
-static void handle_claim(struct rpc_call *call, const cJSON *data, void *arg);
-
 static const struct rpc_route chance_routes[] = {
-    {"chance.claim", handle_claim},
+    {"chance.claim", chance_claim},
     {"chance.generate", chance_generate},
+    {"chance.batch", chance_batch},
     {"chance.categories", chance_categories},
     {"chance.category.update", chance_category_update},
     {"chance.codes", chance_codes},
     {"chance.code", chance_code},
     {"chance.assignments", chance_assignments},
     {"chance.release", chance_release},
+    {"chance.reassign", chance_reassign},
 };
+
+/* ---- keys and shared helpers ---- */
 
 void
 chance_key(char *out, long long category, const char *what)
@@ -40,8 +42,63 @@ chance_key(char *out, long long category, const char *what)
     snprintf(out, KEY_MAX, "chance:{c%lld}:%s", category, what);
 }
 
-static bool
-valid_token(const char *s, size_t max)
+void
+chance_index_key(char *out, const char *code)
+{
+    /* The shard is named by the first two random characters (after any "PREFIX-"): uniform,
+     * so the index spreads evenly over 961 shards and a cluster's masters. */
+    const char *dash = strchr(code, '-');
+    const char *r = dash ? dash + 1 : code;
+    char a = r[0] ? r[0] : '_', b = r[0] && r[1] ? r[1] : '_';
+    snprintf(out, KEY_MAX, "chance:{i%c%c}:codes", a, b);
+}
+
+void
+chance_batch_key(char *out, long long batch)
+{
+    snprintf(out, KEY_MAX, "chance:{g}:batch:%lld", batch);
+}
+
+void
+chance_claim_keys(char keys[8][KEY_MAX], long long category)
+{
+    static const char *const what[] = {"meta",  "free",   "codes", "claims",
+                                       "users", "events", "log",   "byuser"};
+    for (int i = 0; i < 8; i++) {
+        chance_key(keys[i], category, what[i]);
+    }
+}
+
+void
+chance_nonce(struct chance *ch, char out[NONCE_HEX + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < NONCE_HEX; i++) {
+        out[i] = hex[codegen_below(&ch->rng, 16)];
+    }
+    out[NONCE_HEX] = '\0';
+}
+
+const char *
+chance_kv_get(const cJSON *kv, const char *key)
+{
+    for (const cJSON *k = kv ? kv->child : NULL; k && k->next; k = k->next->next) {
+        if (cJSON_IsString(k) && strcmp(k->valuestring, key) == 0 && cJSON_IsString(k->next)) {
+            return k->next->valuestring;
+        }
+    }
+    return NULL;
+}
+
+long long
+chance_kv_int(const cJSON *kv, const char *key)
+{
+    const char *v = chance_kv_get(kv, key);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+bool
+chance_token_ok(const char *s, size_t max)
 {
     size_t n = strlen(s);
     if (n == 0 || n > max) {
@@ -74,7 +131,7 @@ chance_id_field(const cJSON *obj, const char *key, bool required, char *buf, siz
         snprintf(buf, size, "%lld", (long long)it->valuedouble);
         return 0;
     }
-    if (cJSON_IsString(it) && valid_token(it->valuestring, size - 1)) {
+    if (cJSON_IsString(it) && chance_token_ok(it->valuestring, size - 1)) {
         snprintf(buf, size, "%s", it->valuestring);
         return 0;
     }
@@ -83,8 +140,8 @@ chance_id_field(const cJSON *obj, const char *key, bool required, char *buf, siz
     return -1;
 }
 
-static bool
-printable_name(const char *s)
+bool
+chance_printable(const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p < 0x20 || *p == 0x7f) {
@@ -119,7 +176,7 @@ chance_actor(const cJSON *data, const char **id, const char **username, const ch
         json_get_string(actor, "role", false, 16, role, err, errlen) != 0) {
         return -1;
     }
-    if (!printable_name(*username)) {
+    if (!chance_printable(*username)) {
         snprintf(err, errlen, "field 'actor.username' has control characters");
         return -1;
     }
@@ -127,7 +184,7 @@ chance_actor(const cJSON *data, const char **id, const char **username, const ch
 }
 
 void
-chance_reply_redis_failure(struct rpc_call *call, int status)
+chance_reply_redis_failure(struct rpc_call *call, enum redis_status status)
 {
     if (status == REDIS_UNAVAILABLE) {
         rpc_reply_error(call, "unavailable", "Redis is unavailable; nothing was changed");
@@ -136,118 +193,29 @@ chance_reply_redis_failure(struct rpc_call *call, int status)
     }
 }
 
-/* ---- chance.claim ---- */
-
-struct claim_req {
-    struct chance *ch;     /* borrowed */
-    struct rpc_call *call; /* finished in on_claim_reply */
-    long long category;
-    char claim_id[CLAIM_ID_MAX + 1];
-};
-
-static void
-on_claim_reply(enum redis_status status, cJSON *replies, void *arg)
+bool
+chance_replies_failed(struct rpc_call *call, enum redis_status status, const cJSON *replies)
 {
-    struct claim_req *req = arg;
-    struct rpc_call *call = req->call;
     if (status != REDIS_DONE) {
         chance_reply_redis_failure(call, status);
-        goto out;
+        return true;
     }
-    const cJSON *r = cJSON_GetArrayItem(replies, 0);
-    if (redis_reply_is_error(r)) {
-        log_error("claim_script_failed", "error=\"%s\"", redis_reply_error(r));
-        rpc_reply_error(call, "internal", "the claim could not be processed");
-        goto out;
+    const cJSON *r;
+    cJSON_ArrayForEach (r, replies) {
+        if (redis_reply_is_error(r)) {
+            const char *e = redis_reply_error(r);
+            log_error("redis_command_failed", "cmd=%s error=\"%.200s\"", rpc_call_cmd(call),
+                      e ? e : "?");
+            if (e && (strncmp(e, "OOM", 3) == 0 || strncmp(e, "READONLY", 8) == 0 ||
+                      strncmp(e, "CLUSTERDOWN", 11) == 0 || strncmp(e, "LOADING", 7) == 0)) {
+                rpc_reply_error(call, "unavailable", "Redis refused the write (%.80s)", e);
+            } else {
+                rpc_reply_error(call, "internal", "a Redis command failed");
+            }
+            return true;
+        }
     }
-    const cJSON *ok = cJSON_GetArrayItem(r, 0);
-    if (!cJSON_IsNumber(ok) || ok->valueint != 1) {
-        const cJSON *code = cJSON_GetArrayItem(r, 1);
-        const char *c = cJSON_IsString(code) ? code->valuestring : "internal";
-        char labels[80];
-        snprintf(labels, sizeof(labels), "outcome=\"%s\"", c);
-        metrics_add(req->ch->metrics, "chanced_claims_total", labels, 1);
-        rpc_reply_error(call, c, "claim refused: %s", c);
-        goto out;
-    }
-    bool replay = cJSON_GetArrayItem(r, 4)->valueint == 1;
-    metrics_add(req->ch->metrics, "chanced_claims_total",
-                replay ? "outcome=\"replay\"" : "outcome=\"assigned\"", 1);
-    if (!replay) {
-        relay_touch(req->ch->relay, req->category); /* its code.assigned event is waiting */
-    }
-    cJSON *resp = cJSON_CreateObject();
-    cJSON_AddItemToObject(resp, "code", cJSON_Duplicate(cJSON_GetArrayItem(r, 1), 1));
-    cJSON_AddNumberToObject(resp, "category", (double)req->category);
-    cJSON_AddItemToObject(resp, "reward", cJSON_Duplicate(cJSON_GetArrayItem(r, 2), 1));
-    cJSON_AddItemToObject(resp, "assigned_at", cJSON_Duplicate(cJSON_GetArrayItem(r, 3), 1));
-    cJSON_AddStringToObject(resp, "claim_id", req->claim_id);
-    cJSON_AddBoolToObject(resp, "replay", cJSON_GetArrayItem(r, 4)->valueint == 1);
-    rpc_reply(call, resp);
-out:
-    cJSON_Delete(replies);
-    free(req);
-}
-
-static void
-handle_claim(struct rpc_call *call, const cJSON *data, void *arg)
-{
-    static const char *const fields[] = {"claim_id", "category", "user", NULL};
-    static const char *const user_fields[] = {"id", "username", NULL};
-    struct chance *ch = arg;
-    char err[256], uid[USER_FIELD_MAX + 1];
-    const char *claim_id = NULL, *username = NULL;
-    long long category = 0;
-    const cJSON *user;
-
-    if (json_check_fields(data, fields, err, sizeof(err)) != 0 ||
-        json_get_string(data, "claim_id", true, CLAIM_ID_MAX, &claim_id, err, sizeof(err)) != 0 ||
-        json_get_int(data, "category", true, 1, JSON_MAX_SAFE_INT, &category, err, sizeof(err)) !=
-            0) {
-        goto bad;
-    }
-    if (!valid_token(claim_id, CLAIM_ID_MAX)) {
-        snprintf(err, sizeof(err), "field 'claim_id' must be 1 to 64 of [A-Za-z0-9_-]");
-        goto bad;
-    }
-    user = cJSON_GetObjectItemCaseSensitive(data, "user");
-    if (user == NULL) {
-        snprintf(err, sizeof(err), "field 'user' is required");
-        goto bad;
-    }
-    if (json_check_fields(user, user_fields, err, sizeof(err)) != 0 ||
-        chance_id_field(user, "id", true, uid, sizeof(uid), err, sizeof(err)) != 0 ||
-        json_get_string(user, "username", true, USER_FIELD_MAX, &username, err, sizeof(err)) != 0) {
-        goto bad;
-    }
-    if (!printable_name(username)) {
-        snprintf(err, sizeof(err), "field 'user.username' has control characters");
-        goto bad;
-    }
-
-    struct claim_req *req = xcalloc(1, sizeof(*req));
-    req->ch = ch;
-    req->call = call;
-    req->category = category;
-    snprintf(req->claim_id, sizeof(req->claim_id), "%s", claim_id);
-    char keys[7][KEY_MAX], prefix[KEY_MAX], cat[24];
-    static const char *const what[] = {"meta",   "free", "claims", "users",
-                                       "events", "log",  "byuser"};
-    const char *kp[7];
-    for (int i = 0; i < 7; i++) {
-        chance_key(keys[i], category, what[i]);
-        kp[i] = keys[i];
-    }
-    chance_key(prefix, category, "code:");
-    snprintf(cat, sizeof(cat), "%lld", category);
-    const char *args[] = {claim_id, uid, username, prefix, cat};
-    struct redis_batch *b = redis_batch_new(ch->redis);
-    redis_batch_script(b, SCRIPT_CLAIM, 7, kp, 5, args, NULL);
-    redis_batch_send(b, on_claim_reply, req);
-    return;
-
-bad:
-    rpc_reply_error(call, "bad_request", "%s", err);
+    return false;
 }
 
 /* ---- health and metrics ---- */
@@ -265,17 +233,6 @@ chance_is_ready(void *arg, char *why, size_t size)
         return false;
     }
     return true;
-}
-
-static void
-observe_rpc(const char *cmd, const char *outcome, double seconds, void *arg)
-{
-    struct chance *ch = arg;
-    char labels[160];
-    snprintf(labels, sizeof(labels), "role=\"chance\",cmd=\"%s\",outcome=\"%s\"", cmd, outcome);
-    metrics_add(ch->metrics, "chanced_rpc_requests_total", labels, 1);
-    snprintf(labels, sizeof(labels), "role=\"chance\",cmd=\"%s\"", cmd);
-    metrics_observe(ch->metrics, "chanced_rpc_request_duration_seconds", labels, seconds);
 }
 
 static void
@@ -309,7 +266,7 @@ on_category_ids_for_stats(enum redis_status status, cJSON *replies, void *arg)
         return;
     }
     struct redis_batch *b = redis_batch_new(ch->redis);
-    redis_batch_cmd(b, "ZRANGE chance:categories 0 999");
+    redis_batch_cmd(b, "ZRANGE %s 0 999", KEY_CATEGORIES);
     cJSON_ArrayForEach (id, ids) {
         char key[KEY_MAX];
         chance_key(key, atoll(id->valuestring), "free");
@@ -332,7 +289,7 @@ on_stats_tick(evutil_socket_t fd, short what, void *arg)
     if (ch->stats_ticks++ % 5 == 0 && !ch->stats_busy && redis_ready(ch->redis)) {
         ch->stats_busy = true;
         struct redis_batch *b = redis_batch_new(ch->redis);
-        redis_batch_cmd(b, "ZRANGE chance:categories 0 999");
+        redis_batch_cmd(b, "ZRANGE %s 0 999", KEY_CATEGORIES);
         redis_batch_send(b, on_category_ids_for_stats, ch);
     }
 }
@@ -340,10 +297,6 @@ on_stats_tick(evutil_socket_t fd, short what, void *arg)
 static void
 describe_metrics(struct metrics *m)
 {
-    metrics_describe(m, "chanced_rpc_requests_total", METRICS_COUNTER,
-                     "RPC requests served, by pattern and outcome (ok or an error code).");
-    metrics_describe(m, "chanced_rpc_request_duration_seconds", METRICS_HISTOGRAM,
-                     "Time from request to final reply, by pattern.");
     metrics_describe(m, "chanced_claims_total", METRICS_COUNTER,
                      "chance.claim results: assigned, replay, or the refusal code.");
     metrics_describe(m, "chanced_codes_remaining", METRICS_GAUGE,
@@ -357,12 +310,14 @@ describe_metrics(struct metrics *m)
 /* ---- lifecycle ---- */
 
 static void on_stats_tick(evutil_socket_t fd, short what, void *arg);
+static void on_gen_tick(evutil_socket_t fd, short what, void *arg);
 
 static void
 on_redis_ready(void *arg)
 {
     struct chance *ch = arg;
     on_stats_tick(-1, 0, ch);
+    gen_resume_orphans(ch); /* batches a stopped instance handed over */
     role_status(ch->ctx, "serving");
     role_ready(ch->ctx);
 }
@@ -377,6 +332,10 @@ chance_start(struct role_ctx *ctx)
 
     ch->ctx = ctx;
     ch->loop = role_loop(ctx);
+    char host[64] = "host", rnd[9];
+    gethostname(host, sizeof(host) - 1);
+    util_random_hex(rnd, 4);
+    snprintf(ch->instance, sizeof(ch->instance), "%.60s-%d-%s", host, (int)getpid(), rnd);
     ch->conf = conf_module_data(conf, "chance");
     struct redis_opts ro = {ch->conf->redis_url,
                             (int)ch->conf->redis_timeout_ms,
@@ -390,17 +349,20 @@ chance_start(struct role_ctx *ctx)
         goto fail;
     }
     redis_on_ready(ch->redis, on_redis_ready, ch);
-    struct rpc_server_opts opts = {ch->conf->chance_listen, (size_t)core->max_frame_bytes,
-                                   (int)core->frame_stall_ms, (int)core->max_conns};
+    ch->metrics = role_metrics(ctx);
+    struct rpc_server_opts opts = {ch->conf->chance_listen,
+                                   (size_t)core->max_frame_bytes,
+                                   (int)core->frame_stall_ms,
+                                   (int)core->max_conns,
+                                   ch->metrics,
+                                   "chance"};
     ch->rpc = rpc_server_new(ch->loop, &opts, chance_routes, ARRAY_SIZE(chance_routes), ch, err,
                              sizeof(err));
     if (ch->rpc == NULL) {
         log_error("chance_listen_failed", "reason=\"%s\"", err);
         goto fail;
     }
-    ch->metrics = role_metrics(ctx);
     describe_metrics(ch->metrics);
-    rpc_server_set_observer(ch->rpc, observe_rpc, ch);
     ch->health = health_new(ch->loop, ch->conf->chance_health_listen, ch->metrics, chance_is_ready,
                             ch, err, sizeof(err));
     if (ch->health == NULL) {
@@ -408,6 +370,7 @@ chance_start(struct role_ctx *ctx)
         goto fail;
     }
     ch->stats_timer = loop_timer(ch->loop, 1000, true, on_stats_tick, ch);
+    ch->gen_timer = loop_timer(ch->loop, 5000, true, on_gen_tick, ch);
     /* The relay publishes from its own thread: RabbitMQ slow or down never blocks a claim. */
     ch->relay =
         relay_new(ch->loop, ch->redis, ch->metrics, ch->conf, conf_module_data(conf, "rmq"));
@@ -420,6 +383,15 @@ fail:
     redis_free(ch->redis);
     free(ch);
     return NULL;
+}
+
+/* Batches whose driver died (their lease ran out) are resumed here. */
+static void
+on_gen_tick(evutil_socket_t fd, short what, void *arg)
+{
+    UNUSED(fd);
+    UNUSED(what);
+    gen_resume_orphans(arg);
 }
 
 static void
@@ -441,6 +413,9 @@ chance_stop(void *state)
     struct chance *ch = state;
     ch->stopping = true; /* /readyz answers 503 from now on */
     rpc_server_stop_accepting(ch->rpc);
+    /* Generation drivers stop at their next step; another instance (or the next run) resumes
+     * their batches once the leases expire. */
+    gen_stop_all(ch);
     /* In-flight claims finish (their Redis replies are on the way); then the loop ends. */
     ch->drain_timer = loop_timer(ch->loop, 20, true, on_drain_tick, ch);
 }
@@ -454,6 +429,9 @@ chance_free(void *state)
     }
     if (ch->stats_timer) {
         event_free(ch->stats_timer);
+    }
+    if (ch->gen_timer) {
+        event_free(ch->gen_timer);
     }
     health_free(ch->health);
     /* Redis first: its pending callbacks finish their calls while the server and the relay

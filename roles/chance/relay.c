@@ -289,6 +289,8 @@ on_read(enum redis_status status, cJSON *replies, void *arg)
         }
         total += n;
     }
+    log_debug("relay_read", "streams=%d claim=%d status=%d entries=%lld held=%lld", ctx->n,
+              ctx->claim, (int)status, total, r->held);
     cJSON_Delete(replies);
     free(ctx);
     submit(r, items, total);
@@ -503,7 +505,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
     }
     r->listing = true;
     struct redis_batch *b = redis_batch_new(r->redis);
-    redis_batch_cmd(b, "ZRANGE chance:categories 0 -1");
+    redis_batch_cmd(b, "ZRANGE %s 0 -1", KEY_CATEGORIES);
     redis_batch_send(b, on_categories, r);
 }
 

@@ -105,6 +105,7 @@ void api_user_claim(struct api_call *call);
 void api_user_wallet(struct api_call *call);
 void api_claims_create(struct api_call *call);
 void api_admin_batches(struct api_call *call);
+void api_admin_batch(struct api_call *call);
 void api_admin_categories(struct api_call *call);
 void api_admin_category_patch(struct api_call *call);
 void api_admin_codes(struct api_call *call);

@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "audit.h"
+#include "crypto.h"
 #include "gw.h"
 #include "json.h"
 #include "log.h"
@@ -15,8 +16,15 @@
 #define PAGE_MAX 1000
 #define ID_MAX 9007199254740991LL
 
-static const char *const category_errors[] = {
-    "category_not_found", "404", "too_many_codes", "422", "code_not_found", "404", NULL};
+static const char *const category_errors[] = {"category_not_found",
+                                              "404",
+                                              "too_many_codes",
+                                              "422",
+                                              "code_not_found",
+                                              "404",
+                                              "batch_not_found",
+                                              "404",
+                                              NULL};
 
 static const struct pg_stmt users_page = {
     "admin_users_page",
@@ -123,12 +131,55 @@ api_admin_batches(struct api_call *call)
     cJSON *data = cJSON_CreateObject();
     if (copy_fields(call, body, data, ints, strings, NULL, false) != 0) {
         cJSON_Delete(data);
-    } else {
-        cJSON_AddItemToObject(data, "actor", actor_json(call));
-        chance_passthrough(call, "chance.generate", data, (int)call->gw->conf->admin_rpc_timeout_ms,
-                           201);
+        cJSON_Delete(body);
+        return;
     }
     cJSON_Delete(body);
+    /* Generation is idempotent per batch key: the admin's Idempotency-Key (hashed with the
+     * admin's id, so keys never collide across admins), or a fresh one per request. */
+    const char *key = http_header(call->req, "Idempotency-Key");
+    char batch_key[CRYPTO_SHA256_HEX];
+    if (key) {
+        char *material = xasprintf("batch:%s:%s", call->who.id, key);
+        crypto_sha256_hex(material, strlen(material), batch_key);
+        free(material);
+        batch_key[32] = '\0';
+    } else {
+        util_random_hex(batch_key, 16);
+    }
+    cJSON_AddStringToObject(data, "batch_key", batch_key);
+    cJSON_AddItemToObject(data, "actor", actor_json(call));
+    cJSON *result = NULL;
+    int st = rpc_client_call_sync(call->gw->chance, "chance.generate", data,
+                                  (int)call->gw->conf->rpc_timeout_ms, &result, NULL, NULL);
+    const cJSON *batch = cJSON_GetObjectItemCaseSensitive(result, "batch");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(batch, "id");
+    if (st == RPC_OK && json_is_int(id)) {
+        /* The batch is recorded; its codes are being written: 202 and where to watch. */
+        char loc[96];
+        snprintf(loc, sizeof(loc), "Location: /api/v1/admin/batches/%lld\r\n",
+                 (long long)id->valuedouble);
+        api_reply(call, 202, result, loc);
+        return;
+    }
+    if (st == RPC_OK) {
+        http_problem(call->req, 502, "upstream_error", "chance sent a malformed answer", NULL);
+    } else {
+        api_rpc_problem(call, "chance", st, result, category_errors);
+    }
+    cJSON_Delete(result);
+}
+
+void
+api_admin_batch(struct api_call *call)
+{
+    int64_t id;
+    if (api_param_id(call, &id) != 0) {
+        return;
+    }
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddNumberToObject(data, "id", (double)id);
+    chance_passthrough(call, "chance.batch", data, (int)call->gw->conf->rpc_timeout_ms, 200);
 }
 
 void

@@ -26,8 +26,6 @@ static const struct conf_key gateway_keys[] = {
       "The logger role the gateway calls (NestJS TCP)."),
     K(rpc_timeout_ms, CONF_INT, "3000", 50, 600000, NULL, 0,
       "Deadline of a claim and of reads from chance; a claim past it answers 202 pending."),
-    K(admin_rpc_timeout_ms, CONF_INT, "300000", 1000, 3600000, NULL, 0,
-      "Deadline of code generation (chance.generate)."),
     K(logger_timeout_ms, CONF_INT, "10000", 100, 600000, NULL, 0,
       "Deadline of calls to the logger (audit delivery and reports)."),
     K(postgres_url, CONF_STR, "postgresql://chanced@127.0.0.1:5432/chanced", 0, 0,

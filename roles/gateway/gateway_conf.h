@@ -15,7 +15,6 @@ struct gateway_conf {
     char *chance_addr;                 /* chance role, NestJS TCP */
     char *logger_addr;                 /* logger role, NestJS TCP */
     long long rpc_timeout_ms;          /* deadline of chance.claim and reads */
-    long long admin_rpc_timeout_ms;    /* deadline of chance.generate */
     long long logger_timeout_ms;       /* deadline of log.* calls */
     char *postgres_url;                /* libpq URI (secret: may hold a password) */
     long long pg_pool_size;            /* blocking connections shared by the workers */

@@ -228,17 +228,6 @@ static const struct rpc_route routes[] = {
 
 /* ---- health and metrics ---- */
 
-static void
-on_rpc_done(const char *cmd, const char *outcome, double seconds, void *arg)
-{
-    struct logger *lg = arg;
-    char labels[160];
-    snprintf(labels, sizeof(labels), "role=\"logger\",cmd=\"%s\",outcome=\"%s\"", cmd, outcome);
-    metrics_add(lg->metrics, "chanced_rpc_requests_total", labels, 1);
-    snprintf(labels, sizeof(labels), "role=\"logger\",cmd=\"%s\"", cmd);
-    metrics_observe(lg->metrics, "chanced_rpc_request_duration_seconds", labels, seconds);
-}
-
 static bool
 is_ready(void *arg, char *why, size_t whylen)
 {
@@ -277,10 +266,6 @@ collect_metrics(struct metrics *m, void *arg)
 static void
 describe_metrics(struct metrics *m)
 {
-    metrics_describe(m, "chanced_rpc_requests_total", METRICS_COUNTER,
-                     "Finished RPC calls by role, command and outcome.");
-    metrics_describe(m, "chanced_rpc_request_duration_seconds", METRICS_HISTOGRAM,
-                     "RPC call duration by role and command.");
     metrics_describe(m, "chanced_dependency_up", METRICS_GAUGE,
                      "1 while the role reaches the dependency.");
     metrics_describe(m, "chanced_logger_messages_received_total", METRICS_COUNTER,
@@ -381,13 +366,14 @@ logger_start(struct role_ctx *ctx)
         .max_frame = (size_t)lg->core->max_frame_bytes,
         .stall_ms = (int)lg->core->frame_stall_ms,
         .max_conns = (int)lg->core->max_conns,
+        .metrics = lg->metrics,
+        .role = "logger",
     };
     lg->rpc = rpc_server_new(lg->loop, &opts, routes, ARRAY_SIZE(routes), lg, err, sizeof(err));
     if (lg->rpc == NULL) {
         log_error("logger_start_failed", "reason=\"%s\"", err);
         goto fail;
     }
-    rpc_server_set_observer(lg->rpc, on_rpc_done, lg);
     /* Under --role=all the gateway serves health for the process (role.h). */
     lg->health = health_new(lg->loop, lg->conf->logger_health_listen, lg->metrics, is_ready, lg,
                             err, sizeof(err));

@@ -128,6 +128,23 @@ export async function apiLogin(username, password, signup = false) {
   };
 }
 
+// POST /admin/batches answers 202 at once; this polls the batch until it is ready.
+export async function generateReady(api, body) {
+  const r = await api('POST', '/admin/batches', body);
+  if (r.status !== 202) {
+    throw new Error('batch: ' + r.status + ' ' + JSON.stringify(r.json));
+  }
+  let b = r.json.batch;
+  for (let i = 0; b.state === 'generating' && i < 1200; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    b = (await api('GET', '/admin/batches/' + b.id)).json.batch;
+  }
+  if (b.state !== 'ready') {
+    throw new Error('batch ' + b.id + ' ended ' + b.state + ': ' + JSON.stringify(b));
+  }
+  return b;
+}
+
 export function rand() {
   return Math.random().toString(36).slice(2, 8);
 }

@@ -6,7 +6,7 @@
 // Prints "ok - step" lines; exits 1 on the first failure (with a screenshot of the page then).
 
 import {
-  launch, newPage, shot, step, assert, until, parseToman, apiLogin, rand, BASE, DESKTOP, PHONE,
+  launch, newPage, shot, step, assert, until, parseToman, apiLogin, generateReady, rand, BASE, DESKTOP, PHONE,
 } from './lib.mjs';
 
 const ADMIN_USER = process.env.CHANCED_WEB_ADMIN_USER || 'root';
@@ -52,15 +52,12 @@ async function text(loc) {
 async function player(browser, problems) {
   const admin = await apiLogin(ADMIN_USER, ADMIN_PASSWORD);
   const tag = rand();
-  let r = await admin('POST', '/admin/batches', { categories: 3, codes_per_category: 20, reward_min: 1000,
+  await generateReady(admin, { categories: 3, codes_per_category: 20, reward_min: 1000,
     reward_max: 100000, reward_step: 500, name: `Spring ${tag}` });
-  assert(r.status === 201, 'batch A: ' + JSON.stringify(r.json));
-  r = await admin('POST', '/admin/batches', { categories: 1, codes_per_category: 1, reward_min: 5000,
+  await generateReady(admin, { categories: 1, codes_per_category: 1, reward_min: 5000,
     reward_max: 5000, name: `Last one ${tag}` });
-  assert(r.status === 201, 'batch B: ' + JSON.stringify(r.json));
-  r = await admin('POST', '/admin/batches', { categories: 1, codes_per_category: 5, reward_min: 2000,
+  await generateReady(admin, { categories: 1, codes_per_category: 5, reward_min: 2000,
     reward_max: 2000, name: `Slow ${tag}` });
-  assert(r.status === 201, 'batch C: ' + JSON.stringify(r.json));
   const chancePid = Number(process.env.CHANCED_WEB_CHANCE_PID || 0);
 
   const { context, page } = await newPage(browser, DESKTOP, problems);
@@ -270,9 +267,8 @@ async function admin(browser, problems) {
   const tag = rand();
   // some activity for the chart and the figures
   const api = await apiLogin(ADMIN_USER, ADMIN_PASSWORD);
-  const seed = await api('POST', '/admin/batches', { categories: 3, codes_per_category: 40, reward_min: 2000,
+  const seed = await generateReady(api, { categories: 3, codes_per_category: 40, reward_min: 2000,
     reward_max: 90000, reward_step: 1000, name: `Autumn ${tag}`, per_user_limit: 3 });
-  assert(seed.status === 201, 'seed batch');
   const ghost = 'ghost_' + tag;
   for (let i = 0; i < 12; i++) {
     const r = await fetch(BASE + '/api/v1/auth/login', { method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -281,7 +277,7 @@ async function admin(browser, problems) {
   }
   for (let i = 0; i < 3; i++) {
     const p = await apiLogin(`sam${i}_${tag}`, PASSWORD, true);
-    for (const cat of seed.json.batch.categories.slice(0, i + 1)) {
+    for (const cat of seed.categories.slice(0, i + 1)) {
       assert((await p('POST', '/claims', { category: cat })).status === 201, 'seed claim');
     }
   }
@@ -306,34 +302,37 @@ async function admin(browser, problems) {
     await step('the admin generates a batch and sees the result', async () => {
       await page.getByRole('navigation', { name: 'Admin' }).getByRole('link', { name: 'Generate' }).click();
       await page.getByRole('heading', { name: 'Generate codes' }).waitFor();
+      // large enough to be seen on its way: the bar follows the server's real progress
       await page.getByLabel('Categories', { exact: true }).fill('2');
-      await page.getByLabel('Codes per category').fill('437');
+      await page.getByLabel('Codes per category').fill('150437');
       await page.getByLabel('Name').fill(`Web ${tag}`);
       await page.getByLabel('Lowest reward').fill('1000');
       await page.getByLabel('Highest reward').fill('73000');
       await page.getByLabel('Step').fill('1000');
       await page.getByLabel('Code prefix').fill('web');
       await page.getByLabel('Codes per player').fill('2');
-      assert((await page.getByTestId('gen-count').innerText()) === '874', 'summary count');
+      assert((await text(page.getByTestId('gen-count'))) === '300,874', 'summary count');
       await shot(page, 'admin-generate-desktop', { full: true });
-      // the answer is held back a moment, to see (and picture) the progress panel
-      let release;
-      const held = new Promise((r) => { release = r; });
-      await page.route('**/api/v1/admin/batches', async (route) => {
-        await held;
-        await route.continue();
-      });
       await page.getByRole('button', { name: 'Generate codes' }).click();
       const progress = page.getByTestId('gen-progress');
       await progress.waitFor();
-      assert((await text(progress)).includes('Generating 874 codes'), 'progress panel');
-      await page.waitForTimeout(1200); // the elapsed clock ticks
-      assert((await text(progress)).includes('0:01'), 'elapsed time shown');
+      assert((await text(progress)).includes('Generating 300,874 codes'), 'progress panel');
+      // the bar part-way: more than nothing, less than all, as reported by GET /admin/batches/{id}
+      let seen = 0;
+      await until(async () => {
+        const pct = parseInt(await page.getByTestId('gen-pct').innerText(), 10);
+        const now = Number(await page.getByTestId('gen-bar').getAttribute('aria-valuenow'));
+        if (pct > 0 && pct < 100 && now > 0 && now < 300874) {
+          seen = now;
+          return true;
+        }
+        return false;
+      }, 'the progress bar part-way', 60000, 50);
       await shot(page, 'admin-generate-progress-desktop', { full: true });
-      release();
-      await page.getByTestId('gen-result').waitFor({ timeout: 60000 });
-      await page.unroute('**/api/v1/admin/batches');
-      assert((await page.getByTestId('gen-total').innerText()) === '874', 'total codes');
+      const width = await page.locator('.bar-fill').evaluate((el) => el.style.width);
+      assert(parseFloat(width) > 0 && parseFloat(width) < 100, 'bar width ' + width + ' at ' + seen);
+      await page.getByTestId('gen-result').waitFor({ timeout: 120000 });
+      assert((await text(page.getByTestId('gen-total'))) === '300,874', 'total codes');
       const chips = await page.getByTestId('gen-categories').locator('a').allInnerTexts();
       assert(chips.length === 2, 'two categories: ' + chips);
       batch = chips.map((c) => Number(c.replace('#', '')));
@@ -346,7 +345,7 @@ async function admin(browser, problems) {
         const row = page.locator(`tr[data-category="${id}"]`);
         await row.waitFor();
         const t = await text(row);
-        assert(t.includes(`Web ${tag}`) && t.includes('0 / 437') && t.includes('73,000 Toman'), 'row: ' + t);
+        assert(t.includes(`Web ${tag}`) && t.includes('0 / 150,437') && t.includes('73,000 Toman'), 'row: ' + t);
       }
       const sw = page.locator(`tr[data-category="${batch[0]}"]`).getByRole('switch');
       assert((await sw.getAttribute('aria-checked')) === 'true', 'enabled');
@@ -368,7 +367,7 @@ async function admin(browser, problems) {
       // live: a claim elsewhere shows up without a reload
       const p = await apiLogin('liv_' + tag, PASSWORD, true);
       assert((await p('POST', '/claims', { category: batch[1] })).status === 201, 'live claim');
-      await until(async () => (await page.locator(`tr[data-category="${batch[1]}"]`).innerText()).includes('1 / 437'),
+      await until(async () => (await page.locator(`tr[data-category="${batch[1]}"]`).innerText()).includes('1 / 150,437'),
         'live figures', 15000, 250);
     });
     await step('the audit log: filters in the address, paging, details and CSV export', async () => {
@@ -484,7 +483,7 @@ async function admin(browser, problems) {
     await signIn(late.page, ADMIN_USER, ADMIN_PASSWORD);
     const { page } = late;
     await step('the batch is in the audit log (its event comes through the chance relay)', async () => {
-      await page.goto('/admin/logs?type=batch.generated&q=874+codes');
+      await page.goto('/admin/logs?type=batch.generated&q=300%2C874+codes');
       await page.getByRole('heading', { name: 'Audit log' }).waitFor();
       const row = page.locator('table.table-logs tbody tr').first();
       await until(async () => {
@@ -494,7 +493,7 @@ async function admin(browser, problems) {
       }, 'the batch.generated event of the new batch in the audit log: chance publishes it to ' +
         'RabbitMQ through its relay, and the logger stores it', 30000);
       const t = await text(row);
-      assert(t.includes('874 codes in 2 categories') && t.includes(ADMIN_USER), 'event row: ' + t);
+      assert(t.includes('300,874 codes in 2 categories') && t.includes(ADMIN_USER), 'event row: ' + t);
       await row.getByRole('button', { name: 'Details' }).click();
       const dlg = page.getByRole('dialog', { name: 'batch.generated' });
       await dlg.waitFor();

@@ -624,8 +624,15 @@ def test_roles_run_from_the_image(image, compose, containers, fresh_database, am
     admin = http(port, "POST", "/auth/login", {"username": username, "password": admin_password})
     batch = http(port, "POST", "/admin/batches", {"categories": 1, "codes_per_category": 3,
                                                   "reward_min": 1000, "reward_max": 5000},
-                 token=admin["token"], expect=(201,))
+                 token=admin["token"], expect=(202,))
     batch = batch.get("batch", batch)
+    for _ in range(600):  # 202: the codes are being written; wait until the batch is ready
+        if batch["state"] != "generating":
+            break
+        time.sleep(0.05)
+        batch = http(port, "GET", "/admin/batches/%d" % batch["id"], token=admin["token"],
+                     expect=(200,))["batch"]
+    assert batch["state"] == "ready", batch
     category = batch["categories"][0]
     user = http(port, "POST", "/auth/signup", {"username": "img_%s" % os.urandom(3).hex(),
                                                "password": "correct horse 1"}, expect=(201,))

@@ -190,9 +190,19 @@ class Stack:
         body = {"categories": categories, "codes_per_category": codes,
                 "reward_min": reward_min, "reward_max": reward_max}
         body.update(extra)
-        r = self.admin().post("/admin/batches", body)
-        assert r.status == 201, r
-        return r.json["batch"]
+        admin = self.admin()
+        r = admin.post("/admin/batches", body)
+        assert r.status == 202, r
+        batch = r.json["batch"]
+        deadline = time.monotonic() + 120
+        while batch["state"] == "generating":
+            assert time.monotonic() < deadline, batch
+            time.sleep(0.05)
+            r = admin.get("/admin/batches/%d" % batch["id"])
+            assert r.status == 200, r
+            batch = r.json["batch"]
+        assert batch["state"] == "ready", batch
+        return batch
 
 
 def _unused_port():
@@ -248,11 +258,17 @@ def table_counts(url):
 
 
 def redis_codes(redis_client):
-    """Every code hash in chance's Redis: {code: {reward, status, user_id, claim_id, ...}}."""
+    """Every code in chance's Redis, from each category's record hash (chance:{c<id>}:codes,
+    code -> JSON): {code: {code, category, reward, status, and once assigned user_id, username,
+    claim_id, assigned_at}} with every value a string, as a hash field would be."""
+    names = {"r": "reward", "s": "status", "u": "user_id", "n": "username", "c": "claim_id",
+             "t": "assigned_at"}
     out = {}
-    for key in redis_client.scan_iter(match="chance:{c*}:code:*", count=1000):
-        h = redis_client.hgetall(key)
-        out[key.rsplit(":", 1)[1]] = h
+    for key in redis_client.scan_iter(match="chance:{c*}:codes", count=1000):
+        category = key.split("{c", 1)[1].split("}", 1)[0]
+        for code, record in redis_client.hgetall(key).items():
+            rec = {names[k]: str(v) for k, v in json.loads(record).items() if k in names}
+            out[code] = dict(rec, code=code, category=category)
     return out
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
+from chancekit import generate_ready, wait_batch
 from nest import NestClient
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -112,9 +113,8 @@ def test_health_metrics_and_graceful_stop(chanced, chanced_bin, redis_client, se
         assert time.time() < deadline
         time.sleep(0.1)
     with NestClient(*ch.hostport()) as c:
-        c.call_stream("chance.generate", {"categories": 1, "codes_per_category": 3,
-                                          "reward_min": 1, "reward_max": 5,
-                                          "actor": {"id": 1, "username": "a"}})
+        generate_ready(c, {"categories": 1, "codes_per_category": 3, "reward_min": 1,
+                           "reward_max": 5, "actor": {"id": 1, "username": "a"}})
         c.call("chance.claim", {"claim_id": "m1", "category": 1,
                                 "user": {"id": 1, "username": "u"}})
     def scrape():
@@ -177,16 +177,30 @@ def test_sighup_reloads_log_level(chanced, redis_client, tmp_path):
     assert ch.running()
 
 
-def test_sigterm_finishes_in_flight_requests(chanced, redis_client):
-    ch = chanced("chance", generate_chunk=100)
+def test_sigterm_hands_a_batch_in_progress_over(chanced, redis_client):
+    """A stop does not wait for a long generation: the driver gives its lease back and the
+    next chance instance (here the same one, restarted) finishes the batch, without a
+    duplicate code or a second batch."""
+    ch = chanced("chance", generate_chunk=20)
     c = NestClient(*ch.hostport(), timeout=60)
-    msg_id = c.request({"cmd": "chance.generate"},
-                       {"categories": 2, "codes_per_category": 20000, "reward_min": 1,
-                        "reward_max": 9, "actor": {"id": 1, "username": "a"}})
-    time.sleep(0.05)
-    os.kill(ch.pid, signal.SIGTERM)
-    items = c.results(msg_id, timeout=60)
+    batch = c.call("chance.generate", {"categories": 2, "codes_per_category": 40000,
+                                       "reward_min": 1, "reward_max": 9,
+                                       "actor": {"id": 1, "username": "a"}})["batch"]
+    time.sleep(0.1)
     c.close()
-    assert items[-1]["batch"]["total"] == 40000  # the batch in flight was finished
+    started = time.monotonic()
+    os.kill(ch.pid, signal.SIGTERM)
     assert ch.wait_exit(30) == 0
-    assert redis_client.hlen("chance:codes") == 40000
+    assert time.monotonic() - started < 5
+    state = redis_client.hgetall("chance:{g}:batch:%d" % batch["id"])
+    assert state["state"] == "generating", state
+    ch.start()
+    with NestClient(*ch.hostport(), timeout=60) as c2:
+        done = wait_batch(c2, c2.call("chance.batch", {"id": batch["id"]})["batch"])
+    assert done["state"] == "ready" and done["codes_written"] == 80000
+    index = sum(redis_client.hlen(k) for k in redis_client.scan_iter("chance:{i*}:codes"))
+    assert index >= 80000  # (a chunk cut short by the stop may leave an unused reservation)
+    for cat in batch["categories"]:
+        assert redis_client.hlen("chance:{c%d}:codes" % cat) == 40000
+        assert redis_client.scard("chance:{c%d}:free" % cat) == 40000
+    assert redis_client.scard("chance:{g}:active") == 0

@@ -108,7 +108,7 @@ def test_admin_generates_and_sees_codes(gw_stack):
                 break
     assert len(seen) == 100
     assert all(1000 <= c["reward"] <= 100000 and c["status"] == "available" for c in seen.values())
-    assert sum(c["reward"] for c in seen.values()) == batch["paid_total"]
+    assert sum(c["reward"] for c in seen.values()) == batch["total_reward"]
 
     # Pagination of admin categories, and a category switched off.
     first = admin.get("/admin/categories?limit=2")

@@ -83,8 +83,16 @@ def test_one_stored_event_per_operation_over_http(chanced, chanced_bin, store, a
     batch = expect(http.req("POST", "/api/v1/admin/batches", {
         "categories": 2, "codes_per_category": 5, "reward_min": 1000, "reward_max": 100000,
         "per_user_limit": 10},
-        token=root), 201, "generate")
-    cats = batch["batch"]["categories"] if "batch" in batch else batch["categories"]
+        token=root), 202, "generate")
+    batch = batch["batch"]
+    for _ in range(600):
+        if batch["state"] != "generating":
+            break
+        time.sleep(0.05)
+        batch = expect(http.req("GET", "/api/v1/admin/batches/%d" % batch["id"], token=root),
+                       200, "batch progress")["batch"]
+    assert batch["state"] == "ready", batch
+    cats = batch["categories"]
     claims = []
     for i in range(3):
         claims.append(expect(http.req("POST", "/api/v1/claims", {"category": cats[0]},

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from chancekit import generate_ready
 from nest import NestClient
 from loggerkit import (body, call, event, http_get, metric, publish, queue_depth,
                                  store, wait_ready, wait_until)
@@ -108,10 +109,9 @@ def wait_relayed(what, store, redis_client, want, timeout=60):
 
 
 def generate(c, codes):
-    items = c.call_stream("chance.generate", {
+    return generate_ready(c, {
         "categories": 1, "codes_per_category": codes, "reward_min": 1000, "reward_max": 100000,
-        "per_user_limit": 1000, "actor": ADMIN}, timeout=120)
-    return items[-1]["batch"]["categories"][0]
+        "per_user_limit": 1000, "actor": ADMIN})["categories"][0]
 
 
 @pytest.mark.slow
@@ -137,8 +137,12 @@ def test_rabbitmq_down_during_claims_loses_nothing(chanced, store, amqp_url, amq
     wait_relayed("after RabbitMQ came back", store, redis_client, 151, timeout=120)
     wait_until("streams trimmed", lambda: redis_client.xlen("chance:{c%d}:events" % cat) == 0)
     ids = [d["_id"] for d in store[1].events.find({"type": "code.assigned"}, {"_id": 1})]
-    ns = redis_client.get("chance:instance")
-    assert sorted(ids) == sorted("code.assigned:%s:c%d:down-%d" % (ns, cat, i) for i in range(150))
+    ns = redis_client.get("chance:{g}:instance")
+    claims = {json.loads(v)["c"]: code
+              for code, v in redis_client.hgetall("chance:{c%d}:codes" % cat).items()
+              if json.loads(v)["s"] == "assigned"}
+    assert sorted(ids) == sorted("code.assigned:%s:c%d:down-%d:%s" % (ns, cat, i, claims["down-%d" % i])
+                                 for i in range(150))
     assert queue_depth(amqp_url, amqp_queue + ".dlq")[0] == 0
     items = call(lg, "log.query", {"type": "code.assigned", "limit": 1000})["items"]
     assert len(items) == 150

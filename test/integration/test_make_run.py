@@ -61,7 +61,13 @@ def test_make_run_serves_a_claim_and_stops_cleanly(chanced_bin, tmp_path):
         status, body = http("POST", api + "/admin/batches",
                             {"categories": 2, "codes_per_category": 5, "reward_min": 1000,
                              "reward_max": 100000}, admin)
-        assert status in (200, 201), body
+        assert status == 202, body
+        for _ in range(600):  # the batch is being written: wait until it is ready
+            if body["batch"]["state"] != "generating":
+                break
+            time.sleep(0.05)
+            status, body = http("GET", api + "/admin/batches/%d" % body["batch"]["id"], token=admin)
+        assert body["batch"]["state"] == "ready", body
         status, body = http("POST", api + "/auth/signup", {"username": "runner", "password": "a long enough pass"})
         assert status in (200, 201), body
         status, body = http("POST", api + "/auth/login", {"username": "runner", "password": "a long enough pass"})

@@ -45,6 +45,7 @@ def _load_integration_fixtures():
 
 _fx = _load_integration_fixtures()
 from loggerkit import call, drain, http_get, queue_depth, store, wait_ready, wait_until  # noqa: E402
+from chancekit import generate_ready  # noqa: E402
 from nest import NestClient  # noqa: E402
 
 # the fixtures used here, and the ones they depend on, re-exported for pytest
@@ -64,7 +65,7 @@ NO_HANDLER = "There is no matching message handler defined in the remote service
 CATEGORY_KEYS = {"id", "name", "batch", "total", "remaining", "assigned", "paid_out", "reward_min",
                  "reward_max", "reward_step", "per_user_limit", "starts_at", "ends_at", "enabled",
                  "claimable", "created_at"}
-CLAIM_KEYS = {"code", "category", "reward", "assigned_at", "claim_id", "replay"}
+CLAIM_KEYS = {"code", "category", "reward", "assigned_at", "claim_id", "replay", "per_user_limit"}
 
 
 # ---- the doc's blocks and running them -----------------------------------------------------
@@ -245,10 +246,10 @@ class SilentServer:
 def test_tcp_chance_snippet(chanced, redis_client, run_snippet):
     ch = chanced("chance")
     with NestClient(*ch.hostport(), timeout=60) as c:
-        batch = c.call("chance.generate", {
+        batch = generate_ready(c, {
             "categories": 1, "codes_per_category": 5, "reward_min": 1000, "reward_max": 5000,
             "reward_step": 1000, "name": "docs",
-            "actor": {"id": "1", "username": "admin", "role": "admin"}})["batch"]
+            "actor": {"id": "1", "username": "admin", "role": "admin"}})
     cat = batch["categories"][0]
 
     p = run_snippet("tcp-chance", CHANCE_PORT=ch.port)

@@ -20,6 +20,7 @@
 #include "harness.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "rpc_client.h"
 #include "rpc_server.h"
 
@@ -36,7 +37,7 @@ struct fixture {
     char last_rid[64];         /* request id of the last echo */
     struct rpc_call *held[16]; /* "hold" calls not answered yet */
     int nheld;
-    int observed_ok, observed_other; /* observer outcomes */
+    struct metrics *metrics; /* where the server counts its calls */
 };
 
 static struct fixture fx;
@@ -75,17 +76,28 @@ handle(struct rpc_call *call, const cJSON *data, void *arg)
 }
 
 static const struct rpc_route routes[] = {
-    {"echo", handle}, {"fail", handle}, {"stream", handle},
-    {"hold", handle}, {"note", handle}, {MULTI_CMD, handle},
+    {"echo", handle}, {"fail", handle},       {"stream", handle},
+    {"hold", handle}, {"note", handle, true}, {MULTI_CMD, handle},
 };
 
-static void
-observe(const char *cmd, const char *outcome, double seconds, void *arg)
+/* Calls the server counted with outcome "ok" (ok) or any other outcome (!ok). */
+static int
+counted(bool ok)
 {
-    UNUSED(cmd);
-    UNUSED(arg);
-    CHECK(seconds >= 0 && seconds < 60, "observed duration %f", seconds);
-    *(strcmp(outcome, "ok") == 0 ? &fx.observed_ok : &fx.observed_other) += 1;
+    char *text = metrics_render(fx.metrics);
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        static const char prefix[] = "chanced_rpc_requests_total{role=\"test\"";
+        if (strncmp(line, prefix, sizeof(prefix) - 1) != 0) {
+            continue;
+        }
+        bool is_ok = strstr(line, "outcome=\"ok\"") != NULL;
+        if (is_ok == ok) {
+            n += atoi(strrchr(line, ' ') + 1);
+        }
+    }
+    free(text);
+    return n;
 }
 
 /* --- fixture ----------------------------------------------------------------------------- */
@@ -112,18 +124,16 @@ start(size_t max_frame, int stall_ms, int max_conns)
     signal(SIGPIPE, SIG_IGN);
     log_set_level(getenv("TEST_RPC_DEBUG") ? LOG_DEBUG : LOG_ERROR);
     fx.loop = loop_new();
+    fx.metrics = metrics_new();
     CHECK(fx.loop != NULL, "loop_new");
     char listen[64], err[256] = "";
     for (int attempt = 0; attempt < 5 && fx.srv == NULL; attempt++) {
         fx.port = free_port();
         snprintf(listen, sizeof(listen), "127.0.0.1:%d", fx.port);
-        struct rpc_server_opts opts = {listen, max_frame, stall_ms, max_conns};
+        struct rpc_server_opts opts = {listen, max_frame, stall_ms, max_conns, fx.metrics, "test"};
         fx.srv = rpc_server_new(fx.loop, &opts, routes, ARRAY_SIZE(routes), NULL, err, sizeof(err));
     }
     CHECK(fx.srv != NULL, "rpc_server_new: %s", err);
-    if (fx.srv) {
-        rpc_server_set_observer(fx.srv, observe, NULL);
-    }
     return fx.srv != NULL;
 }
 
@@ -143,6 +153,7 @@ stop(struct rpc_client *cli)
     rpc_client_free(cli);
     rpc_server_free(fx.srv);
     loop_free(fx.loop);
+    metrics_free(fx.metrics);
     cJSON_Delete(fx.last_note);
     memset(&fx, 0, sizeof(fx));
 }
@@ -485,8 +496,8 @@ test_call_reply(void)
               "call %d: finals %d status %d", i, many[i].finals, many[i].status);
         reply_clear(&many[i]);
     }
-    CHECK(fx.observed_ok >= 53 && rpc_server_inflight(fx.srv) == 0, "observer %d, inflight %zu",
-          fx.observed_ok, rpc_server_inflight(fx.srv));
+    CHECK(counted(true) >= 53 && rpc_server_inflight(fx.srv) == 0, "counted %d, inflight %zu",
+          counted(true), rpc_server_inflight(fx.srv));
     stop(cli);
 }
 
@@ -503,7 +514,7 @@ test_error_and_stream(void)
     CHECK(json_equals(r.result,
                       "{\"status\":\"error\",\"code\":\"bad_thing\",\"message\":\"nope 7\"}"),
           "error shape");
-    CHECK(fx.observed_other == 1, "observer saw %d errors", fx.observed_other);
+    CHECK(counted(false) == 1, "counted %d errors", counted(false));
     reply_clear(&r);
 
     call(cli, "stream", "{}", 2000, &r);
@@ -636,12 +647,15 @@ test_events(void)
     free(e1);
     free(e2);
     raw_send_json(&raw, "{\"pattern\":{\"cmd\":\"nobody.listens\"},\"data\":{}}");
+    /* an event for a request-only route runs nothing (it would act with nobody told) */
+    raw_send_json(&raw, "{\"pattern\":{\"cmd\":\"hold\"},\"data\":{}}");
     raw_send_json(&raw, "{\"pattern\":{\"cmd\":\"echo\"},\"data\":\"after\",\"id\":\"e1\"}");
     cJSON *m = raw_next(&raw, NULL);
     CHECK(json_equals(m, "{\"response\":\"after\",\"isDisposed\":true,\"id\":\"e1\"}"),
           "first reply is not the echo: events were answered");
     cJSON_Delete(m);
     CHECK(fx.notes == 2, "note handler ran %d times", fx.notes);
+    CHECK(fx.nheld == 0, "a request-only route ran for an event");
     cJSON *sent = nest_tree("c2s.event.note.persian_emoji");
     CHECK(cJSON_Compare(fx.last_note, cJSON_GetObjectItem(sent, "data"), true), "event data");
     cJSON_Delete(sent);
