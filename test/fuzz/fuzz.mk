@@ -18,7 +18,7 @@ FUZZ_FLAGS   := -std=gnu11 -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -Iinclude $(shell pkg-config --cflags libcjson)
 FUZZ_LIBS    := $(shell pkg-config --libs libcjson) -lm
-FUZZ_TARGETS := codec json body urlquery event
+FUZZ_TARGETS := codec json body urlquery event logquery
 FUZZ_RUN     := -timeout=10 -rss_limit_mb=2048 \
                 -artifact_prefix=$(FUZZ_DIR)/artifacts/ -print_final_stats=1
 
@@ -74,6 +74,12 @@ $(FUZZ_DIR)/fuzz_event: test/fuzz/fuzz_event.c roles/logger/event.c roles/logger
                         src/util.c include/json.h include/util.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -Iroles/logger -o $@ test/fuzz/fuzz_event.c roles/logger/event.c \
+	    src/json.c src/util.c $(FUZZ_LIBS)
+
+$(FUZZ_DIR)/fuzz_logquery: test/fuzz/fuzz_logquery.c roles/logger/query.c roles/logger/query.h \
+                           roles/logger/event.h src/json.c src/util.c include/json.h include/util.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Iroles/logger -o $@ test/fuzz/fuzz_logquery.c roles/logger/query.c \
 	    src/json.c src/util.c $(FUZZ_LIBS)
 
 # Seeds: each Nest frame as a file, all of them pipelined in one; for the JSON target, each
