@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Names with a space, '&', '=', '%' and non-ASCII in them, and enough to reach URLQUERY_MAX. */
 static const char *allowed[8 + 40 + 1] = {"a",         "b",        "limit", "cursor",
                                           "user name", "\xc3\xa9", "a&b=c", "x%y"};
-static char numbered[40][4];
+static char numbered[40][16];
 
 static bool
 is_allowed(const char *name)
