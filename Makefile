@@ -62,11 +62,18 @@ WEB_OBJS  := $(BUILD)/gen/web_assets.o
 # Unit tests: test/unit/test_<name>.c links the core archive and, for a role module, the objects
 # named by test_<name>_OBJS (and libraries by test_<name>_LIBS). One line per role-module test.
 UNIT_TESTS := test_util test_codec test_conf test_json test_rpc test_backoff test_codegen \
-              test_cluster test_redisurl
+              test_cluster test_redisurl test_body test_urlquery test_event test_logquery \
+              test_bson
 test_codegen_OBJS  := roles/chance/codegen.o
 test_cluster_OBJS  := roles/chance/cluster.o
 test_cluster_LIBS  := -lhiredis
 test_redisurl_OBJS := roles/chance/redisurl.o
+test_body_OBJS     := roles/gateway/body.o
+test_urlquery_OBJS := roles/gateway/urlquery.o
+test_event_OBJS    := roles/logger/event.o
+test_logquery_OBJS := roles/logger/query.o
+test_bson_OBJS     := roles/logger/bsonjson.o
+test_bson_LIBS     := $(shell pkg-config --libs libbson-1.0)
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/test/unit/%)
 
 C_SOURCES = src/*.c include/*.h roles/*/*.c roles/*/*.h test/unit/*.c test/unit/*.h \
