@@ -51,6 +51,9 @@ int util_resolve_all(const char *host, int port, struct sockaddr_storage *out, s
 
 /* Splits "host:port" (IPv6 as "[::1]:port") into host (caller frees) and port; -1 on error. */
 int util_parse_hostport(const char *s, char **host, int *port) MUSTCHECK;
+/* The length of s cut to at most max bytes without splitting a UTF-8 character (for quoting
+ * untrusted text in messages: "%.*s" with this length stays valid UTF-8). */
+int util_utf8_prefix(const char *s, size_t max);
 /* True if s is valid UTF-8 of length len. */
 bool util_utf8_valid(const char *s, size_t len);
 /* Overwrites len bytes of buf with zeros in a way the compiler may not drop. */

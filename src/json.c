@@ -19,7 +19,8 @@ json_check_fields(const cJSON *obj, const char *const *allowed, char *err, size_
             a++;
         }
         if (*a == NULL) {
-            snprintf(err, errlen, "unknown field '%.64s'", it->string);
+            snprintf(err, errlen, "unknown field '%.*s'", util_utf8_prefix(it->string, 64),
+                     it->string);
             return -1;
         }
     }

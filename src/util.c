@@ -284,6 +284,18 @@ util_parse_hostport(const char *s, char **host, int *port)
     return 0;
 }
 
+int
+util_utf8_prefix(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    if (s[n] != '\0') {
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80) {
+            n--; /* s[n] continues a character: cut before that character */
+        }
+    }
+    return (int)n;
+}
+
 bool
 util_utf8_valid(const char *s, size_t len)
 {

@@ -52,22 +52,6 @@ name_allowed(const char *name, const char *const *allowed)
     return false;
 }
 
-/*
- * How many bytes of name (valid UTF-8) a message quotes: at most max, and never part of a
- * character, since the message goes to the client inside a JSON document.
- */
-static int
-quoted_len(const char *name, size_t max)
-{
-    size_t n = strnlen(name, max);
-    if (name[n] != '\0') {
-        while (n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80) {
-            n--;
-        }
-    }
-    return (int)n;
-}
-
 int
 urlquery_parse(const char *raw, const char *const *allowed, struct urlquery *q, char *err,
                size_t errlen)
@@ -94,18 +78,19 @@ urlquery_parse(const char *raw, const char *const *allowed, struct urlquery *q, 
             w += dl + 1;
             char *value = w;
             if (url_decode(eq ? eq + 1 : "", vl, value, &dl) != 0 || !util_utf8_valid(value, dl)) {
-                snprintf(err, errlen, "query parameter '%.*s' is malformed", quoted_len(name, 64),
-                         name);
+                snprintf(err, errlen, "query parameter '%.*s' is malformed",
+                         util_utf8_prefix(name, 64), name);
                 return -1;
             }
             w += dl + 1;
             if (!name_allowed(name, allowed)) {
-                snprintf(err, errlen, "unknown query parameter '%.*s'", quoted_len(name, 64), name);
+                snprintf(err, errlen, "unknown query parameter '%.*s'", util_utf8_prefix(name, 64),
+                         name);
                 return -1;
             }
             if (urlquery_get(q, name)) {
-                snprintf(err, errlen, "query parameter '%.*s' is repeated", quoted_len(name, 64),
-                         name);
+                snprintf(err, errlen, "query parameter '%.*s' is repeated",
+                         util_utf8_prefix(name, 64), name);
                 return -1;
             }
             q->names[q->n] = name;

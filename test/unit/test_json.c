@@ -368,7 +368,26 @@ test_get_bool(void)
     cJSON_Delete(j);
 }
 
+static void
+test_unknown_field_message_is_utf8(void)
+{
+    /* A 63-byte name followed by a 2-byte character: "%.64s" would cut it in half. */
+    char body[128];
+    snprintf(body, sizeof(body), "{\"%s\xc3\xa9\":1}",
+             "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    cJSON *obj = cJSON_Parse(body);
+    static const char *const allowed[] = {"a", NULL};
+    char err[160];
+    CHECK(obj && json_check_fields(obj, allowed, err, sizeof(err)) == -1, "refused");
+    CHECK(util_utf8_valid(err, strlen(err)), "message is not UTF-8: %s", err);
+    cJSON_Delete(obj);
+    CHECK(util_utf8_prefix("ab\xc3\xa9", 3) == 2 && util_utf8_prefix("ab\xc3\xa9", 4) == 4 &&
+              util_utf8_prefix("ab", 64) == 2,
+          "util_utf8_prefix");
+}
+
 static const struct test_case cases[] = {
+    {"unknown_field_message_is_utf8", test_unknown_field_message_is_utf8},
     {"check_fields", test_check_fields},
     {"duplicate_keys", test_duplicate_keys},
     {"duplicate_keys_cost", test_duplicate_keys_cost},
