@@ -1,7 +1,8 @@
 /*
  * What the gateway's reconciler needs from chance: the assignment log of a category
  * (chance.assignments), giving a code back (chance.release), and repairing Redis from the
- * ledger (chance.reassign: PostgreSQL says which claim owns a code).
+ * ledger (chance.reassign: PostgreSQL says which claim owns a code), and checking that Redis
+ * still holds what the ledger credited (chance.verify).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,9 +157,11 @@ send_category_script(struct req *q, int script, const char **args, int nargs, re
 void
 chance_release(struct rpc_call *call, const cJSON *data, void *arg)
 {
-    static const char *const fields[] = {"claim_id", "category", "reason", "user_count", NULL};
+    static const char *const fields[] = {"claim_id",   "category", "reason",
+                                         "user_count", "code",     NULL};
     struct req *q = xcalloc(1, sizeof(*q));
-    const char *claim = NULL, *reason = "released by the gateway";
+    const char *claim = NULL, *reason = "released by the gateway", *code = NULL;
+    char norm[CODEGEN_MAX_CODE] = "";
     long long floor = -1;
     char err[256];
     q->ch = arg;
@@ -168,11 +171,13 @@ chance_release(struct rpc_call *call, const cJSON *data, void *arg)
         json_get_int(data, "category", true, 1, JSON_MAX_SAFE_INT, &q->category, err,
                      sizeof(err)) ||
         json_get_string(data, "reason", false, 200, &reason, err, sizeof(err)) ||
-        json_get_int(data, "user_count", false, 0, 1000000, &floor, err, sizeof(err))) {
+        json_get_int(data, "user_count", false, 0, 1000000, &floor, err, sizeof(err)) ||
+        json_get_string(data, "code", false, CODEGEN_MAX_CODE - 1, &code, err, sizeof(err))) {
         goto bad;
     }
-    if (!chance_token_ok(claim, CLAIM_ID_MAX) || !chance_printable(reason)) {
-        snprintf(err, sizeof(err), "field 'claim_id' or 'reason' is malformed");
+    if (!chance_token_ok(claim, CLAIM_ID_MAX) || !chance_printable(reason) ||
+        (code && codegen_normalise(code, norm, sizeof(norm)) != 0)) {
+        snprintf(err, sizeof(err), "field 'claim_id', 'code' or 'reason' is malformed");
         goto bad;
     }
     char cat[24], nonce[NONCE_HEX + 1], fl[24] = "";
@@ -181,8 +186,8 @@ chance_release(struct rpc_call *call, const cJSON *data, void *arg)
         snprintf(fl, sizeof(fl), "%lld", floor);
     }
     chance_nonce(q->ch, nonce);
-    const char *args[] = {claim, cat, reason, nonce, fl};
-    send_category_script(q, SCRIPT_RELEASE, args, 5, on_released);
+    const char *args[] = {claim, cat, reason, nonce, fl, norm};
+    send_category_script(q, SCRIPT_RELEASE, args, 6, on_released);
     return;
 bad:
     rpc_reply_error(call, "bad_request", "%s", err);
@@ -260,4 +265,141 @@ chance_reassign(struct rpc_call *call, const cJSON *data, void *arg)
 bad:
     rpc_reply_error(call, "bad_request", "%s", err);
     free(q);
+}
+
+/* ---- chance.verify ---- */
+
+#define VERIFY_MAX 1000
+
+struct verify {
+    struct rpc_call *call;
+    long long category;
+    int n;
+    char **codes, **claims; /* n each, owned */
+};
+
+static void
+verify_free(struct verify *v)
+{
+    for (int i = 0; i < v->n; i++) {
+        free(v->codes[i]);
+        free(v->claims[i]);
+    }
+    free(v->codes);
+    free(v->claims);
+    free(v);
+}
+
+/* What Redis says of one code, as the gateway's reconciler reads it. */
+static const char *
+code_state(const cJSON *record, const char *claim)
+{
+    const char *text = cJSON_GetStringValue(record);
+    if (text == NULL) {
+        return "missing";
+    }
+    cJSON *d = cJSON_Parse(text);
+    const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(d, "s"));
+    const char *c = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(d, "c"));
+    const char *state = "damaged";
+    if (s && strcmp(s, "available") == 0) {
+        state = "available";
+    } else if (s && strcmp(s, "assigned") == 0) {
+        state = c && strcmp(c, claim) == 0 ? "ok" : "other";
+    }
+    cJSON_Delete(d);
+    return state;
+}
+
+static void
+on_verified(enum redis_status status, cJSON *replies, void *arg)
+{
+    struct verify *v = arg;
+    if (!chance_replies_failed(v->call, status, replies)) {
+        const cJSON *records = cJSON_GetArrayItem(replies, 0);
+        const cJSON *mapped = cJSON_GetArrayItem(replies, 1);
+        cJSON *wrong = cJSON_CreateArray();
+        for (int i = 0; i < v->n; i++) {
+            const char *state = code_state(cJSON_GetArrayItem(records, i), v->claims[i]);
+            const char *m = cJSON_GetStringValue(cJSON_GetArrayItem(mapped, i));
+            if (strcmp(state, "ok") == 0 && m && strcmp(m, v->codes[i]) == 0) {
+                continue;
+            }
+            cJSON *it = cJSON_CreateObject();
+            cJSON_AddStringToObject(it, "code", v->codes[i]);
+            cJSON_AddStringToObject(it, "claim_id", v->claims[i]);
+            cJSON_AddStringToObject(it, "state", strcmp(state, "ok") == 0 ? "unmapped" : state);
+            cJSON_AddItemToArray(wrong, it);
+        }
+        cJSON *resp = cJSON_CreateObject();
+        cJSON_AddItemToObject(resp, "mismatches", wrong);
+        rpc_reply(v->call, resp);
+    }
+    cJSON_Delete(replies);
+    verify_free(v);
+}
+
+void
+chance_verify(struct rpc_call *call, const cJSON *data, void *arg)
+{
+    static const char *const fields[] = {"category", "items", NULL};
+    static const char *const item_fields[] = {"code", "claim_id", NULL};
+    struct chance *ch = arg;
+    struct verify *v = xcalloc(1, sizeof(*v));
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(data, "items");
+    char err[256];
+    v->call = call;
+    if (json_check_fields(data, fields, err, sizeof(err)) ||
+        json_get_int(data, "category", true, 1, JSON_MAX_SAFE_INT, &v->category, err,
+                     sizeof(err))) {
+        goto bad;
+    }
+    int n = cJSON_GetArraySize(items);
+    if (!cJSON_IsArray(items) || n < 1 || n > VERIFY_MAX) {
+        snprintf(err, sizeof(err), "field 'items' must be an array of 1 to %d items", VERIFY_MAX);
+        goto bad;
+    }
+    v->codes = xcalloc((size_t)n, sizeof(char *));
+    v->claims = xcalloc((size_t)n, sizeof(char *));
+    const cJSON *it;
+    cJSON_ArrayForEach (it, items) {
+        const char *code = NULL, *claim = NULL;
+        char norm[CODEGEN_MAX_CODE];
+        if (json_check_fields(it, item_fields, err, sizeof(err)) ||
+            json_get_string(it, "code", true, CODEGEN_MAX_CODE - 1, &code, err, sizeof(err)) ||
+            json_get_string(it, "claim_id", true, CLAIM_ID_MAX, &claim, err, sizeof(err))) {
+            goto bad;
+        }
+        if (!chance_token_ok(claim, CLAIM_ID_MAX) ||
+            codegen_normalise(code, norm, sizeof(norm)) != 0) {
+            snprintf(err, sizeof(err), "items[%d]: 'code' or 'claim_id' is malformed", v->n);
+            goto bad;
+        }
+        v->codes[v->n] = xstrdup(norm);
+        v->claims[v->n] = xstrdup(claim);
+        v->n++;
+    }
+    /* Two reads of one category (one slot): the code records and the claim -> code map. */
+    char codes_key[KEY_MAX], claims_key[KEY_MAX];
+    chance_key(codes_key, v->category, "codes");
+    chance_key(claims_key, v->category, "claims");
+    const char **argv = xcalloc((size_t)v->n + 2, sizeof(char *));
+    struct redis_batch *b = redis_batch_new(ch->redis);
+    argv[0] = "HMGET";
+    argv[1] = codes_key;
+    for (int i = 0; i < v->n; i++) {
+        argv[i + 2] = v->codes[i];
+    }
+    redis_batch_argv(b, v->n + 2, argv, NULL);
+    argv[1] = claims_key;
+    for (int i = 0; i < v->n; i++) {
+        argv[i + 2] = v->claims[i];
+    }
+    redis_batch_argv(b, v->n + 2, argv, NULL);
+    free(argv);
+    redis_batch_send(b, on_verified, v);
+    return;
+bad:
+    rpc_reply_error(call, "bad_request", "%s", err);
+    verify_free(v);
 }

@@ -44,6 +44,11 @@ chance_category_json(long long id, const cJSON *kv, long long remaining, long lo
     cJSON_AddBoolToObject(o, "enabled", enabled);
     cJSON_AddBoolToObject(o, "claimable", enabled && in_window && remaining > 0);
     cJSON_AddNumberToObject(o, "created_at", (double)chance_kv_int(kv, "created_at"));
+    /* The assignment log's newest entry: ids are time-based, so a Redis that forgot writes and
+     * then logged new ones never repeats an id the reconciler saw (counts can repeat). */
+    const char *log_last = chance_kv_get(kv, "log_last");
+    cJSON_AddItemToObject(o, "log_last",
+                          log_last ? cJSON_CreateString(log_last) : cJSON_CreateNull());
     return o;
 }
 

@@ -32,6 +32,7 @@ static const struct rpc_route chance_routes[] = {
     {"chance.assignments", chance_assignments},
     {"chance.release", chance_release},
     {"chance.reassign", chance_reassign},
+    {"chance.verify", chance_verify},
 };
 
 /* ---- keys and shared helpers ---- */

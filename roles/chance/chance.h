@@ -116,6 +116,7 @@ void chance_code(struct rpc_call *call, const cJSON *data, void *arg);
 void chance_assignments(struct rpc_call *call, const cJSON *data, void *arg);
 void chance_release(struct rpc_call *call, const cJSON *data, void *arg);
 void chance_reassign(struct rpc_call *call, const cJSON *data, void *arg);
+void chance_verify(struct rpc_call *call, const cJSON *data, void *arg);
 
 /* generate.c: resumes batches whose lease expired (their driver died); called periodically.
  * gen_stop_all ends every driver of this instance (their batches resume elsewhere). */

@@ -83,19 +83,23 @@ static const char claim_lua[] = LUA_PRELUDE
     " message = 'user ' .. uname .. ' received code ' .. short(code) .. ' (category ' .. cat .."
     " ', ' .. toman(reward) .. ' Toman)'}\n"
     "redis.call('XADD', KEYS[6], '*', 'e', cjson.encode(ev))\n"
-    "redis.call('XADD', KEYS[7], '*', 't', 'assigned', 'code', code, 'claim', claim,"
+    "local lid = redis.call('XADD', KEYS[7], '*', 't', 'assigned', 'code', code, 'claim', claim,"
     " 'uid', uid, 'uname', uname, 'reward', reward, 'at', now)\n"
+    "redis.call('HSET', KEYS[1], 'log_last', lid)\n"
     "return {1, code, reward, now, 0, limit}\n";
 
 /*
  * KEYS: 1 meta, 2 free, 3 codes, 4 claims, 5 users, 6 events, 7 log, 8 byuser
- * ARGV: 1 claim_id, 2 category id, 3 reason, 4 nonce, 5 least count to leave the user ('' none)
+ * ARGV: 1 claim_id, 2 category id, 3 reason, 4 nonce, 5 least count to leave the user ('' none),
+ *       6 the code the caller means ('' = whichever the claim holds)
  * Returns {1, code} or {0, error_code}.
  */
 static const char release_lua[] = LUA_PRELUDE
     "local claim, cat = ARGV[1], ARGV[2]\n"
     "local code = redis.call('HGET', KEYS[4], claim)\n"
     "if not code then return {0, 'claim_not_found'} end\n"
+    /* A claim that holds another code now (it drew again after a repair) keeps it. */
+    "if ARGV[6] ~= '' and ARGV[6] ~= code then return {0, 'not_owned'} end\n"
     "local d = rec(KEYS[3], code)\n"
     "if not d or d.s ~= 'assigned' or d.c ~= claim then return {0, 'not_owned'} end\n"
     "local uid, uname, reward = d.u or '', d.n or '', d.r\n"
@@ -121,8 +125,9 @@ static const char release_lua[] = LUA_PRELUDE
     " message = 'code ' .. short(code) .. ' of user ' .. uname .. ' was released (category ' .."
     " cat .. ', ' .. toman(reward) .. ' Toman): ' .. ARGV[3]}\n"
     "redis.call('XADD', KEYS[6], '*', 'e', cjson.encode(ev))\n"
-    "redis.call('XADD', KEYS[7], '*', 't', 'released', 'code', code, 'claim', claim,"
+    "local lid = redis.call('XADD', KEYS[7], '*', 't', 'released', 'code', code, 'claim', claim,"
     " 'uid', uid, 'uname', uname, 'reward', reward, 'at', now)\n"
+    "redis.call('HSET', KEYS[1], 'log_last', lid)\n"
     "return {1, code}\n";
 
 /*
@@ -183,8 +188,9 @@ static const char reassign_lua[] = LUA_PRELUDE
     " message = 'code ' .. short(code) .. ' of category ' .. cat .. ' restored to ' .. ouname .."
     " ' from the ledger' .. (victim ~= '' and ' (it had been handed to another claim)' or '')}\n"
     "redis.call('XADD', KEYS[6], '*', 'e', cjson.encode(ev))\n"
-    "redis.call('XADD', KEYS[7], '*', 't', 'repaired', 'code', code, 'claim', oclaim,"
+    "local lid = redis.call('XADD', KEYS[7], '*', 't', 'repaired', 'code', code, 'claim', oclaim,"
     " 'uid', ouid, 'uname', ouname, 'reward', r, 'at', at)\n"
+    "redis.call('HSET', KEYS[1], 'log_last', lid)\n"
     "return {1, victim}\n";
 
 /*

@@ -36,6 +36,7 @@ static const struct pg_stmt users_page = {
 static const struct pg_stmt user_set_disabled = {
     "admin_user_set_disabled", "UPDATE users SET disabled = $2, updated_at = now() WHERE id = $1"
                                " RETURNING id, username, role, disabled"};
+enum { SETDIS_COL_ID, SETDIS_COL_NAME, SETDIS_COL_ROLE, SETDIS_COL_DISABLED };
 
 static cJSON *
 actor_json(const struct api_call *call)
@@ -344,7 +345,45 @@ api_admin_user_wallet(struct api_call *call)
     }
 }
 
-/* Sets users.disabled, revoking sessions when disabling, with its audit event; one transaction. */
+struct disable {
+    struct api_call *call;
+    int64_t id;
+    bool disabled;
+    struct pg_result *res; /* out: user_set_disabled's row; no row = no such user */
+};
+
+/* Sets users.disabled, revoking sessions when disabling, with its audit event. */
+static int
+apply_disable(struct pg_conn *c, void *arg, char **event, struct pg_error *err)
+{
+    struct disable *d = arg;
+    struct api_call *call = d->call;
+    char uid[24], msg[200];
+    snprintf(uid, sizeof(uid), "%" PRId64, d->id);
+    const char *params[] = {uid, d->disabled ? "true" : "false"};
+    if (pg_exec(c, &user_set_disabled, 2, params, &d->res, err) != 0) {
+        return -1;
+    }
+    if (pg_rows(d->res) != 1) {
+        return 0;
+    }
+    if (d->disabled && auth_user_revoke(call->gw, c, d->id, err) != 0) {
+        return -1;
+    }
+    const char *name = pg_text(d->res, 0, SETDIS_COL_NAME);
+    snprintf(msg, sizeof(msg), "admin %s %s user %s", call->who.username,
+             d->disabled ? "disabled" : "enabled", name);
+    struct audit_actor actor = {call->who.id, call->who.username, "admin"};
+    cJSON *subject = cJSON_CreateObject();
+    cJSON_AddStringToObject(subject, "user_id", uid);
+    cJSON_AddStringToObject(subject, "username", name);
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddStringToObject(data, "action", d->disabled ? "user.disable" : "user.enable");
+    *event =
+        audit_event(d->disabled ? "user.disabled" : "admin.action", &actor, subject, data, msg);
+    return 1;
+}
+
 static void
 set_disabled(struct api_call *call, bool disabled)
 {
@@ -358,51 +397,25 @@ set_disabled(struct api_call *call, bool disabled)
         return;
     }
     struct pg_error err = {0};
-    struct pg_result *res = NULL;
-    char *event = NULL;
     struct pg_conn *c = api_pg(call);
     if (c == NULL) {
         return;
     }
-    char uid[24], msg[200];
-    snprintf(uid, sizeof(uid), "%" PRId64, id);
-    const char *params[] = {uid, disabled ? "true" : "false"};
-    if (pg_exec_sql(c, "BEGIN", &err) != 0 ||
-        pg_exec(c, &user_set_disabled, 2, params, &res, &err) != 0) {
-        goto fail;
-    }
-    if (pg_rows(res) != 1) {
-        pg_rollback(c);
+    struct disable d = {call, id, disabled, NULL};
+    int rc = audit_commit(c, gw->relay, apply_disable, &d, &err);
+    if (rc < 0) {
+        api_pg_problem(call, &err);
+    } else if (rc == 0) {
         http_problem(call->req, 404, "not_found", "no such user", NULL);
-        goto out;
+    } else {
+        cJSON *b = cJSON_CreateObject();
+        cJSON_AddNumberToObject(b, "id", (double)id);
+        cJSON_AddStringToObject(b, "username", pg_text(d.res, 0, SETDIS_COL_NAME));
+        cJSON_AddStringToObject(b, "role", pg_text(d.res, 0, SETDIS_COL_ROLE));
+        cJSON_AddBoolToObject(b, "disabled", pg_bool(d.res, 0, SETDIS_COL_DISABLED));
+        api_reply(call, 200, b, NULL);
     }
-    snprintf(msg, sizeof(msg), "admin %s %s user %s", call->who.username,
-             disabled ? "disabled" : "enabled", pg_text(res, 0, 1));
-    struct audit_actor actor = {call->who.id, call->who.username, "admin"};
-    cJSON *subject = cJSON_CreateObject();
-    cJSON_AddStringToObject(subject, "user_id", uid);
-    cJSON_AddStringToObject(subject, "username", pg_text(res, 0, 1));
-    cJSON *data = cJSON_CreateObject();
-    cJSON_AddStringToObject(data, "action", disabled ? "user.disable" : "user.enable");
-    event = audit_event(disabled ? "user.disabled" : "admin.action", &actor, subject, data, msg);
-    if ((disabled && auth_user_revoke(gw, c, id, &err) != 0) || audit_insert(c, event, &err) != 0 ||
-        pg_exec_sql(c, "COMMIT", &err) != 0) {
-        goto fail;
-    }
-    gw_outbox_kick(gw);
-    cJSON *b = cJSON_CreateObject();
-    cJSON_AddNumberToObject(b, "id", (double)id);
-    cJSON_AddStringToObject(b, "username", pg_text(res, 0, 1));
-    cJSON_AddStringToObject(b, "role", pg_text(res, 0, 2));
-    cJSON_AddBoolToObject(b, "disabled", pg_bool(res, 0, 3));
-    api_reply(call, 200, b, NULL);
-    goto out;
-fail:
-    pg_rollback(c);
-    api_pg_problem(call, &err);
-out:
-    free(event);
-    pg_result_free(res);
+    pg_result_free(d.res);
     pg_release(gw->pg, c);
 }
 

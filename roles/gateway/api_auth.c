@@ -26,17 +26,20 @@ static const struct pg_stmt user_insert = {
     "auth_user_insert",
     "INSERT INTO users (username, password_hash) VALUES ($1, $2)"
     " RETURNING id, username, role, (extract(epoch FROM created_at) * 1000)::bigint"};
+enum { USER_COL_ID, USER_COL_NAME, USER_COL_ROLE, USER_COL_CREATED };
 static const struct pg_stmt wallet_insert = {"auth_wallet_insert",
                                              "INSERT INTO wallets (user_id) VALUES ($1)"};
 static const struct pg_stmt user_by_name = {
     "auth_user_by_name", "SELECT id, username, password_hash, role, disabled FROM users"
                          " WHERE lower(username) = lower($1)"};
+enum { BYNAME_COL_ID, BYNAME_COL_NAME, BYNAME_COL_HASH, BYNAME_COL_ROLE, BYNAME_COL_DISABLED };
 static const struct pg_stmt user_rehash = {
     "auth_user_rehash", "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1"};
 static const struct pg_stmt me = {
     "auth_me",
     "SELECT u.id, u.username, u.role, (extract(epoch FROM u.created_at) * 1000)::bigint,"
     " coalesce(w.balance, 0) FROM users u LEFT JOIN wallets w ON w.user_id = u.id WHERE u.id = $1"};
+enum { ME_COL_ID, ME_COL_NAME, ME_COL_ROLE, ME_COL_CREATED, ME_COL_BALANCE };
 
 bool
 api_username_ok(const char *u)
@@ -111,6 +114,36 @@ user_event(const char *type, const char *uid, const char *username, const char *
     return audit_event(type, &actor, subject, data, message);
 }
 
+struct signup {
+    struct gw *gw;
+    const char *user, *hash;
+    char *token, *csrf;    /* out: the first session */
+    int64_t expires;       /* out */
+    struct pg_result *res; /* out: the new user row (user_insert's columns) */
+};
+
+/* The user, the wallet and the first session, with user.signed_up. */
+static int
+apply_signup(struct pg_conn *c, void *arg, char **event, struct pg_error *err)
+{
+    struct signup *su = arg;
+    const char *p1[] = {su->user, su->hash};
+    if (pg_exec(c, &user_insert, 2, p1, &su->res, err) != 0) {
+        return -1;
+    }
+    const char *id = pg_text(su->res, 0, USER_COL_ID), *name = pg_text(su->res, 0, USER_COL_NAME);
+    const char *p2[] = {id};
+    if (pg_exec(c, &wallet_insert, 1, p2, NULL, err) != 0 ||
+        auth_session_create(su->gw, c, pg_int(su->res, 0, USER_COL_ID), su->token, su->csrf,
+                            &su->expires, err) != 0) {
+        return -1;
+    }
+    char msg[128];
+    snprintf(msg, sizeof(msg), "%s signed up", name);
+    *event = user_event("user.signed_up", id, name, "user", msg, NULL);
+    return 1;
+}
+
 void
 api_auth_signup(struct api_call *call)
 {
@@ -127,9 +160,7 @@ api_auth_signup(struct api_call *call)
         return;
     }
     struct pg_conn *c = NULL;
-    struct pg_result *res = NULL;
     struct pg_error err = {0};
-    char *event = NULL;
     if (!api_username_ok(user)) {
         http_problem(call->req, 422, "validation_failed",
                      "username must be 3 to 32 of A-Z a-z 0-9 . _ - starting with a letter or "
@@ -151,35 +182,18 @@ api_auth_signup(struct api_call *call)
     if ((c = api_pg(call)) == NULL) {
         goto out;
     }
-    const char *p1[] = {user, hash};
-    int64_t expires = 0;
-    if (pg_exec_sql(c, "BEGIN", &err) != 0 || pg_exec(c, &user_insert, 2, p1, &res, &err) != 0) {
-        goto fail;
-    }
-    const char *p2[] = {pg_text(res, 0, 0)};
-    char msg[128];
-    snprintf(msg, sizeof(msg), "%s signed up", pg_text(res, 0, 1));
-    event = user_event("user.signed_up", pg_text(res, 0, 0), pg_text(res, 0, 1), "user", msg, NULL);
-    if (pg_exec(c, &wallet_insert, 1, p2, NULL, &err) != 0 ||
-        auth_session_create(gw, c, pg_int(res, 0, 0), token, csrf, &expires, &err) != 0 ||
-        audit_insert(c, event, &err) != 0 || pg_exec_sql(c, "COMMIT", &err) != 0) {
-        goto fail;
-    }
-    gw_outbox_kick(gw);
-    session_reply(call, 201, pg_text(res, 0, 0), pg_text(res, 0, 1), pg_text(res, 0, 2), token,
-                  csrf, expires);
-    goto out;
-fail:
-    pg_rollback(c);
-    if (err.cls == PG_ERR_UNIQUE) {
+    struct signup su = {gw, user, hash, token, csrf, 0, NULL};
+    if (audit_commit(c, gw->relay, apply_signup, &su, &err) > 0) {
+        session_reply(call, 201, pg_text(su.res, 0, USER_COL_ID), pg_text(su.res, 0, USER_COL_NAME),
+                      pg_text(su.res, 0, USER_COL_ROLE), token, csrf, su.expires);
+    } else if (err.cls == PG_ERR_UNIQUE) {
         http_problem(call->req, 409, "username_taken", "that username is taken", NULL);
     } else {
         api_pg_problem(call, &err);
     }
+    pg_result_free(su.res);
 out:
     util_wipe(hash, sizeof(hash));
-    free(event);
-    pg_result_free(res);
     pg_release(gw->pg, c);
     wipe_password(body);
 }
@@ -189,46 +203,54 @@ static void
 record_failed_login(struct gw *gw, struct pg_conn *c, const struct pg_result *res, const char *user,
                     const char *reason)
 {
-    char msg[160];
+    char msg[160], name[65];
     struct pg_error err;
-    snprintf(msg, sizeof(msg), "failed login for %s (%s)", user, reason);
+    /* The attempted name is the client's text: escaped and bounded so the event stays valid. */
+    audit_printable(user, name, sizeof(name));
+    if (name[0] == '\0') {
+        snprintf(name, sizeof(name), "-");
+    }
+    snprintf(msg, sizeof(msg), "failed login for %s (%s)", name, reason);
     cJSON *data = cJSON_CreateObject();
     cJSON_AddStringToObject(data, "reason", reason);
     cJSON *subject = cJSON_CreateObject();
-    cJSON_AddStringToObject(subject, "username", user);
+    cJSON_AddStringToObject(subject, "username", name);
     if (res && pg_rows(res) == 1) {
-        cJSON_AddStringToObject(subject, "user_id", pg_text(res, 0, 0));
+        cJSON_AddStringToObject(subject, "user_id", pg_text(res, 0, BYNAME_COL_ID));
     }
     char *event = audit_event("login.failed", NULL, subject, data, msg);
-    if (audit_insert(c, event, &err) != 0) {
+    if (audit_record(c, gw->relay, event, &err) != 0) {
         log_warn("audit_failed", "type=login.failed reason=\"%s\"", err.message);
-    } else {
-        gw_outbox_kick(gw);
     }
     free(event);
 }
 
+struct login {
+    struct gw *gw;
+    const struct pg_result *user; /* user_by_name's row */
+    const char *newhash;          /* a rehash to store, or NULL */
+    char *token, *csrf;           /* out: the session */
+    int64_t expires;              /* out */
+};
+
+/* The session (and a rehash, if due), with login.succeeded. */
 static int
-login_commit(struct gw *gw, struct pg_conn *c, const struct pg_result *res, const char *newhash,
-             char *token, char *csrf, int64_t *expires, struct pg_error *err)
+apply_login(struct pg_conn *c, void *arg, char **event, struct pg_error *err)
 {
-    const char *uid = pg_text(res, 0, 0), *name = pg_text(res, 0, 1);
+    struct login *l = arg;
+    const char *uid = pg_text(l->user, 0, BYNAME_COL_ID);
+    const char *name = pg_text(l->user, 0, BYNAME_COL_NAME);
+    const char *params[] = {uid, l->newhash};
+    if ((l->newhash && pg_exec(c, &user_rehash, 2, params, NULL, err) != 0) ||
+        auth_session_create(l->gw, c, pg_int(l->user, 0, BYNAME_COL_ID), l->token, l->csrf,
+                            &l->expires, err) != 0) {
+        return -1;
+    }
     char msg[128];
     snprintf(msg, sizeof(msg), "%s logged in", name);
-    char *event = user_event("login.succeeded", uid, name, pg_text(res, 0, 3), msg, NULL);
-    const char *params[] = {uid, newhash};
-    int rc = -1;
-    if (pg_exec_sql(c, "BEGIN", err) == 0 &&
-        (newhash == NULL || pg_exec(c, &user_rehash, 2, params, NULL, err) == 0) &&
-        auth_session_create(gw, c, pg_int(res, 0, 0), token, csrf, expires, err) == 0 &&
-        audit_insert(c, event, err) == 0 && pg_exec_sql(c, "COMMIT", err) == 0) {
-        rc = 0;
-        gw_outbox_kick(gw);
-    } else {
-        pg_rollback(c);
-    }
-    free(event);
-    return rc;
+    *event =
+        user_event("login.succeeded", uid, name, pg_text(l->user, 0, BYNAME_COL_ROLE), msg, NULL);
+    return 1;
 }
 
 void
@@ -268,7 +290,8 @@ api_auth_login(struct api_call *call)
     }
     bool known = pg_rows(res) == 1;
     /* Unknown users are verified against a dummy hash: same work, same answer. */
-    int rc = passwd_verify(gw->passwd, known ? pg_text(res, 0, 2) : NULL, pass, strlen(pass));
+    int rc = passwd_verify(gw->passwd, known ? pg_text(res, 0, BYNAME_COL_HASH) : NULL, pass,
+                           strlen(pass));
     if (rc == PASSWD_BUSY) {
         http_problem(call->req, 503, "busy", "password hashing is saturated; retry",
                      "Retry-After: 1\r\n");
@@ -280,26 +303,41 @@ api_auth_login(struct api_call *call)
         http_problem(call->req, 401, "invalid_credentials", "wrong username or password", NULL);
         goto out;
     }
-    if (pg_bool(res, 0, 4)) {
+    if (pg_bool(res, 0, BYNAME_COL_DISABLED)) {
         record_failed_login(gw, c, res, user, "disabled");
         http_problem(call->req, 403, "account_disabled", "this account is disabled", NULL);
         goto out;
     }
-    bool need = passwd_needs_rehash(gw->passwd, pg_text(res, 0, 2)) &&
+    bool need = passwd_needs_rehash(gw->passwd, pg_text(res, 0, BYNAME_COL_HASH)) &&
                 passwd_hash(gw->passwd, pass, strlen(pass), rehash) == PASSWD_OK;
-    int64_t expires = 0;
-    if (login_commit(gw, c, res, need ? rehash : NULL, token, csrf, &expires, &err) != 0) {
+    struct login l = {gw, res, need ? rehash : NULL, token, csrf, 0};
+    if (audit_commit(c, gw->relay, apply_login, &l, &err) < 0) {
         api_pg_problem(call, &err);
         goto out;
     }
     gwmetrics_count(gw->metrics, M_LOGIN_OK, 1);
-    session_reply(call, 200, pg_text(res, 0, 0), pg_text(res, 0, 1), pg_text(res, 0, 3), token,
-                  csrf, expires);
+    session_reply(call, 200, pg_text(res, 0, BYNAME_COL_ID), pg_text(res, 0, BYNAME_COL_NAME),
+                  pg_text(res, 0, BYNAME_COL_ROLE), token, csrf, l.expires);
 out:
     util_wipe(rehash, sizeof(rehash));
     pg_result_free(res);
     pg_release(gw->pg, c);
     wipe_password(body);
+}
+
+/* Revokes the calling session, with user.logged_out. */
+static int
+apply_logout(struct pg_conn *c, void *arg, char **event, struct pg_error *err)
+{
+    struct api_call *call = arg;
+    if (auth_session_revoke(call->gw, c, &call->who, err) != 0) {
+        return -1;
+    }
+    char msg[128];
+    snprintf(msg, sizeof(msg), "%s logged out", call->who.username);
+    *event = user_event("user.logged_out", call->who.id, call->who.username,
+                        call->who.admin ? "admin" : "user", msg, NULL);
+    return 1;
 }
 
 void
@@ -311,20 +349,13 @@ api_auth_logout(struct api_call *call)
     if (c == NULL) {
         return;
     }
-    char msg[128], cookies[512];
-    snprintf(msg, sizeof(msg), "%s logged out", call->who.username);
-    char *event = user_event("user.logged_out", call->who.id, call->who.username,
-                             call->who.admin ? "admin" : "user", msg, NULL);
-    if (pg_exec_sql(c, "BEGIN", &err) != 0 || auth_session_revoke(gw, c, &call->who, &err) != 0 ||
-        audit_insert(c, event, &err) != 0 || pg_exec_sql(c, "COMMIT", &err) != 0) {
-        pg_rollback(c);
+    char cookies[512];
+    if (audit_commit(c, gw->relay, apply_logout, call, &err) < 0) {
         api_pg_problem(call, &err);
     } else {
-        gw_outbox_kick(gw);
         auth_cookie_headers(gw, NULL, NULL, cookies, sizeof(cookies));
         http_reply(call->req, 204, "application/json", cookies, "", 0);
     }
-    free(event);
     pg_release(gw->pg, c);
 }
 
@@ -344,11 +375,11 @@ api_user_me(struct api_call *call)
         http_problem(call->req, 404, "not_found", "no such user", NULL);
     } else {
         cJSON *b = cJSON_CreateObject();
-        cJSON_AddNumberToObject(b, "id", (double)pg_int(res, 0, 0));
-        cJSON_AddStringToObject(b, "username", pg_text(res, 0, 1));
-        cJSON_AddStringToObject(b, "role", pg_text(res, 0, 2));
-        cJSON_AddNumberToObject(b, "created_at", (double)pg_int(res, 0, 3));
-        cJSON_AddNumberToObject(b, "balance", (double)pg_int(res, 0, 4));
+        cJSON_AddNumberToObject(b, "id", (double)pg_int(res, 0, ME_COL_ID));
+        cJSON_AddStringToObject(b, "username", pg_text(res, 0, ME_COL_NAME));
+        cJSON_AddStringToObject(b, "role", pg_text(res, 0, ME_COL_ROLE));
+        cJSON_AddNumberToObject(b, "created_at", (double)pg_int(res, 0, ME_COL_CREATED));
+        cJSON_AddNumberToObject(b, "balance", (double)pg_int(res, 0, ME_COL_BALANCE));
         api_reply(call, 200, b, NULL);
     }
     pg_result_free(res);

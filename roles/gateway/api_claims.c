@@ -1,6 +1,6 @@
 /*
  * POST /api/v1/claims: the hot path. One chance.claim round trip, then one PostgreSQL statement
- * that credits (DESIGN.md §5.2). Unknown outcomes answer 202 and are finished by the reconciler.
+ * that credits (settle.c). Unknown outcomes answer 202 and are finished by the reconciler.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,6 +17,7 @@
 #include "pg.h"
 #include "ratelimit.h"
 #include "rpc_client.h"
+#include "settle.h"
 
 #define IDEMPOTENCY_KEY_MAX 255
 
@@ -35,14 +36,6 @@ static const char *const claim_errors[] = {
     NULL,
 };
 
-/* What chance answered, checked: we trust no peer's shapes. */
-struct assignment {
-    char code[CLAIM_CODE_MAX + 1];
-    int64_t category;
-    int64_t reward;
-    bool replay;
-};
-
 static bool
 key_ok(const char *k)
 {
@@ -56,41 +49,6 @@ key_ok(const char *k)
         }
     }
     return true;
-}
-
-static bool
-code_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > CLAIM_CODE_MAX) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static int
-parse_assignment(const cJSON *r, const char *claim_id, struct assignment *a)
-{
-    const cJSON *code = cJSON_GetObjectItemCaseSensitive(r, "code");
-    const cJSON *cat = cJSON_GetObjectItemCaseSensitive(r, "category");
-    const cJSON *reward = cJSON_GetObjectItemCaseSensitive(r, "reward");
-    const cJSON *cid = cJSON_GetObjectItemCaseSensitive(r, "claim_id");
-    if (!cJSON_IsString(code) || !code_ok(code->valuestring) || !json_is_int(cat) ||
-        cat->valuedouble < 1 || !json_is_int(reward) || reward->valuedouble < 1 ||
-        !cJSON_IsString(cid) || strcmp(cid->valuestring, claim_id) != 0) {
-        return -1;
-    }
-    snprintf(a->code, sizeof(a->code), "%s", code->valuestring);
-    a->category = (int64_t)cat->valuedouble;
-    a->reward = (int64_t)reward->valuedouble;
-    a->replay = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "replay"));
-    return 0;
 }
 
 static void
@@ -139,46 +97,59 @@ record_refusal(struct api_call *call, const char *claim_id, int64_t category, co
     pg_release(call->gw->pg, c);
 }
 
+/* The client's answer to a refusal that settling found (its reason is a chance error code). */
 static void
-credit_and_reply(struct api_call *call, const char *claim_id, const struct assignment *a)
+reply_refused(struct api_call *call, const char *reason)
+{
+    int status = 409;
+    for (size_t i = 0; claim_errors[i]; i += 2) {
+        if (strcmp(claim_errors[i], reason) == 0) {
+            status = atoi(claim_errors[i + 1]);
+        }
+    }
+    gwmetrics_count(call->gw->metrics, M_CLAIM_REFUSED, 1);
+    http_problem(call->req, status, reason[0] ? reason : "refused",
+                 strcmp(reason, "user_limit_reached") == 0
+                     ? "you already hold the most codes this category allows"
+                     : "the claim could not be completed",
+                 NULL);
+}
+
+static void
+credit_and_reply(struct api_call *call, const char *claim_id, struct assignment *a)
 {
     struct gw *gw = call->gw;
-    struct credit in = {claim_id,    call->who.user_id, call->who.username, a->code,
-                        a->category, a->reward,         "request"};
-    struct credit_row row;
+    struct claimant who = {claim_id, call->who.user_id, call->who.username, "request"};
+    struct settle_out out;
     struct pg_error err = {0};
     struct pg_conn *c = pg_acquire(gw->pg, (int)gw->conf->pg_acquire_timeout_ms, &err);
-    int rc = c ? claims_credit(gw, c, &in, &row, &err) : CREDIT_FAILED;
-    if (rc == CREDIT_FAILED && c && err.cls == PG_ERR_RETRY) {
-        rc = claims_credit(gw, c, &in, &row, &err); /* a lost race: the second look settles it */
-    }
-    pg_release(gw->pg, c);
-    switch (rc) {
-    case CREDIT_NEW:
-        gwmetrics_count(gw->metrics, M_CLAIM_CREDITED, 1);
-        reply_credit(call, &row, false);
-        break;
-    case CREDIT_EXISTING:
-        gwmetrics_count(gw->metrics, M_CLAIM_REPLAYED, 1);
-        reply_credit(call, &row, true);
-        break;
-    case CREDIT_MISMATCH:
-        if (strcmp(row.claim_id, claim_id) == 0 && strcmp(row.code, a->code) != 0) {
-            /* This claim id was credited with another code (the same key racing itself with
-             * another category): the new code must go back, and the client gets its 422. */
-            claims_release(gw, claim_id, a->category, "idempotency key reused");
-            http_problem(call->req, 422, "idempotency_key_reused",
-                         "this Idempotency-Key was used with a different request", NULL);
-            break;
-        }
-        http_problem(call->req, 500, "internal", "the claim could not be credited", NULL);
-        break;
-    case CREDIT_ORPHAN:
-        http_problem(call->req, 500, "internal", "the claim could not be credited", NULL);
-        break;
-    default:
+    if (c == NULL) {
         /* The code is assigned and the credit is not written: the reconciler will write it. */
         log_warn("credit_deferred", "claim=%.12s reason=\"%s\"", claim_id, err.message);
+        reply_pending(call, claim_id, a->category);
+        return;
+    }
+    enum settle_result rc = settle_assignment(gw, c, &who, a, &out);
+    pg_release(gw->pg, c);
+    switch (rc) {
+    case SETTLE_CREDITED:
+        gwmetrics_count(gw->metrics, M_CLAIM_CREDITED, 1);
+        reply_credit(call, &out.row, false);
+        break;
+    case SETTLE_REPLAYED:
+        gwmetrics_count(gw->metrics, M_CLAIM_REPLAYED, 1);
+        reply_credit(call, &out.row, true);
+        break;
+    case SETTLE_REFUSED: reply_refused(call, out.reason); break;
+    case SETTLE_KEY_REUSED:
+        http_problem(call->req, 422, "idempotency_key_reused",
+                     "this Idempotency-Key was used with a different request", NULL);
+        break;
+    case SETTLE_ORPHAN:
+        http_problem(call->req, 500, "internal", "the claim could not be credited", NULL);
+        break;
+    case SETTLE_UNKNOWN:
+        log_warn("credit_deferred", "claim=%.12s reason=\"%s\"", claim_id, out.err.message);
         reply_pending(call, claim_id, a->category);
         break;
     }
@@ -222,7 +193,7 @@ answer_chance(struct api_call *call, const char *claim_id, long long category, i
     struct gw *gw = call->gw;
     const char *code = rpc_client_err_code(result);
     struct assignment a;
-    if (st == RPC_OK && parse_assignment(result, claim_id, &a) == 0) {
+    if (st == RPC_OK && settle_parse(result, claim_id, &a) == 0) {
         if (a.category != category) {
             /* The key was first used for another category: refuse rather than replay. */
             http_problem(call->req, 422, "idempotency_key_reused",

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bgtask.h"
 #include "pg.h"
 
 char *
@@ -34,12 +35,66 @@ audit_event(const char *type, const struct audit_actor *actor, cJSON *subject, c
     return text;
 }
 
-int
-audit_insert(struct pg_conn *c, const char *event, struct pg_error *err)
+static int
+insert_event(struct pg_conn *c, const char *event, struct pg_error *err)
 {
     static const struct pg_stmt insert = {"audit_insert", "INSERT INTO outbox (event) VALUES ($1)"};
     const char *params[] = {event};
     return pg_exec(c, &insert, 1, params, NULL, err);
+}
+
+int
+audit_commit(struct pg_conn *c, struct bgtask *relay, audit_apply_fn apply, void *arg,
+             struct pg_error *err)
+{
+    char *event = NULL;
+    int rc = -1;
+    if (pg_exec_sql(c, "BEGIN", err) == 0) {
+        rc = apply(c, arg, &event, err);
+        if (rc > 0 && event == NULL) {
+            abort(); /* a change without its event: a bug in the caller */
+        }
+        if (rc < 0 || (rc > 0 && insert_event(c, event, err) != 0) ||
+            pg_exec_sql(c, "COMMIT", err) != 0) {
+            rc = -1;
+        }
+    }
+    if (rc < 0) {
+        pg_rollback(c);
+    } else if (rc > 0 && relay) {
+        bgtask_kick(relay);
+    }
+    free(event);
+    return rc;
+}
+
+int
+audit_record(struct pg_conn *c, struct bgtask *relay, const char *event, struct pg_error *err)
+{
+    if (insert_event(c, event, err) != 0) {
+        return -1;
+    }
+    if (relay) {
+        bgtask_kick(relay);
+    }
+    return 0;
+}
+
+void
+audit_printable(const char *in, char *out, size_t size)
+{
+    struct sbuf b = {0};
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            sbuf_appendf(&b, "\\x%02x", *p);
+        } else {
+            sbuf_appendf(&b, "%c", *p);
+        }
+    }
+    const char *text = b.data ? b.data : "";
+    int n = util_utf8_prefix(text, size - 1);
+    snprintf(out, size, "%.*s", n, text);
+    sbuf_cleanup(&b);
 }
 
 void

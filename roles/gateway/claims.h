@@ -21,36 +21,45 @@ struct pg_error;
 
 /* What to credit; strings borrowed. */
 struct credit {
-    const char *claim_id; /* as sent to chance */
-    int64_t user_id;      /* wallet owner */
-    const char *username; /* for the audit event */
-    const char *code;     /* the assigned code, canonical form from chance */
-    int64_t category;     /* its category */
-    int64_t reward;       /* Toman, > 0 */
-    const char *source;   /* "request" or "reconciler" */
+    const char *claim_id;   /* as sent to chance */
+    int64_t user_id;        /* wallet owner */
+    const char *username;   /* for the audit event */
+    const char *code;       /* the assigned code, canonical form from chance */
+    int64_t category;       /* its category */
+    int64_t reward;         /* Toman, > 0 */
+    int64_t per_user_limit; /* the category's limit, as chance reported it (>= 1) */
+    const char *source;     /* "request" or "reconciler" */
 };
 
-/* The ledger row that answers a claim. */
+/* The ledger row that answers a claim (or that owns the code, for CREDIT_MISMATCH). */
 struct credit_row {
     char claim_id[CLAIM_ID_MAX + 1];
     char code[CLAIM_CODE_MAX + 1];
     int64_t user_id;
+    char username[65]; /* the owner's, for repairs */
     int64_t category;
     int64_t reward;
-    int64_t balance; /* balance right after this credit */
+    int64_t balance;     /* balance right after this credit */
+    int64_t credited_at; /* epoch ms */
 };
 
 enum credit_result {
-    CREDIT_NEW,      /* credited now; row filled */
-    CREDIT_EXISTING, /* was credited before (same claim and code); row filled */
-    CREDIT_MISMATCH, /* the claim or the code is in the ledger with other details (logged) */
-    CREDIT_ORPHAN,   /* the user does not exist here */
-    CREDIT_FAILED,   /* PostgreSQL failed; err filled */
+    CREDIT_NEW,        /* credited now; row filled */
+    CREDIT_EXISTING,   /* was credited before (same claim and code); row filled */
+    CREDIT_MISMATCH,   /* the claim or the code is in the ledger with other details; row filled
+                        * with the ledger's row (logged) */
+    CREDIT_OVER_LIMIT, /* the user already holds per_user_limit codes of the category; *held
+                        * is how many */
+    CREDIT_ORPHAN,     /* the user does not exist here */
+    CREDIT_FAILED,     /* PostgreSQL failed; err filled */
 };
 
-/* Credits in one statement (claim row, wallet, ledger row, audit event) on c. */
-int claims_credit(struct gw *gw, struct pg_conn *c, const struct credit *in, struct credit_row *row,
-                  struct pg_error *err);
+/*
+ * Credits in one statement (per-user count, claim row, wallet, ledger row, audit event) on c.
+ * held receives the user's count in the category for CREDIT_OVER_LIMIT.
+ */
+enum credit_result claims_credit(struct gw *gw, struct pg_conn *c, const struct credit *in,
+                                 struct credit_row *row, int64_t *held, struct pg_error *err);
 /* What PostgreSQL knows of a claim id. */
 struct claim_record {
     bool found;            /* a claims row exists */
@@ -64,16 +73,21 @@ struct claim_record {
 int claims_lookup(struct pg_conn *c, const char *claim_id, struct claim_record *out,
                   struct pg_error *err) MUSTCHECK;
 /*
- * Gives back a code chance assigned under a claim id that was already credited with another
- * code (a reused Idempotency-Key racing itself). Synchronous RPC; logs the outcome.
+ * Gives back `code` if chance still has it assigned to claim_id (a claim id already credited
+ * with another code, or a claim over the user's limit). user_count >= 0 keeps the user's count
+ * in chance at least that high (what the ledger says the user holds); -1 leaves it. Synchronous
+ * RPC; logs the outcome. Returns 0 when the code is no longer assigned to the claim afterwards
+ * (released now or before), -1 when chance could not say.
  */
-void claims_release(struct gw *gw, const char *claim_id, int64_t category, const char *reason);
+int claims_release(struct gw *gw, const char *claim_id, const char *code, int64_t category,
+                   int64_t user_count, const char *reason);
 /* Records a claim whose outcome is unknown (no-op if the claim already has a row). */
 int claims_mark_pending(struct pg_conn *c, const char *claim_id, int64_t user_id, int64_t category,
                         struct pg_error *err) MUSTCHECK;
 /*
  * Records a claim chance refused (reason = its error code) with its claim.failed audit event,
- * in one transaction. A pending row becomes failed; a credited one is left alone.
+ * in one transaction. A pending row becomes failed; a credited or failed one is left alone and
+ * no event is written (so two settlers write one event).
  */
 int claims_mark_failed(struct gw *gw, struct pg_conn *c, const char *claim_id, int64_t user_id,
                        const char *username, int64_t category, const char *reason,

@@ -68,6 +68,9 @@ static const struct conf_key gateway_keys[] = {
       "How often the reconciler reads chance's assignment log."),
     K(reconcile_grace_ms, CONF_INT, "5000", 0, 3600000, NULL, 0,
       "Assignments younger than this are left to the request that made them."),
+    K(reconcile_verify_delay_ms, CONF_INT, "10000", 0, 86400000, NULL, 0,
+      "Credits this old are checked against Redis (and Redis repaired if it forgot them); "
+      "longer than Redis can lose (appendfsync, replica lag)."),
     K(pending_settle_ms, CONF_INT, "10000", 100, 86400000, NULL, 0,
       "A claim still pending after this long is driven to a final state by the reconciler."),
     K(outbox_interval_ms, CONF_INT, "500", 10, 600000, NULL, 0,

@@ -22,6 +22,8 @@ static const char *const counters[M_COUNTER_COUNT][2] = {
     {"chanced_gateway_logins_total", "result=\"ok\""},
     {"chanced_gateway_logins_total", "result=\"failed\""},
     {"chanced_gateway_rate_limited_total", ""},
+    {"chanced_gateway_redis_repairs_total", ""},
+    {"chanced_gateway_over_limit_releases_total", ""},
 };
 
 static void

@@ -25,6 +25,8 @@ enum gw_counter {
     M_LOGIN_OK,           /* successful logins */
     M_LOGIN_FAILED,       /* wrong password or unknown user */
     M_RATE_LIMITED,       /* requests answered 429 */
+    M_REDIS_REPAIRED,     /* codes Redis had handed to a second claim, given back to the owner */
+    M_OVER_LIMIT,         /* codes given back because the ledger says the user is at the limit */
     M_COUNTER_COUNT,
 };
 

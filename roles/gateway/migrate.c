@@ -99,6 +99,18 @@ static const struct migration migrations[] = {
      "  category   BIGINT PRIMARY KEY,"
      "  cursor     TEXT NOT NULL,"
      "  updated_at TIMESTAMPTZ NOT NULL DEFAULT now());"},
+
+    /* PostgreSQL, not Redis, is the record of how many codes of a category a user holds: the
+     * credit statement raises the count only below the category's limit (claims.c), so a Redis
+     * that forgot its last writes cannot let a user be paid past the limit. */
+    {2, "per-user claim counts per category",
+     "CREATE TABLE claim_counts ("
+     "  user_id  BIGINT NOT NULL REFERENCES users (id),"
+     "  category BIGINT NOT NULL CHECK (category > 0),"
+     "  n        INT NOT NULL CHECK (n >= 0),"
+     "  PRIMARY KEY (user_id, category));"
+     "INSERT INTO claim_counts (user_id, category, n)"
+     "  SELECT user_id, category, count(*) FROM ledger GROUP BY user_id, category;"},
 };
 
 int

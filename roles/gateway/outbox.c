@@ -35,47 +35,73 @@ static const struct pg_stmt namespace = {
 static const struct pg_stmt backlog = {"outbox_backlog",
                                        "SELECT count(*) FROM outbox WHERE delivered_at IS NULL"};
 
-/* Builds the log.append payload; rows whose stored text is not an object are skipped. */
+enum { FETCH_COL_ID, FETCH_COL_EVENT };
+
+/* Parks one row by its id: marked delivered with the reason, never sent again. */
+static void
+park(struct outbox *ob, struct pg_conn *c, const char *id, const char *reason)
+{
+    const char *params[] = {id, reason};
+    struct pg_error perr;
+    if (pg_exec(c, &reject, 2, params, NULL, &perr) == 0) {
+        log_error("outbox_event_rejected", "id=%s reason=\"%.200s\"", id, reason);
+        gwmetrics_count(ob->o.metrics, M_OUTBOX_REJECTED, 1);
+    } else {
+        log_warn("outbox_park_failed", "id=%s reason=\"%s\"", id, perr.message);
+    }
+}
+
+/*
+ * Builds the log.append payload. rows[k] is the result row of events[k]; rows whose stored
+ * text is not an object are parked here (they can never be delivered).
+ */
 static cJSON *
-build_batch(const struct pg_result *res, const char *ns, struct sbuf *ids)
+build_batch(struct outbox *ob, struct pg_conn *c, const struct pg_result *res, const char *ns,
+            struct sbuf *ids, int *rows)
 {
     cJSON *data = cJSON_CreateObject();
     cJSON *events = cJSON_AddArrayToObject(data, "events");
+    int k = 0;
     sbuf_appends(ids, "{");
     for (int i = 0; i < pg_rows(res); i++) {
-        cJSON *ev = cJSON_Parse(pg_text(res, i, 1));
+        const char *rid = pg_text(res, i, FETCH_COL_ID);
+        cJSON *ev = cJSON_Parse(pg_text(res, i, FETCH_COL_EVENT));
         if (!cJSON_IsObject(ev)) {
-            log_error("outbox_event_corrupt", "id=%s", pg_text(res, i, 0));
             cJSON_Delete(ev);
+            park(ob, c, rid, "stored event is not a JSON object");
             continue;
         }
         char id[64];
-        snprintf(id, sizeof(id), "gw:%s:%s", ns, pg_text(res, i, 0));
+        snprintf(id, sizeof(id), "gw:%s:%s", ns, rid);
         cJSON_AddStringToObject(ev, "_id", id);
         cJSON_AddItemToArray(events, ev);
-        sbuf_appendf(ids, "%s%s", ids->len > 1 ? "," : "", pg_text(res, i, 0));
+        rows[k++] = i;
+        sbuf_appendf(ids, "%s%s", ids->len > 1 ? "," : "", rid);
     }
     sbuf_appends(ids, "}");
     return data;
 }
 
-/* The logger refused the batch: park the event it named so the rest can flow. */
-static void
-reject_named(struct outbox *ob, struct pg_conn *c, const struct pg_result *res, const cJSON *err)
+/*
+ * The logger refused the batch: park the event it named (by its row, not its position).
+ * Returns false if the refusal named no event (nothing parked).
+ */
+static bool
+reject_named(struct outbox *ob, struct pg_conn *c, const struct pg_result *res, const int *rows,
+             int nevents, const cJSON *err)
 {
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
     const char *text = cJSON_IsString(msg) ? msg->valuestring : "refused";
     const char *p = strstr(text, "events[");
-    int idx = p ? atoi(p + 7) : 0;
-    if (idx < 0 || idx >= pg_rows(res)) {
-        idx = 0;
+    char *end = NULL;
+    long idx = p ? strtol(p + 7, &end, 10) : -1;
+    if (p == NULL || end == p + 7 || *end != ']' || idx < 0 || idx >= nevents) {
+        /* Not an answer about one event: park nothing, retry later, say so loudly. */
+        log_error("outbox_batch_refused", "events=%d reason=\"%.200s\"", nevents, text);
+        return false;
     }
-    const char *params[] = {pg_text(res, idx, 0), text};
-    struct pg_error perr;
-    if (pg_exec(c, &reject, 2, params, NULL, &perr) == 0) {
-        log_error("outbox_event_rejected", "id=%s reason=\"%.200s\"", params[0], text);
-        gwmetrics_count(ob->o.metrics, M_OUTBOX_REJECTED, 1);
-    }
+    park(ob, c, pg_text(res, rows[idx], FETCH_COL_ID), text);
+    return true;
 }
 
 /* Reads the database's event namespace once (it never changes). */
@@ -168,8 +194,17 @@ outbox_relay_pass(void *arg)
         goto done;
     }
     cJSON *reply = NULL;
-    int st = rpc_client_call_sync(ob->o.logger, "log.append", build_batch(res, ob->event_ns, &ids),
-                                  ob->o.logger_timeout_ms, &reply, NULL, NULL);
+    int *rows = xcalloc((size_t)n, sizeof(*rows));
+    cJSON *batch = build_batch(ob, c, res, ob->event_ns, &ids, rows);
+    int nevents = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(batch, "events"));
+    if (nevents == 0) {
+        cJSON_Delete(batch);
+        free(rows);
+        more = pg_exec_sql(c, "COMMIT", &err) == 0; /* only parked rows */
+        goto done;
+    }
+    int st = rpc_client_call_sync(ob->o.logger, "log.append", batch, ob->o.logger_timeout_ms,
+                                  &reply, NULL, NULL);
     if (st == RPC_OK) {
         const char *mp[] = {ids.data};
         if (pg_exec(c, &mark, 1, mp, NULL, &err) != 0 || pg_exec_sql(c, "COMMIT", &err) != 0) {
@@ -180,11 +215,12 @@ outbox_relay_pass(void *arg)
             more = n == ob->o.batch;
         }
     } else if (st == RPC_ERROR && strcmp(rpc_client_err_code(reply), "bad_request") == 0) {
-        reject_named(ob, c, res, reply);
-        more = pg_exec_sql(c, "COMMIT", &err) == 0;
+        more =
+            reject_named(ob, c, res, rows, nevents, reply) && pg_exec_sql(c, "COMMIT", &err) == 0;
     } else {
         log_warn("outbox_delivery_failed", "status=%s events=%d", rpc_client_status_name(st), n);
     }
+    free(rows);
     cJSON_Delete(reply);
 done:
     pg_rollback(c);

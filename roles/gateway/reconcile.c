@@ -13,15 +13,19 @@
 #include "gwmetrics.h"
 #include "pg.h"
 #include "rpc_client.h"
+#include "settle.h"
 
 #define REC_PAGE 500           /* assignments per chance.assignments call */
 #define REC_FULL_SCAN_MS 60000 /* rescan every category this often, changed or not */
 #define REC_PENDING_BATCH 100  /* pending claims settled per pass */
 #define REC_CURSOR_MAX 64      /* longest assignment-log cursor we keep */
+#define REC_VERIFY_BATCH 1000  /* ledger rows checked against Redis per pass */
 
 struct rec_cat {
     int64_t id;                      /* category id */
-    int64_t assigned;                /* chance's assigned count when last fully scanned, or -1 */
+    bool scanned;                    /* read to the end at least once */
+    char seen[REC_CURSOR_MAX + 1];   /* chance's log_last then ("" if none) */
+    int64_t per_user_limit;          /* as chance listed it this pass */
     bool loaded;                     /* cursor read from PostgreSQL */
     char cursor[REC_CURSOR_MAX + 1]; /* last handled assignment-log entry, "" = start */
 };
@@ -41,16 +45,52 @@ static const struct pg_stmt cursor_put = {
     " DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()"};
 static const struct pg_stmt credited = {
     "rec_credited", "SELECT claim_id, code FROM ledger WHERE claim_id = ANY($1::text[])"};
+enum { CREDITED_COL_CLAIM, CREDITED_COL_CODE };
 static const struct pg_stmt released = {
     "rec_released", "UPDATE claims SET status = 'failed', error = 'released', updated_at = now()"
                     " WHERE claim_id = $1 AND status = 'pending'"};
+/*
+ * The ledger's tail, for the check against Redis: credits after the verified mark that are
+ * older than reconcile_verify_delay_ms (long enough for Redis to have made them durable; a
+ * crash can only lose what is younger). Ordered by id, so the mark only moves forward.
+ */
+static const struct pg_stmt tail = {
+    "rec_tail", "SELECT l.id, l.claim_id, l.code, l.category, l.user_id, u.username, l.amount,"
+                " (extract(epoch FROM l.created_at) * 1000)::bigint"
+                " FROM ledger l JOIN users u ON u.id = l.user_id"
+                " WHERE l.id > coalesce((SELECT value::bigint FROM gateway_meta"
+                "   WHERE key = 'ledger_verified'), 0)"
+                "   AND l.created_at < now() - make_interval(secs => $1::double precision / 1000)"
+                " ORDER BY l.id LIMIT $2"};
+enum {
+    TAIL_COL_ID,
+    TAIL_COL_CLAIM,
+    TAIL_COL_CODE,
+    TAIL_COL_CATEGORY,
+    TAIL_COL_USER,
+    TAIL_COL_USERNAME,
+    TAIL_COL_AMOUNT,
+    TAIL_COL_AT,
+};
+static const struct pg_stmt tail_done = {
+    "rec_tail_done",
+    "INSERT INTO gateway_meta (key, value) VALUES ('ledger_verified', $1) ON CONFLICT (key)"
+    " DO UPDATE SET value = EXCLUDED.value"
+    " WHERE gateway_meta.value::bigint < EXCLUDED.value::bigint"};
+
+/*
+ * Takes the oldest stale pending claims for this pass: touching updated_at leases them for
+ * pending_settle_ms, and SKIP LOCKED keeps two settlers (two gateways) off the same rows, with
+ * nothing held across the settling itself.
+ */
 static const struct pg_stmt stale = {
-    "rec_stale", "SELECT c.claim_id, c.user_id, u.username, c.category FROM claims c"
-                 " JOIN users u ON u.id = c.user_id WHERE c.status = 'pending'"
-                 "   AND c.updated_at < now() - make_interval(secs => $1::double precision / 1000)"
-                 " ORDER BY c.updated_at LIMIT $2"};
-static const struct pg_stmt touch = {
-    "rec_touch", "UPDATE claims SET updated_at = now() WHERE claim_id = $1 AND status = 'pending'"};
+    "rec_stale", "WITH s AS (SELECT claim_id FROM claims WHERE status = 'pending'"
+                 "   AND updated_at < now() - make_interval(secs => $1::double precision / 1000)"
+                 "   ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                 " UPDATE claims c SET updated_at = now() FROM s, users u"
+                 " WHERE c.claim_id = s.claim_id AND u.id = c.user_id"
+                 " RETURNING c.claim_id, c.user_id, u.username, c.category"};
+enum { STALE_COL_CLAIM, STALE_COL_USER, STALE_COL_USERNAME, STALE_COL_CATEGORY };
 
 struct reconciler *
 reconciler_new(struct gw *gw)
@@ -92,7 +132,6 @@ cat_get(struct reconciler *rec, int64_t id)
     rec->ncats++;
     memset(&rec->cats[lo], 0, sizeof(rec->cats[lo]));
     rec->cats[lo].id = id;
-    rec->cats[lo].assigned = -1;
     return &rec->cats[lo];
 }
 
@@ -138,9 +177,9 @@ save_cursor(struct pg_conn *c, const struct rec_cat *cat)
     return 0;
 }
 
-/* Credits one assignment item; false if PostgreSQL failed (stop, retry next pass). */
+/* Settles one assignment item; false if PostgreSQL or chance failed (stop, retry next pass). */
 static bool
-credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it)
+credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it, int64_t per_user_limit)
 {
     struct gw *gw = rec->gw;
     const char *claim = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "claim_id"));
@@ -158,30 +197,32 @@ credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it)
         log_error("reconcile_item_invalid", "claim=%.12s", claim ? claim : "-");
         return true; /* nothing we could ever credit: move on, loudly */
     }
-    struct credit in = {
-        claim,       user, uname, code, (int64_t)cat->valuedouble, (int64_t)reward->valuedouble,
-        "reconciler"};
-    struct credit_row row;
-    struct pg_error err = {0};
-    int rc = claims_credit(gw, c, &in, &row, &err);
-    if (rc == CREDIT_FAILED && err.cls == PG_ERR_RETRY) {
-        rc = claims_credit(gw, c, &in, &row, &err);
-    }
-    switch (rc) {
-    case CREDIT_NEW:
+    struct assignment a = {.category = (int64_t)cat->valuedouble,
+                           .reward = (int64_t)reward->valuedouble,
+                           .per_user_limit = per_user_limit > 0 ? per_user_limit : 1};
+    snprintf(a.code, sizeof(a.code), "%s", code);
+    struct claimant who = {claim, user, uname, "reconciler"};
+    struct settle_out out;
+    switch (settle_assignment(gw, c, &who, &a, &out)) {
+    case SETTLE_CREDITED:
         gwmetrics_count(gw->metrics, M_RECONCILE_CREDITED, 1);
         log_info("reconcile_credited", "claim=%.12s user=%lld category=%" PRId64, claim, user,
-                 in.category);
+                 a.category);
         return true;
-    case CREDIT_ORPHAN:
+    case SETTLE_ORPHAN:
         gwmetrics_count(gw->metrics, M_RECONCILE_ORPHAN, 1);
         log_error("reconcile_orphan", "claim=%.12s user=%lld reason=\"no such user\"", claim, user);
         return true;
-    case CREDIT_FAILED:
-        log_warn("reconcile_credit_failed", "claim=%.12s reason=\"%s\"", claim, err.message);
+    case SETTLE_UNKNOWN:
+        log_warn("reconcile_credit_failed", "claim=%.12s reason=\"%s\"", claim, out.err.message);
         return false;
-    default: return true; /* credited before, or a mismatch already logged */
+    case SETTLE_REFUSED:
+        log_info("reconcile_refused", "claim=%.12s reason=%s", claim, out.reason);
+        return true;
+    case SETTLE_REPLAYED:
+    case SETTLE_KEY_REUSED: return true;
     }
+    return true;
 }
 
 /* Handles one page of the log; returns items consumed, -1 to stop the category. */
@@ -222,21 +263,20 @@ handle_page(struct reconciler *rec, struct pg_conn *c, struct rec_cat *cat, cons
         const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "code"));
         const char *ledger_code = NULL;
         for (int r = 0; claim && done && r < pg_rows(done) && !ledger_code; r++) {
-            if (strcmp(pg_text(done, r, 0), claim) == 0) {
-                ledger_code = pg_text(done, r, 1);
+            if (strcmp(pg_text(done, r, CREDITED_COL_CLAIM), claim) == 0) {
+                ledger_code = pg_text(done, r, CREDITED_COL_CODE);
             }
         }
+        bool assigned = type && (strcmp(type, "assigned") == 0 || strcmp(type, "repaired") == 0);
         if (type && strcmp(type, "released") == 0 && claim) {
             const char *p[] = {claim};
             if (pg_exec(c, &released, 1, p, NULL, &err) != 0) {
                 break;
             }
-        } else if (type && strcmp(type, "assigned") == 0 && ledger_code && code &&
-                   strcmp(ledger_code, code) != 0) {
-            /* The claim id was credited with another code: this one can never be paid. */
-            claims_release(rec->gw, claim, cat->id, "claim id already credited with another code");
-        } else if (type && strcmp(type, "assigned") == 0 && !ledger_code &&
-                   !credit_item(rec, c, it)) {
+        } else if (assigned && !(ledger_code && code && strcmp(ledger_code, code) == 0) &&
+                   !credit_item(rec, c, it, cat->per_user_limit)) {
+            /* Not in the ledger as it is: settling credits it, or repairs Redis from the
+             * ledger, or gives the code back. */
             break;
         }
         const char *cur = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "cursor"));
@@ -296,8 +336,9 @@ static void
 settle_one(struct reconciler *rec, struct pg_conn *c, const struct pg_result *res, int i)
 {
     struct gw *gw = rec->gw;
-    const char *claim = pg_text(res, i, 0), *uname = pg_text(res, i, 2);
-    int64_t user = pg_int(res, i, 1), category = pg_int(res, i, 3);
+    const char *claim = pg_text(res, i, STALE_COL_CLAIM);
+    const char *uname = pg_text(res, i, STALE_COL_USERNAME);
+    int64_t user = pg_int(res, i, STALE_COL_USER), category = pg_int(res, i, STALE_COL_CATEGORY);
     cJSON *data = cJSON_CreateObject(), *result = NULL;
     cJSON_AddStringToObject(data, "claim_id", claim);
     cJSON_AddNumberToObject(data, "category", (double)category);
@@ -308,15 +349,14 @@ settle_one(struct reconciler *rec, struct pg_conn *c, const struct pg_result *re
                                   &result, NULL, NULL);
     const char *code = rpc_client_err_code(result);
     struct pg_error err = {0};
-    const char *p[] = {claim};
-    if (st == RPC_OK) {
-        cJSON *item = cJSON_Duplicate(result, 1);
-        cJSON_AddStringToObject(item, "user_id", pg_text(res, i, 1));
-        cJSON_AddStringToObject(item, "username", uname);
-        if (credit_item(rec, c, item)) {
+    struct assignment a;
+    if (st == RPC_OK && settle_parse(result, claim, &a) == 0) {
+        struct claimant who = {claim, user, uname, "reconciler"};
+        struct settle_out out;
+        enum settle_result rc = settle_assignment(gw, c, &who, &a, &out);
+        if (rc != SETTLE_UNKNOWN) {
             gwmetrics_count(gw->metrics, M_PENDING_SETTLED, 1);
         }
-        cJSON_Delete(item);
     } else if (st == RPC_ERROR && strcmp(code, "unavailable") != 0 &&
                strcmp(code, "timeout") != 0 && strcmp(code, "internal") != 0) {
         if (claims_mark_failed(gw, c, claim, user, uname, category, code[0] ? code : "refused",
@@ -324,9 +364,8 @@ settle_one(struct reconciler *rec, struct pg_conn *c, const struct pg_result *re
             gwmetrics_count(gw->metrics, M_PENDING_SETTLED, 1);
             log_info("pending_failed", "claim=%.12s reason=%s", claim, code);
         }
-    } else if (pg_exec(c, &touch, 1, p, NULL, &err) != 0) {
-        log_warn("pending_touch_failed", "claim=%.12s reason=\"%s\"", claim, err.message);
     }
+    /* Otherwise it stays pending; the pass that took it leased it for pending_settle_ms. */
     cJSON_Delete(result);
 }
 
@@ -347,6 +386,106 @@ settle_pending(struct reconciler *rec, struct pg_conn *c)
     for (int i = 0; i < pg_rows(res) && !__atomic_load_n(&gw->stopping, __ATOMIC_RELAXED); i++) {
         settle_one(rec, c, res, i);
     }
+    pg_result_free(res);
+}
+
+/* Asks chance about one category's rows of the tail; repairs what Redis forgot. */
+static bool
+verify_category(struct reconciler *rec, const struct pg_result *res, int64_t category,
+                const int *rows, int n)
+{
+    struct gw *gw = rec->gw;
+    cJSON *data = cJSON_CreateObject(), *result = NULL;
+    cJSON_AddNumberToObject(data, "category", (double)category);
+    cJSON *items = cJSON_AddArrayToObject(data, "items");
+    for (int k = 0; k < n; k++) {
+        cJSON *it = cJSON_CreateObject();
+        cJSON_AddStringToObject(it, "code", pg_text(res, rows[k], TAIL_COL_CODE));
+        cJSON_AddStringToObject(it, "claim_id", pg_text(res, rows[k], TAIL_COL_CLAIM));
+        cJSON_AddItemToArray(items, it);
+    }
+    int st = rpc_client_call_sync(gw->chance, "chance.verify", data, (int)gw->conf->rpc_timeout_ms,
+                                  &result, NULL, NULL);
+    const cJSON *wrong = cJSON_GetObjectItemCaseSensitive(result, "mismatches");
+    bool ok = st == RPC_OK && cJSON_IsArray(wrong);
+    if (!ok) {
+        log_warn("reconcile_verify_failed", "category=%" PRId64 " status=%s code=%s", category,
+                 rpc_client_status_name(st), rpc_client_err_code(result));
+        wrong = NULL;
+    }
+    const cJSON *m;
+    cJSON_ArrayForEach (m, wrong) {
+        const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "code"));
+        const char *state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "state"));
+        for (int k = 0; code && k < n; k++) {
+            int r = rows[k];
+            if (strcmp(pg_text(res, r, TAIL_COL_CODE), code) != 0) {
+                continue;
+            }
+            struct credit_row row = {0};
+            snprintf(row.claim_id, sizeof(row.claim_id), "%s", pg_text(res, r, TAIL_COL_CLAIM));
+            snprintf(row.code, sizeof(row.code), "%s", code);
+            snprintf(row.username, sizeof(row.username), "%s", pg_text(res, r, TAIL_COL_USERNAME));
+            row.user_id = pg_int(res, r, TAIL_COL_USER);
+            row.category = category;
+            row.reward = pg_int(res, r, TAIL_COL_AMOUNT);
+            row.credited_at = pg_int(res, r, TAIL_COL_AT);
+            log_warn("reconcile_redis_forgot", "category=%" PRId64 " claim=%.12s state=%s",
+                     category, row.claim_id, state ? state : "-");
+            ok = settle_repair(gw, &row) == 0 && ok;
+            break;
+        }
+    }
+    cJSON_Delete(result);
+    return ok;
+}
+
+/*
+ * PostgreSQL -> Redis: every credit, once it is older than Redis can lose, is checked to be
+ * assigned in Redis to its claim; what Redis forgot (a crash, a failover) is repaired now
+ * rather than when a second user happens to draw the code. Moves the verified mark only over
+ * rows that checked out.
+ */
+static void
+verify_tail(struct reconciler *rec, struct pg_conn *c)
+{
+    struct gw *gw = rec->gw;
+    struct pg_error err;
+    struct pg_result *res = NULL;
+    char delay[24], limit[24];
+    snprintf(delay, sizeof(delay), "%lld", gw->conf->reconcile_verify_delay_ms);
+    snprintf(limit, sizeof(limit), "%d", REC_VERIFY_BATCH);
+    const char *params[] = {delay, limit};
+    if (pg_exec(c, &tail, 2, params, &res, &err) != 0) {
+        log_warn("reconcile_tail_failed", "reason=\"%s\"", err.message);
+        return;
+    }
+    int n = pg_rows(res);
+    int *rows = xcalloc((size_t)n + 1, sizeof(*rows));
+    bool *done = xcalloc((size_t)n + 1, sizeof(*done));
+    bool ok = true;
+    for (int i = 0; i < n && ok; i++) {
+        if (done[i]) {
+            continue;
+        }
+        int64_t category = pg_int(res, i, TAIL_COL_CATEGORY);
+        int k = 0;
+        for (int j = i; j < n; j++) {
+            if (!done[j] && pg_int(res, j, TAIL_COL_CATEGORY) == category) {
+                rows[k++] = j;
+                done[j] = true;
+            }
+        }
+        ok = verify_category(rec, res, category, rows, k);
+    }
+    if (ok && n > 0) {
+        const char *p[] = {pg_text(res, n - 1, TAIL_COL_ID)};
+        if (pg_exec(c, &tail_done, 1, p, NULL, &err) != 0) {
+            log_warn("reconcile_tail_mark_failed", "reason=\"%s\"", err.message);
+        }
+    }
+    free(rows);
+    free(done);
     pg_result_free(res);
 }
 
@@ -407,19 +546,21 @@ reconcile_pass(void *arg)
     const cJSON *it;
     cJSON_ArrayForEach (it, cats) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
-        const cJSON *assigned = cJSON_GetObjectItemCaseSensitive(it, "assigned");
-        if (!json_is_int(id) || !json_is_int(assigned) ||
-            __atomic_load_n(&gw->stopping, __ATOMIC_RELAXED)) {
+        const char *last = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "log_last"));
+        last = last ? last : "";
+        if (!json_is_int(id) || __atomic_load_n(&gw->stopping, __ATOMIC_RELAXED)) {
             continue;
         }
         struct rec_cat *cat = cat_get(rec, (int64_t)id->valuedouble);
-        /* Unchanged counts mean nothing new was assigned (bar a release and re-assignment,
-         * which the periodic full scan catches). */
-        if (!full && cat->assigned == (int64_t)assigned->valuedouble) {
+        const cJSON *limit = cJSON_GetObjectItemCaseSensitive(it, "per_user_limit");
+        cat->per_user_limit = json_is_int(limit) ? (int64_t)limit->valuedouble : 1;
+        /* An unchanged newest log entry means nothing was logged since the last scan. */
+        if (!full && cat->scanned && strcmp(cat->seen, last) == 0) {
             continue;
         }
         if (scan_category(rec, c, cat)) {
-            cat->assigned = (int64_t)assigned->valuedouble;
+            cat->scanned = true;
+            snprintf(cat->seen, sizeof(cat->seen), "%s", last);
         } else {
             complete = false;
         }
@@ -428,6 +569,7 @@ reconcile_pass(void *arg)
         rec->last_full_ms = time_mono_ms();
     }
     settle_pending(rec, c);
+    verify_tail(rec, c);
     pg_release(gw->pg, c);
     cJSON_Delete(cats);
     return false;

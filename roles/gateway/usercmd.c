@@ -89,13 +89,73 @@ read_password(const char *path, char *buf, size_t size)
     return buf[0] ? 0 : -1;
 }
 
+struct new_user {
+    const struct create_opts *o;
+    const char *hash;
+    char id[24]; /* the new user's id */
+};
+
+static int
+apply_create(struct pg_conn *c, void *arg, char **event, struct pg_error *err)
+{
+    struct new_user *u = arg;
+    const char *role = u->o->admin ? "admin" : "user";
+    const char *params[] = {u->o->username, u->hash, role};
+    struct pg_result *res = NULL;
+    if (pg_exec(c, &insert_user, 3, params, &res, err) != 0) {
+        return -1;
+    }
+    snprintf(u->id, sizeof(u->id), "%s", pg_text(res, 0, 0));
+    pg_result_free(res);
+    char msg[160];
+    snprintf(msg, sizeof(msg), "%s %s was created from the command line", role, u->o->username);
+    struct audit_actor actor = {"0", "system", "system"};
+    cJSON *subject = cJSON_CreateObject();
+    cJSON_AddStringToObject(subject, "user_id", u->id);
+    cJSON_AddStringToObject(subject, "username", u->o->username);
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddStringToObject(data, "action", "user.create");
+    cJSON_AddStringToObject(data, "role", role);
+    *event = audit_event("admin.action", &actor, subject, data, msg);
+    return 1;
+}
+
+/*
+ * With --if-missing, an existing user is success only if it is what was asked for: a name
+ * taken by a plain user must not pass for an admin that exists.
+ */
+static int
+existing_user(struct pg_conn *c, const struct create_opts *o)
+{
+    static const struct pg_stmt role_of = {
+        "cmd_role_of", "SELECT role FROM users WHERE lower(username) = lower($1)"};
+    const char *params[] = {o->username};
+    struct pg_result *res = NULL;
+    struct pg_error err;
+    int rc = 1;
+    if (pg_exec(c, &role_of, 1, params, &res, &err) != 0 || pg_rows(res) != 1) {
+        fprintf(stderr, "chanced: user %s already exists\n", o->username);
+    } else if (o->admin && strcmp(pg_text(res, 0, 0), "admin") != 0) {
+        fprintf(stderr,
+                "chanced: user %s exists but is not an admin; refusing to treat it as the admin "
+                "(choose another --username, or promote it deliberately)\n",
+                o->username);
+    } else {
+        printf("%s %s already exists; nothing changed\n", pg_text(res, 0, 0), o->username);
+        rc = o->if_missing ? 0 : 1;
+        if (!o->if_missing) {
+            fprintf(stderr, "chanced: user %s already exists\n", o->username);
+        }
+    }
+    pg_result_free(res);
+    return rc;
+}
+
 static int
 insert(const struct gateway_conf *conf, const struct create_opts *o, const char *hash)
 {
     struct pg_pool *pool = gw_pool_new(conf, 1);
     struct pg_error err = {0};
-    struct pg_result *res = NULL;
-    char *event = NULL;
     int rc = EX_UNAVAILABLE;
     int m = migrate_apply(pool);
     struct pg_conn *c = m == 0 ? pg_acquire(pool, 10000, &err) : NULL;
@@ -103,40 +163,17 @@ insert(const struct gateway_conf *conf, const struct create_opts *o, const char 
         rc = m == -2 ? 1 : EX_UNAVAILABLE;
         goto out;
     }
-    const char *role = o->admin ? "admin" : "user";
-    const char *params[] = {o->username, hash, role};
-    if (pg_exec_sql(c, "BEGIN", &err) != 0 ||
-        pg_exec(c, &insert_user, 3, params, &res, &err) != 0) {
-        goto fail;
-    }
-    char msg[160];
-    snprintf(msg, sizeof(msg), "%s %s was created from the command line", role, o->username);
-    struct audit_actor actor = {"0", "system", "system"};
-    cJSON *subject = cJSON_CreateObject();
-    cJSON_AddStringToObject(subject, "user_id", pg_text(res, 0, 0));
-    cJSON_AddStringToObject(subject, "username", o->username);
-    cJSON *data = cJSON_CreateObject();
-    cJSON_AddStringToObject(data, "action", "user.create");
-    cJSON_AddStringToObject(data, "role", role);
-    event = audit_event("admin.action", &actor, subject, data, msg);
-    if (audit_insert(c, event, &err) != 0 || pg_exec_sql(c, "COMMIT", &err) != 0) {
-        goto fail;
-    }
-    printf("created %s %s (id %s)\n", role, o->username, pg_text(res, 0, 0));
-    rc = 0;
-    goto out;
-fail:
-    pg_rollback(c);
-    if (err.cls == PG_ERR_UNIQUE) {
-        fprintf(stderr, "chanced: user %s already exists\n", o->username);
-        rc = o->if_missing ? 0 : 1;
+    struct new_user u = {o, hash, ""};
+    if (audit_commit(c, NULL, apply_create, &u, &err) > 0) {
+        printf("created %s %s (id %s)\n", o->admin ? "admin" : "user", o->username, u.id);
+        rc = 0;
+    } else if (err.cls == PG_ERR_UNIQUE) {
+        rc = existing_user(c, o);
     } else {
         fprintf(stderr, "chanced: cannot create the user: %s\n", err.message);
         rc = err.cls == PG_ERR_CONNECTION ? EX_UNAVAILABLE : 1;
     }
 out:
-    free(event);
-    pg_result_free(res);
     pg_release(pool, c);
     pg_pool_free(pool);
     return rc;

@@ -305,6 +305,15 @@ def test_release_only_by_the_owning_claim(chanced, redis_client):
         with pytest.raises(NestError) as e:
             c.call("chance.release", {"claim_id": "other", "category": cat})
         assert err_code(e) == "claim_not_found"
+        # naming a code the claim does not hold releases nothing
+        other = next(k for k in all_codes(redis_client, cat) if k != got["code"])
+        with pytest.raises(NestError) as e:
+            c.call("chance.release", {"claim_id": "own", "category": cat, "code": other})
+        assert err_code(e) == "not_owned"
+        with pytest.raises(NestError) as e:
+            c.call("chance.release", {"claim_id": "own", "category": cat, "code": "bad code!"})
+        assert err_code(e) == "bad_request"
+        assert redis_client.scard("chance:{c%d}:free" % cat) == 2
         rel = c.call("chance.release", {"claim_id": "own", "category": cat, "reason": "test"})
         assert rel == {"released": True, "code": got["code"]}
         with pytest.raises(NestError) as e:
