@@ -1,6 +1,7 @@
 /*
  * POST /api/v1/claims: the hot path. One chance.claim round trip, then one PostgreSQL statement
- * that credits (DESIGN.md §5.2). Unknown outcomes answer 202 and are finished by the reconciler.
+ * that credits (docs/architecture.md#money-guarantees). Unknown outcomes answer 202 and are
+ * finished by the reconciler.
  */
 #include <inttypes.h>
 #include <stdio.h>
