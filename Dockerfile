@@ -35,7 +35,7 @@ RUN make -j"$(nproc)" build/chanced \
 # ---- runtime -------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 ARG CREATED=unknown
 LABEL org.opencontainers.image.title="chanced" \
@@ -52,8 +52,9 @@ LABEL org.opencontainers.image.title="chanced" \
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ca-certificates \
-        libevent-2.1-7 libevent-pthreads-2.1-7 libhiredis0.14 libcjson1 librabbitmq4 \
-        libmongoc-1.0-0 libbson-1.0-0 libargon2-1 libcivetweb1 libinih1 libssl3 libpq5 \
+        libevent-2.1-7 libevent-pthreads-2.1-7 libevent-openssl-2.1-7 libhiredis0.14 \
+        libcjson1 librabbitmq4 libmongoc-1.0-0 libbson-1.0-0 libargon2-1 libcivetweb1 libinih1 \
+        libssl3 libpq5 \
  && rm -rf /var/lib/apt/lists/*
 
 # A fixed, non-root uid/gid: volume and secret permissions can be planned for it.
@@ -69,16 +70,19 @@ RUN ["/usr/local/bin/chanced", "--version"]
 USER 10001:10001
 
 # Containers listen on every interface; the environment beats a --config file, flags beat both.
-# health_listen is not set here: it is one key read by chance (default :9101) and logger
-# (default :9102), and with --role=all both would get the same port.
+# Each role has its own health port (gateway 9100, chance 9101, logger 9102), so --role=all
+# gets three distinct ones.
 ENV CHANCED_ROLE=all \
     CHANCED_HTTP_LISTEN=0.0.0.0:8080 \
     CHANCED_CHANCE_LISTEN=0.0.0.0:4001 \
-    CHANCED_LOGGER_LISTEN=0.0.0.0:4002
+    CHANCED_LOGGER_LISTEN=0.0.0.0:4002 \
+    CHANCED_GATEWAY_HEALTH_LISTEN=0.0.0.0:9100 \
+    CHANCED_CHANCE_HEALTH_LISTEN=0.0.0.0:9101 \
+    CHANCED_LOGGER_HEALTH_LISTEN=0.0.0.0:9102
 
 # 8080 gateway HTTP (API, UI, /livez /readyz /metrics); 4001 chance and 4002 logger (NestJS TCP);
-# 9101 chance and 9102 logger health and metrics.
-EXPOSE 8080 4001 4002 9101 9102
+# 9100 gateway, 9101 chance and 9102 logger health and metrics (keep them off public networks).
+EXPOSE 8080 4001 4002 9100 9101 9102
 
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \

@@ -10,6 +10,7 @@
 #   make tsan         ThreadSanitizer build: unit tests and one --role=all scenario under load
 #   make format       clang-format every C source; `make format-check` fails if one is not
 #   make standin-check  check the MongoDB test stand-in against the real C driver
+#   make headers-check  compile every header of include/ and roles/*/ on its own
 #
 # Flags: project flags live in CHANCED_CFLAGS and are always applied; CFLAGS (default -O2 -g)
 # is yours to override (`make CFLAGS=-O0`) without losing -Werror, -MMD, -pthread or the version.
@@ -80,7 +81,7 @@ C_SOURCES = src/*.c include/*.h roles/*/*.c roles/*/*.h test/unit/*.c test/unit/
             test/fuzz/*.c test/bench/*.c test/mongo/*.c tools/*.c
 
 .PHONY: all unit test run bench proof fuzz fuzz-smoke tsan tsan-build format format-check \
-        standin-check clean clean-run FORCE
+        standin-check headers-check clean clean-run FORCE
 all: $(BUILD)/chanced
 
 $(BUILD)/libcore.a: $(CORE_OBJS)
@@ -143,6 +144,7 @@ unit: $(UNIT_BINS)
 test:
 	bash test/deps.sh
 	$(MAKE) format-check
+	$(MAKE) headers-check
 	$(MAKE) SAN=1 all build/san/test/unit/.stamp
 	$(MAKE) SAN=thread tsan-build
 	$(MAKE) fuzz-smoke
@@ -192,6 +194,20 @@ fuzz:
 
 fuzz-smoke:
 	$(MAKE) -f test/fuzz/fuzz.mk fuzz-smoke
+
+# Every header compiles on its own (a one-line source that includes only it), with the project
+# flags and the include path of its module: a header carries its own includes and declarations.
+HEADERS := $(sort $(wildcard include/*.h roles/*/*.h))
+headers-check:
+	@fail=0; for h in $(HEADERS); do \
+	    d=$$(dirname $$h); \
+	    case $$d in \
+	    roles/chance) f="$(CHANCE_CFLAGS)";; roles/gateway) f="$(GATEWAY_CFLAGS)";; \
+	    roles/logger) f="$(LOGGER_CFLAGS)";; *) f="";; esac; \
+	    printf '#include "%s"\n' "$$(basename $$h)" | \
+	        $(CC) $(filter-out -MMD -MP,$(CHANCED_CFLAGS)) $$f -Iinclude -I$$d -fsyntax-only \
+	        -x c - || { echo "headers-check: $$h does not compile alone"; fail=$$((fail+1)); }; \
+	done; echo "headers-check: $(words $(HEADERS)) headers, $$fail failed"; [ $$fail -eq 0 ]
 
 format:
 	clang-format -i $(C_SOURCES)

@@ -71,8 +71,8 @@ redis_url = $CHANCED_TEST_REDIS_URL
 amqp_url = $CHANCED_TEST_AMQP_URL
 mongo_url = $CHANCED_TEST_MONGO_URL
 CONF
-# health_listen keeps its per-role defaults (chance 9101, logger 9102); the gateway serves
-# /livez, /readyz and /metrics on the HTTP port.
+# The health ports keep their per-role defaults (gateway 9100, chance 9101, logger 9102); the
+# gateway also serves /livez, /readyz and /metrics on the HTTP port.
 
 "$BIN" migrate --config="$RUN/chanced.conf" >"$RUN/migrate.log" 2>&1 ||
     { cat "$RUN/migrate.log"; exit 1; }

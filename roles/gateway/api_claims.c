@@ -1,6 +1,7 @@
 /*
  * POST /api/v1/claims: the hot path. One chance.claim round trip, then one PostgreSQL statement
- * that credits (settle.c). Unknown outcomes answer 202 and are finished by the reconciler.
+ * that credits (settle.c; docs/architecture.md#money-guarantees). Unknown outcomes answer 202
+ * and are finished by the reconciler.
  */
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,9 +1,9 @@
 /*
  * The schema, as numbered migrations. Never edit a released migration: add a new one. The
- * constraints here are the last line of defence for money (DESIGN.md §4): a bug in C must not be
- * able to credit a code twice or drive a balance negative. Identifiers (digests, claim ids, codes)
- * are COLLATE "C": bytewise is their meaning, and much cheaper than a linguistic collation on the
- * hottest indexes.
+ * constraints here are the last line of defence for money (see
+ * docs/architecture.md#postgresql-schema): a bug in C must not be able to credit a code twice or
+ * drive a balance negative. Identifiers (digests, claim ids, codes) are COLLATE "C": bytewise is
+ * their meaning, and much cheaper than a linguistic collation on the hottest indexes.
  */
 #include "migrate.h"
 

@@ -8,8 +8,9 @@
 #  (c) end-to-end lag (event written -> queryable through log.query), p50/p99, at a steady
 #      1,000 events/s: written into a chance stream (through the chance role's relay) when the
 #      relay runs, else published straight to the queue (then only queue -> queryable).
-# MongoDB is the test stand-in here unless mongod is on PATH (DESIGN.md section 8): its rate is
-# what (b) is compared with, in the same run.
+# MongoDB is the test stand-in here unless mongod is on PATH
+# (docs/architecture.md#mongodb-test-stand-in): its rate is what (b) is compared with, in the same
+# run.
 set -euo pipefail
 [ -n "${LOGGER_BENCH_TRACE:-}" ] && trap 'echo "logger.sh: line $LINENO failed" >&2' ERR
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -674,7 +674,7 @@ def test_kill_leaves_nothing(image, containers, amqp_queue):
     c = containers("chance", env={
         "CHANCED_ROLE": "chance",
         "CHANCED_CHANCE_LISTEN": "127.0.0.1:%d" % free_port(),
-        "CHANCED_HEALTH_LISTEN": "127.0.0.1:%d" % free_port(),
+        "CHANCED_CHANCE_HEALTH_LISTEN": "127.0.0.1:%d" % free_port(),
         "CHANCED_REDIS_URL": need_env("CHANCED_TEST_REDIS_URL"),
         "CHANCED_AMQP_URL": need_env("CHANCED_TEST_AMQP_URL"),
         "CHANCED_AMQP_QUEUE": amqp_queue})

@@ -1,6 +1,7 @@
 """nest.py: a NestJS TCP-transport client and frame codec in pure Python (stdlib only).
 
-Wire format (DESIGN.md section 3, checked against @nestjs/microservices):
+Wire format (docs/architecture.md#nestjs-tcp-codec-and-rpc, checked against
+@nestjs/microservices):
 
     frame    = <decimal length> "#" <JSON text>       (no terminator)
     length   = UTF-16 code units of the JSON text (JavaScript string.length): a 4-byte UTF-8

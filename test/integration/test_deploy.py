@@ -12,10 +12,12 @@ variables are fed to `chanced config check` (which shows where each value came f
     Dockerfile, .dockerignore    bookworm multi-stage, non-root, exec-form ENTRYPOINT,
                                  HEALTHCHECK via the binary, EXPOSE, runtime packages cover
                                  `ldd`, the COPY set builds
-    deploy/chanced@.service      directives, `systemd-analyze verify` and `security`
+    deploy/chanced@.service      directives, `systemd-analyze verify` and `security`, one
+                                 credential per secret key, read by the daemon itself
     deploy/chanced.conf.example  every key of the binary, with its default; `config check` passes
     deploy/secrets/README.md     its generator block runs and yields consistent secrets
-    docs/deploy.md               every CHANCED_* variable it names exists
+    docs/deploy.md               every CHANCED_* variable it names exists; the per-role env
+                                 files set only keys their role reads
 
 The example config is generated from the binary:
 
@@ -47,8 +49,13 @@ DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 STRICT = os.environ.get("CHANCED_TEST_STRICT") == "1"
 BIN_IN_IMAGE = "/usr/local/bin/chanced"
 ROLES = ("gateway", "chance", "logger")
-# DESIGN.md section 7: where each role serves /readyz (what `chanced healthcheck` probes)
-HEALTH_KEY = {"gateway": "http_listen", "chance": "health_listen", "logger": "health_listen"}
+# Where each role serves /readyz, the address `chanced healthcheck --role=ROLE` probes: a key of
+# the role's own module (docs/architecture.md#health-readiness-and-metrics)
+HEALTH_KEY = {role: "%s_health_listen" % role for role in ("gateway", "chance", "logger")}
+# The key tables each role reads: its own, the core's, and the RabbitMQ one for the two roles
+# that use the audit queue (docs/architecture.md#configuration)
+ROLE_MODULES = {"gateway": ("core", "gateway"), "chance": ("core", "rmq", "chance"),
+                "logger": ("core", "rmq", "logger")}
 DATABASES = {"redis": "redis/redis-stack-server", "postgres": "postgres", "rabbitmq": "rabbitmq",
              "mongo": "mongo"}
 SANITIZER_LIB = re.compile(r"^lib(a|ub|l|t|hwa|m)san\.so")
@@ -555,13 +562,17 @@ def test_compose_gateway_reaches_the_roles_where_they_listen(compose):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_compose_healthcheck_probes_the_role_port(role, compose, generated, chanced_bin):
+def test_compose_healthcheck_probes_the_role_port(role, compose, generated, chanced_bin,
+                                                  defaults):
     """`chanced healthcheck --role=X` with the service's environment must probe the address the
     role serves /readyz on.  Nothing listens here, so it answers "not ready at ADDR" (or, if
     something does, "ready at ADDR"); ADDR must be the service's own setting."""
     name, svc = next((n, s) for n, s in role_services(compose).items() if role_of(s) == role)
     env = {k: localize(compose, generated, svc, v) for k, v in env_of(svc).items()}
     test = svc["healthcheck"]["test"]
+    assert list(defaults.get(HEALTH_KEY[role], {})) == [role], \
+        "%s is not a key of the %s module: %s" % (HEALTH_KEY[role], role,
+                                                  defaults.get(HEALTH_KEY[role]))
     assert test[1] == BIN_IN_IMAGE
     p = run_bin(chanced_bin, test[2:], env=env, timeout=30)
     out = p.stdout + p.stderr
@@ -789,7 +800,7 @@ def test_dockerfile_env_and_expose_match_the_binary(chanced_bin, key_names, secr
             for v in values:
                 assert int(v.rsplit(":", 1)[1]) in exposed, "%s port %s not EXPOSEd (%s)" % (
                     key, v, sorted(exposed))
-    assert {8080, 4001, 4002, 9101, 9102} <= exposed
+    assert {8080, 4001, 4002, 9100, 9101, 9102} <= exposed
 
 
 def test_dockerignore_sends_only_the_sources():
@@ -1061,7 +1072,7 @@ def test_unit_security_exposure(tmp_path, chanced_bin):
 # --- the example configuration -------------------------------------------------------------
 
 def render_example(rows):
-    """deploy/chanced.conf.example from the key table."""
+    """deploy/chanced.conf.example from the key table (every key belongs to one module)."""
     out = [
         "# chanced.conf: every key, commented out, with its built-in default. Uncomment what you",
         "# change. Format: `key = value` lines (libinih); `#` or `;` starts a comment line;",
@@ -1069,8 +1080,8 @@ def render_example(rows):
         "#",
         "# Precedence: default < this file < environment CHANCED_<KEY> < flag --key=value.",
         "# One file serves every role; a role ignores the other roles' keys. Per-role values",
-        "# (health_listen, listen addresses when roles share a host) go in the environment,",
-        "# e.g. /etc/chanced/<role>.env under systemd.",
+        "# (listen addresses when roles share a host) go in the environment, e.g.",
+        "# /etc/chanced/<role>.env under systemd.",
         "# Secret keys do not belong in a world-readable file: give them as CHANCED_<KEY>_FILE",
         "# pointing at a file (systemd credential, Docker secret); see docs/deploy.md.",
         "#",
@@ -1078,28 +1089,18 @@ def render_example(rows):
         "#     /usr/bin/python3 test/integration/test_deploy.py --write-example [path/to/chanced]",
         "# and checked against the binary by that test: regenerate it when keys change.",
     ]
-    by_key = {}
-    for key, default, module, desc, secret in rows:
-        by_key.setdefault(key, []).append((module, default))
     seen, module = set(), None
     for key, default, mod, desc, secret in rows:
+        assert key not in seen, "`chanced config markdown` lists %s twice" % key
+        seen.add(key)
         if mod != module:
             module = mod
             out += ["", "# ---- %s %s" % (mod, "-" * (86 - len(mod)))]
-        if key in seen:
-            out += ["", "# %s: see above (one key, read by %s)" % (
-                key, " and ".join(m for m, _ in by_key[key]))]
-            continue
-        seen.add(key)
         desc = re.sub(r"\s*Secret; `_file` variant reads it from a file\.", "", desc)
         out.append("")
         out += ["# " + ln for ln in wrap(desc, 92)]
         if secret:
             out.append("# Secret: prefer CHANCED_%s_FILE=/path/to/file." % key.upper())
-        dflts = {d for _, d in by_key[key]}
-        if len(dflts) > 1:
-            out.append("# Defaults differ by role: %s; set it per role in the environment." %
-                       ", ".join("%s %s" % (m, d or '""') for m, d in by_key[key]))
         out.append(("#%s = %s" % (key, default)).rstrip())
     return "\n".join(out) + "\n"
 
@@ -1188,13 +1189,20 @@ def doc_env_files():
 @pytest.mark.parametrize("role", ROLES)
 def test_docs_role_env_files_work(role, chanced_bin, keys, key_names, secret_keys, defaults,
                                   tmp_path):
-    """The per-role environment files of the systemd instructions: real variables, credential
-    paths that the unit's LoadCredential= provides, every secret of the role given."""
+    """The per-role environment files of the systemd instructions: real variables of keys the
+    role reads, credential paths that the unit's LoadCredential= provides, and every secret the
+    role needs (those with a default: the URLs it connects to) given."""
     files = doc_env_files()
     assert role in files, "docs/deploy.md shows no /etc/chanced/%s.env" % role
     env = dict(files[role])
     creds = {c.partition(":")[0] for c in unit_get("LoadCredential")}
+    module_of = {k: mod for k, _, mod, _, _ in keys}
     for var, value in files[role].items():
+        key = var[len("CHANCED_"):].lower()
+        base = key[:-len("_file")] if key.endswith("_file") and key not in key_names else key
+        assert module_of.get(base) in ROLE_MODULES[role], \
+            "docs: /etc/chanced/%s.env sets %s, a key of module %s, which %s does not read" % (
+                role, var, module_of.get(base), role)
         m = re.match(r"^/run/credentials/chanced@([^.]+)\.service/(\w+)$", value)
         if m:
             assert m.group(1) == role, "%s.env reads another unit's credential: %s" % (role, value)
@@ -1205,13 +1213,45 @@ def test_docs_role_env_files_work(role, chanced_bin, keys, key_names, secret_key
     check_env_accepted(chanced_bin, env, key_names, secret_keys,
                        args=["--role=%s" % role, "--config=%s" % EXAMPLE],
                        what="docs: /etc/chanced/%s.env" % role)
-    for key, _, module, _, secret in keys:
-        if secret and module == role:
+    for key, default, module, _, secret in keys:
+        if secret and default and module in ROLE_MODULES[role]:
             assert "CHANCED_%s_FILE" % key.upper() in env, \
                 "docs: /etc/chanced/%s.env does not give %s" % (role, key)
-    health = {r: f.get("CHANCED_HEALTH_LISTEN") for r, f in files.items()}
-    if health.get("chance") and health.get("logger"):
-        assert health["chance"] != health["logger"], "chance and logger share a health port"
+
+
+def test_unit_credentials_are_read_by_the_daemon(chanced_bin, secret_keys, tmp_path):
+    """What LoadCredential= delivers ($CREDENTIALS_DIRECTORY/<key>) is read by the daemon
+    itself: every secret key shows the source "credential", and the environment still wins."""
+    d = tmp_path / "credentials"
+    d.mkdir()
+    for c in unit_get("LoadCredential"):
+        (d / c.partition(":")[0]).write_text("secret-%s\n" % c.partition(":")[0])
+    p, dump = config_check(chanced_bin, env={"CREDENTIALS_DIRECTORY": str(d)})
+    # those hold no valid URL: refused (exit 78), naming the key and the credential source
+    assert p.returncode == 78 and "(from credential)" in p.stderr, (p.returncode, p.stderr)
+    good = {"postgres_url": "postgresql://u:p@db:5432/x", "redis_url": "redis://:p@r:6379/0",
+            "amqp_url": "amqp://u:p@mq:5672/", "mongo_url": "mongodb://u:p@m:27017/x"}
+    for key in secret_keys:
+        (d / key).write_text(good.get(key, "-----BEGIN PRIVATE KEY-----") + "\n")
+    p, dump = config_check(chanced_bin, env={"CREDENTIALS_DIRECTORY": str(d)})
+    assert p.returncode == 0, p.stderr
+    for key in secret_keys:
+        assert dump.get(key) == [("(redacted)", "credential")], (key, dump.get(key))
+    env = {"CREDENTIALS_DIRECTORY": str(d), "CHANCED_REDIS_URL": "redis://127.0.0.1:6399/0"}
+    p, dump = config_check(chanced_bin, env=env)
+    assert p.returncode == 0 and dump["redis_url"] == [("(redacted)", "env")], (p.stderr, dump)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_healthcheck_defaults_probe_the_role_port(role, chanced_bin, defaults):
+    """With no configuration at all, `chanced healthcheck --role=ROLE` probes the default of the
+    role's own health key (each role has its own port)."""
+    p = run_bin(chanced_bin, ["healthcheck", "--role=%s" % role], timeout=30)
+    m = re.search(r"\bready at (\S+)", p.stdout + p.stderr)
+    assert p.returncode in (0, 1) and m, p.stdout + p.stderr
+    assert m.group(1) == defaults[HEALTH_KEY[role]][role], (role, m.group(1))
+    ports = {list(defaults[HEALTH_KEY[r]].values())[0] for r in ROLES}
+    assert len(ports) == len(ROLES), "two roles share a default health port: %s" % ports
 
 
 # --- regenerate the example ----------------------------------------------------------------

@@ -217,8 +217,8 @@ def test_audit_events_wait_for_a_stopped_logger(gw_stack):
 
 
 def test_openapi_matches_routes(gw_stack):
-    """Every documented operation is routed, every DESIGN.md route is documented, and an
-    undocumented path is not served."""
+    """Every documented operation is routed, every route of the API summary (README.md,
+    docs/architecture.md#http-api) is documented, and an undocumented path is not served."""
     s = gw_stack
     doc = request(s.port, "GET", API + "/openapi.json")
     assert doc.status == 200 and doc.json["openapi"].startswith("3.")
