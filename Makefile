@@ -148,7 +148,7 @@ test:
 	$(MAKE) SAN=1 all build/san/test/unit/.stamp
 	$(MAKE) SAN=thread tsan-build
 	$(MAKE) fuzz-smoke
-	$(MAKE) build/standin_check
+	$(MAKE) standin-check
 	CHANCED_BIN=build/san/chanced CHANCED_TSAN_BIN=build/tsan/chanced \
 	    CHANCED_UNIT_DIRS="build/san/test/unit build/tsan/test/unit" bash test/run.sh
 

@@ -1,7 +1,7 @@
 /*
  * Retry pacing and throttled failure logging, shared by every loop that reconnects or retries
- * (the RPC client, the Redis client, the chance relay, the logger's consumer, the gateway's
- * background tasks): exponential backoff with jitter between min_ms and max_ms, and a failure
+ * (the RPC client, the Redis client, chance's publisher and generation driver, the logger's
+ * consumer): exponential backoff with jitter between min_ms and max_ms, and a failure
  * log line that is written when the reason changes or, if it persists, every BACKOFF_LOG_MS.
  *
  * Embedded by its owner and used by one thread at a time.

@@ -16,6 +16,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -55,28 +56,20 @@ usage(FILE *out)
             "Exit codes: 0 ok, 1 failure, 64 usage, 69 dependency unavailable, 78 bad config.\n");
 }
 
-/* GET http://addr/readyz with a short deadline; 0 if it answered 200. */
+/* One GET /readyz on an address with a short deadline; 0 if it answered 200. */
 static int
-probe_ready(const char *addr)
+probe_one(const struct sockaddr *sa, socklen_t len)
 {
-    char *host;
-    int port;
-    if (addr == NULL || util_parse_hostport(addr, &host, &port) != 0) {
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
         return -1;
     }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    /* A wildcard listener is reached through loopback. */
-    if (strcmp(host, "0.0.0.0") == 0 || inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    }
-    free(host);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct timeval tv = {3, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     char buf[256];
     int ok = -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+    if (connect(fd, sa, len) == 0) {
         static const char req[] = "GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n";
         ssize_t n;
         if (write(fd, req, sizeof(req) - 1) == (ssize_t)sizeof(req) - 1 &&
@@ -86,6 +79,37 @@ probe_ready(const char *addr)
         }
     }
     close(fd);
+    return ok;
+}
+
+/*
+ * GET http://addr/readyz; 0 if it answered 200. A wildcard listener (0.0.0.0, ::) is reached
+ * through the loopback of its family; a name is resolved and each address tried.
+ */
+static int
+probe_ready(const char *addr)
+{
+    char *host, service[16];
+    int port;
+    if (addr == NULL || util_parse_hostport(addr, &host, &port) != 0) {
+        return -1;
+    }
+    const char *target = host;
+    if (strcmp(host, "0.0.0.0") == 0 || host[0] == '\0') {
+        target = "127.0.0.1";
+    } else if (strcmp(host, "::") == 0) {
+        target = "::1";
+    }
+    snprintf(service, sizeof(service), "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int ok = -1;
+    if (getaddrinfo(target, service, &hints, &res) == 0) {
+        for (struct addrinfo *ai = res; ai && ok != 0; ai = ai->ai_next) {
+            ok = probe_one(ai->ai_addr, ai->ai_addrlen);
+        }
+        freeaddrinfo(res);
+    }
+    free(host);
     return ok;
 }
 

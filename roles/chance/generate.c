@@ -7,7 +7,7 @@
  *   capped at the category's target)  ->  every full category ready (on {c})  ->  the batch
  *   closed with its audit event (on {g})
  *
- * The driver holds a lease on the batch and renews it with its progress every second; a batch
+ * The driver holds a lease on the batch and renews it with its progress every GEN_RENEW_MS (250 ms); a batch
  * whose driver died (its lease expired) is taken over by any chance instance and resumed where
  * it stands (the categories' totals say how far). Transient failures are retried; a batch that
  * cannot finish within GEN_GIVE_UP_MS of failures, or hits a permanent error, is closed as

@@ -374,7 +374,7 @@ logger_start(struct role_ctx *ctx)
         log_error("logger_start_failed", "reason=\"%s\"", err);
         goto fail;
     }
-    /* Under --role=all the gateway serves health for the process (role.h). */
+    /* Each role serves its own health port, --role=all included (logger_health_listen). */
     lg->health = health_new(lg->loop, lg->conf->logger_health_listen, lg->metrics, is_ready, lg,
                             err, sizeof(err));
     if (lg->health == NULL) {
