@@ -50,7 +50,8 @@ int rpc_client_emit(struct rpc_client *cli, const char *cmd, cJSON *data) MUSTCH
  * cJSON_Delete) for RPC_OK and RPC_ERROR, else NULL. progress, if set, runs on the loop thread
  * for each stream item. Returns the final status.
  */
-int rpc_client_call_sync(struct rpc_client *cli, const char *cmd, cJSON *data, int timeout_ms,
-                         cJSON **result, rpc_reply_fn progress, void *progress_arg);
+enum rpc_status rpc_client_call_sync(struct rpc_client *cli, const char *cmd, cJSON *data,
+                                     int timeout_ms, cJSON **result, rpc_reply_fn progress,
+                                     void *progress_arg);
 
 #endif

@@ -38,6 +38,6 @@ struct runtime_opts {
 };
 
 /* Runs the roles until they stop; returns an enum runtime_exit value. Blocks. */
-int runtime_run(const struct runtime_opts *opts);
+enum runtime_exit runtime_run(const struct runtime_opts *opts);
 
 #endif

@@ -357,7 +357,7 @@ sync_start(void *arg)
     rpc_client_call(s->cli, s->cmd, s->data, s->timeout_ms, sync_reply, s);
 }
 
-int
+enum rpc_status
 rpc_client_call_sync(struct rpc_client *cli, const char *cmd, cJSON *data, int timeout_ms,
                      cJSON **result, rpc_reply_fn progress, void *progress_arg)
 {

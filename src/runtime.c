@@ -47,7 +47,7 @@ struct runtime {
     size_t nready, nexited;           /* main thread only */
     bool stopping;                    /* SIGTERM seen (main thread only) */
     bool forced;                      /* the drain deadline expired */
-    int exit_code;                    /* enum runtime_exit */
+    enum runtime_exit exit_code;      /* what the process exits with */
     struct event *deadline;           /* drain bound */
     struct event *watchdog;           /* sd_notify WATCHDOG=1 */
     int64_t beats[RUNTIME_MAX_ROLES]; /* atomic: last loop heartbeat per role */
@@ -351,7 +351,7 @@ cleanup(struct runtime *rt)
     metrics_free(rt->metrics);
 }
 
-int
+enum runtime_exit
 runtime_run(const struct runtime_opts *opts)
 {
     struct runtime rt = {.opts = opts, .nroles = opts->nroles};

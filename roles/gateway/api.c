@@ -395,3 +395,20 @@ api_ops_openapi(struct api_call *call)
     const char *doc = call->gw->openapi;
     http_reply(call->req, 200, "application/json", NULL, doc, strlen(doc));
 }
+
+cJSON *
+api_rows_page(const struct pg_result *res, long long limit)
+{
+    cJSON *b = cJSON_CreateObject();
+    cJSON *items = cJSON_AddArrayToObject(b, "items");
+    int n = pg_rows(res);
+    for (int i = 0; i < n; i++) {
+        cJSON_AddItemToArray(items, pg_row_json(res, i));
+    }
+    if (n == limit && n > 0) {
+        cJSON_AddStringToObject(b, "next_cursor", pg_text(res, n - 1, pg_col(res, "_cursor")));
+    } else {
+        cJSON_AddNullToObject(b, "next_cursor");
+    }
+    return b;
+}

@@ -19,6 +19,7 @@
 struct gw;
 struct pg_conn;
 struct pg_error;
+struct pg_result;
 
 enum api_access {
     API_PUBLIC, /* no token needed */
@@ -30,17 +31,17 @@ struct api_call;
 typedef void (*api_fn)(struct api_call *call);
 
 struct api_route {
-    const char *method;  /* "GET", "POST", ... */
-    const char *path;    /* "/api/v1/claims/{id}": at most one {param} segment */
-    int access;          /* enum api_access */
-    api_fn fn;           /* the handler */
-    const char *tag;     /* OpenAPI tag */
-    const char *summary; /* one line, for the OpenAPI document */
-    const char *query;   /* space-separated accepted query parameters, or NULL */
-    const char *body;    /* OpenAPI schema name of the JSON body, or NULL */
-    const char *reply;   /* OpenAPI schema name of the success body, or NULL */
-    int status;          /* success status */
-    const char *errors;  /* space-separated problem statuses, for the document */
+    const char *method;     /* "GET", "POST", ... */
+    const char *path;       /* "/api/v1/claims/{id}": at most one {param} segment */
+    enum api_access access; /* who may call it */
+    api_fn fn;              /* the handler */
+    const char *tag;        /* OpenAPI tag */
+    const char *summary;    /* one line, for the OpenAPI document */
+    const char *query;      /* space-separated accepted query parameters, or NULL */
+    const char *body;       /* OpenAPI schema name of the JSON body, or NULL */
+    const char *reply;      /* OpenAPI schema name of the success body, or NULL */
+    int status;             /* success status */
+    const char *errors;     /* space-separated problem statuses, for the document */
 };
 
 /* One request in flight; lives on the worker's stack. */
@@ -119,6 +120,11 @@ void api_logs_stats(struct api_call *call);
 
 /* Usernames: 3..32 of [A-Za-z0-9._-], starting with a letter or digit. */
 bool api_username_ok(const char *username);
+/*
+ * A page of rows as {items: [pg_row_json of each], next_cursor}: next_cursor is the last row's
+ * `_cursor` column when the page is full, else null.
+ */
+cJSON *api_rows_page(const struct pg_result *res, long long limit);
 /* Shared by user and admin wallet views: writes {balance, items, next_cursor} for user_id. */
 void api_wallet_reply(struct api_call *call, int64_t user_id);
 

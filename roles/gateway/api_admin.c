@@ -28,9 +28,9 @@ static const char *const category_errors[] = {"category_not_found",
 
 static const struct pg_stmt users_page = {
     "admin_users_page",
-    "SELECT u.id, u.username, u.role, u.disabled, (extract(epoch FROM u.created_at) * "
-    "1000)::bigint,"
-    " coalesce(w.balance, 0) FROM users u LEFT JOIN wallets w ON w.user_id = u.id"
+    "SELECT u.id AS _cursor, u.id, u.username, u.role, u.disabled,"
+    " (extract(epoch FROM u.created_at) * 1000)::bigint AS created_at,"
+    " coalesce(w.balance, 0) AS balance FROM users u LEFT JOIN wallets w ON w.user_id = u.id"
     " WHERE u.id < $1 AND ($2 = '' OR starts_with(lower(u.username), lower($2)))"
     " ORDER BY u.id DESC LIMIT $3"};
 static const struct pg_stmt user_set_disabled = {
@@ -312,25 +312,7 @@ api_admin_users(struct api_call *call)
     if (pg_exec(c, &users_page, 3, params, &res, &err) != 0) {
         api_pg_problem(call, &err);
     } else {
-        cJSON *b = cJSON_CreateObject();
-        cJSON *items = cJSON_AddArrayToObject(b, "items");
-        int n = pg_rows(res);
-        for (int i = 0; i < n; i++) {
-            cJSON *u = cJSON_CreateObject();
-            cJSON_AddNumberToObject(u, "id", (double)pg_int(res, i, 0));
-            cJSON_AddStringToObject(u, "username", pg_text(res, i, 1));
-            cJSON_AddStringToObject(u, "role", pg_text(res, i, 2));
-            cJSON_AddBoolToObject(u, "disabled", pg_bool(res, i, 3));
-            cJSON_AddNumberToObject(u, "created_at", (double)pg_int(res, i, 4));
-            cJSON_AddNumberToObject(u, "balance", (double)pg_int(res, i, 5));
-            cJSON_AddItemToArray(items, u);
-        }
-        if (n == limit && n > 0) {
-            cJSON_AddStringToObject(b, "next_cursor", pg_text(res, n - 1, 0));
-        } else {
-            cJSON_AddNullToObject(b, "next_cursor");
-        }
-        api_reply(call, 200, b, NULL);
+        api_reply(call, 200, api_rows_page(res, limit), NULL);
     }
     pg_result_free(res);
     pg_release(call->gw->pg, c);

@@ -15,21 +15,22 @@
 #define CURSOR_MAX 9007199254740991LL /* ids stay below 2^53 */
 
 static const struct pg_stmt claims_page = {
-    "user_claims_page", "SELECT seq, claim_id, category, status, code, reward, error,"
-                        " (extract(epoch FROM created_at) * 1000)::bigint,"
-                        " (extract(epoch FROM updated_at) * 1000)::bigint"
+    "user_claims_page", "SELECT seq AS _cursor, claim_id, category, status, code, reward, error,"
+                        " (extract(epoch FROM created_at) * 1000)::bigint AS created_at,"
+                        " (extract(epoch FROM updated_at) * 1000)::bigint AS updated_at"
                         " FROM claims WHERE user_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"};
 static const struct pg_stmt claim_one = {
-    "user_claim_one", "SELECT seq, claim_id, category, status, code, reward, error,"
-                      " (extract(epoch FROM created_at) * 1000)::bigint,"
-                      " (extract(epoch FROM updated_at) * 1000)::bigint"
+    "user_claim_one", "SELECT claim_id, category, status, code, reward, error,"
+                      " (extract(epoch FROM created_at) * 1000)::bigint AS created_at,"
+                      " (extract(epoch FROM updated_at) * 1000)::bigint AS updated_at"
                       " FROM claims WHERE claim_id = $1 AND user_id = $2"};
 static const struct pg_stmt wallet_balance = {"user_wallet_balance",
                                               "SELECT balance FROM wallets WHERE user_id = $1"};
 static const struct pg_stmt ledger_page = {
-    "user_ledger_page", "SELECT id, claim_id, code, category, amount, balance_after, source,"
-                        " (extract(epoch FROM created_at) * 1000)::bigint"
-                        " FROM ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"};
+    "user_ledger_page",
+    "SELECT id AS _cursor, id, claim_id, code, category, amount, balance_after, source,"
+    " (extract(epoch FROM created_at) * 1000)::bigint AS created_at"
+    " FROM ledger WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"};
 
 /* Reads ?cursor&limit; -1 after answering. cursor defaults to "past the newest". */
 static int
@@ -44,38 +45,6 @@ page_params(struct api_call *call, struct urlquery *q, long long *cursor, long l
         return -1;
     }
     return 0;
-}
-
-/* Adds next_cursor: the last row's key when the page is full, else null. */
-static void
-add_next_cursor(cJSON *b, int rows, long long limit, int64_t last)
-{
-    if (rows == limit && rows > 0) {
-        char buf[24];
-        snprintf(buf, sizeof(buf), "%" PRId64, last);
-        cJSON_AddStringToObject(b, "next_cursor", buf);
-    } else {
-        cJSON_AddNullToObject(b, "next_cursor");
-    }
-}
-
-static cJSON *
-claim_json(const struct pg_result *res, int i)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "claim_id", pg_text(res, i, 1));
-    cJSON_AddNumberToObject(o, "category", (double)pg_int(res, i, 2));
-    cJSON_AddStringToObject(o, "status", pg_text(res, i, 3));
-    if (!pg_is_null(res, i, 4)) {
-        cJSON_AddStringToObject(o, "code", pg_text(res, i, 4));
-        cJSON_AddNumberToObject(o, "reward", (double)pg_int(res, i, 5));
-    }
-    if (!pg_is_null(res, i, 6)) {
-        cJSON_AddStringToObject(o, "error", pg_text(res, i, 6));
-    }
-    cJSON_AddNumberToObject(o, "created_at", (double)pg_int(res, i, 7));
-    cJSON_AddNumberToObject(o, "updated_at", (double)pg_int(res, i, 8));
-    return o;
 }
 
 void
@@ -100,14 +69,7 @@ api_user_claims(struct api_call *call)
     if (pg_exec(c, &claims_page, 3, params, &res, &err) != 0) {
         api_pg_problem(call, &err);
     } else {
-        cJSON *b = cJSON_CreateObject();
-        cJSON *items = cJSON_AddArrayToObject(b, "items");
-        int n = pg_rows(res);
-        for (int i = 0; i < n; i++) {
-            cJSON_AddItemToArray(items, claim_json(res, i));
-        }
-        add_next_cursor(b, n, limit, n ? pg_int(res, n - 1, 0) : 0);
-        api_reply(call, 200, b, NULL);
+        api_reply(call, 200, api_rows_page(res, limit), NULL);
     }
     pg_result_free(res);
     pg_release(call->gw->pg, c);
@@ -133,7 +95,7 @@ api_user_claim(struct api_call *call)
         /* Someone else's claim and no claim at all look the same. */
         http_problem(call->req, 404, "not_found", "no such claim", NULL);
     } else {
-        api_reply(call, 200, claim_json(res, 0), NULL);
+        api_reply(call, 200, pg_row_json(res, 0), NULL);
     }
     pg_result_free(res);
     pg_release(call->gw->pg, c);
@@ -165,24 +127,9 @@ api_wallet_reply(struct api_call *call, int64_t user_id)
     } else if (pg_rows(bal) != 1) {
         http_problem(call->req, 404, "not_found", "no such user", NULL);
     } else {
-        cJSON *b = cJSON_CreateObject();
+        cJSON *b = api_rows_page(res, limit);
         cJSON_AddNumberToObject(b, "user_id", (double)user_id);
         cJSON_AddNumberToObject(b, "balance", (double)pg_int(bal, 0, 0));
-        cJSON *items = cJSON_AddArrayToObject(b, "items");
-        int n = pg_rows(res);
-        for (int i = 0; i < n; i++) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddNumberToObject(o, "id", (double)pg_int(res, i, 0));
-            cJSON_AddStringToObject(o, "claim_id", pg_text(res, i, 1));
-            cJSON_AddStringToObject(o, "code", pg_text(res, i, 2));
-            cJSON_AddNumberToObject(o, "category", (double)pg_int(res, i, 3));
-            cJSON_AddNumberToObject(o, "amount", (double)pg_int(res, i, 4));
-            cJSON_AddNumberToObject(o, "balance_after", (double)pg_int(res, i, 5));
-            cJSON_AddStringToObject(o, "source", pg_text(res, i, 6));
-            cJSON_AddNumberToObject(o, "created_at", (double)pg_int(res, i, 7));
-            cJSON_AddItemToArray(items, o);
-        }
-        add_next_cursor(b, n, limit, n ? pg_int(res, n - 1, 0) : 0);
         api_reply(call, 200, b, NULL);
     }
     pg_result_free(bal);

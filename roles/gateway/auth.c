@@ -43,6 +43,14 @@ static const struct pg_stmt session_lookup = {
     " JOIN users u ON u.id = s.user_id"
     " WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()"
     "   AND NOT u.disabled"};
+enum {
+    LOOKUP_COL_USER,
+    LOOKUP_COL_USERNAME,
+    LOOKUP_COL_ROLE,
+    LOOKUP_COL_SESSION,
+    LOOKUP_COL_CSRF,
+    LOOKUP_COL_EXPIRES,
+};
 
 static const struct pg_stmt session_revoke = {
     "auth_session_revoke",
@@ -253,13 +261,13 @@ lookup(struct gw *gw, struct http_req *req, struct principal *who, char *csrf_ha
     pg_release(gw->pg, c);
     int found = pg_rows(res) == 1;
     if (found) {
-        who->user_id = pg_int(res, 0, 0);
+        who->user_id = pg_int(res, 0, LOOKUP_COL_USER);
         snprintf(who->id, sizeof(who->id), "%" PRId64, who->user_id);
-        snprintf(who->username, sizeof(who->username), "%s", pg_text(res, 0, 1));
-        who->admin = strcmp(pg_text(res, 0, 2), "admin") == 0;
-        who->session_id = pg_int(res, 0, 3);
-        snprintf(csrf_hash, CRYPTO_SHA256_HEX, "%s", pg_text(res, 0, 4));
-        who->expires_ms = pg_int(res, 0, 5);
+        snprintf(who->username, sizeof(who->username), "%s", pg_text(res, 0, LOOKUP_COL_USERNAME));
+        who->admin = strcmp(pg_text(res, 0, LOOKUP_COL_ROLE), "admin") == 0;
+        who->session_id = pg_int(res, 0, LOOKUP_COL_SESSION);
+        snprintf(csrf_hash, CRYPTO_SHA256_HEX, "%s", pg_text(res, 0, LOOKUP_COL_CSRF));
+        who->expires_ms = pg_int(res, 0, LOOKUP_COL_EXPIRES);
     }
     pg_result_free(res);
     return found;

@@ -38,7 +38,7 @@ gw_pool_new(const struct gateway_conf *conf, int size)
     return pg_pool_new(&opt);
 }
 
-struct passwd *
+struct passwd_hasher *
 gw_passwd_new(const struct gateway_conf *conf)
 {
     struct passwd_params pp = {(unsigned)conf->argon2_memory_kib, (unsigned)conf->argon2_iterations,

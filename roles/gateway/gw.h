@@ -31,7 +31,7 @@ struct http_server;
 struct loop;
 struct metrics;
 struct outbox;
-struct passwd;
+struct passwd_hasher;
 struct pg_pool;
 struct ratelimit;
 struct reconciler;
@@ -46,7 +46,7 @@ struct gw {
     struct rpc_client *chance;       /* owned: chance role */
     struct rpc_client *logger;       /* owned: logger role */
     struct pg_pool *pg;              /* owned */
-    struct passwd *passwd;           /* owned: argon2id with bounded concurrency */
+    struct passwd_hasher *passwd;    /* owned: argon2id with bounded concurrency */
     struct ratelimit *rl_login_user; /* owned: login attempts per username */
     struct ratelimit *rl_login_ip;   /* owned: login attempts per client address */
     struct ratelimit *rl_signup_ip;  /* owned: signups per client address */
@@ -79,7 +79,7 @@ void gw_failpoint(struct gw *gw, const char *name);
 /* A PostgreSQL pool of `size` connections with the configured URL and timeouts. */
 struct pg_pool *gw_pool_new(const struct gateway_conf *conf, int size);
 /* The password hasher with the configured argon2id parameters; NULL if refused (logged). */
-struct passwd *gw_passwd_new(const struct gateway_conf *conf);
+struct passwd_hasher *gw_passwd_new(const struct gateway_conf *conf);
 /* Records whether the last PostgreSQL use worked (feeds /readyz). */
 void gw_pg_status(struct gw *gw, bool up);
 

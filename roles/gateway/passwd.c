@@ -15,7 +15,7 @@
 #define PASSWD_SALT_BYTES 16
 #define PASSWD_HASH_BYTES 32
 
-struct passwd {
+struct passwd_hasher {
     struct passwd_params params;    /* copied at creation */
     sem_t slots;                    /* free hashing slots */
     int inflight;                   /* hashes running (atomic) */
@@ -23,7 +23,7 @@ struct passwd {
 };
 
 static int
-acquire(struct passwd *pw)
+acquire(struct passwd_hasher *pw)
 {
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
@@ -43,14 +43,14 @@ acquire(struct passwd *pw)
 }
 
 static void
-release(struct passwd *pw)
+release(struct passwd_hasher *pw)
 {
     __atomic_sub_fetch(&pw->inflight, 1, __ATOMIC_RELAXED);
     sem_post(&pw->slots);
 }
 
 static int
-hash_unlocked(const struct passwd *pw, const char *password, size_t len, char *out)
+hash_unlocked(const struct passwd_hasher *pw, const char *password, size_t len, char *out)
 {
     unsigned char salt[PASSWD_SALT_BYTES];
     util_random_bytes(salt, sizeof(salt));
@@ -64,10 +64,10 @@ hash_unlocked(const struct passwd *pw, const char *password, size_t len, char *o
     return PASSWD_OK;
 }
 
-struct passwd *
+struct passwd_hasher *
 passwd_new(const struct passwd_params *params)
 {
-    struct passwd *pw = xcalloc(1, sizeof(*pw));
+    struct passwd_hasher *pw = xcalloc(1, sizeof(*pw));
     pw->params = *params;
     if (argon2_encodedlen(params->iterations, params->memory_kib, params->parallelism,
                           PASSWD_SALT_BYTES, PASSWD_HASH_BYTES, Argon2_id) >= PASSWD_ENCODED_MAX) {
@@ -95,7 +95,7 @@ passwd_new(const struct passwd_params *params)
 }
 
 void
-passwd_free(struct passwd *pw)
+passwd_free(struct passwd_hasher *pw)
 {
     if (pw) {
         sem_destroy(&pw->slots);
@@ -103,8 +103,8 @@ passwd_free(struct passwd *pw)
     }
 }
 
-int
-passwd_hash(struct passwd *pw, const char *password, size_t len, char *out)
+enum passwd_result
+passwd_hash(struct passwd_hasher *pw, const char *password, size_t len, char *out)
 {
     if (acquire(pw) != 0) {
         return PASSWD_BUSY;
@@ -114,8 +114,8 @@ passwd_hash(struct passwd *pw, const char *password, size_t len, char *out)
     return rc;
 }
 
-int
-passwd_verify(struct passwd *pw, const char *encoded, const char *password, size_t len)
+enum passwd_result
+passwd_verify(struct passwd_hasher *pw, const char *encoded, const char *password, size_t len)
 {
     bool dummy = encoded == NULL;
     if (acquire(pw) != 0) {
@@ -134,7 +134,7 @@ passwd_verify(struct passwd *pw, const char *encoded, const char *password, size
 }
 
 bool
-passwd_needs_rehash(const struct passwd *pw, const char *encoded)
+passwd_needs_rehash(const struct passwd_hasher *pw, const char *encoded)
 {
     unsigned v, m, t, p;
     if (sscanf(encoded, "$argon2id$v=%u$m=%u,t=%u,p=%u$", &v, &m, &t, &p) != 4) {
@@ -145,7 +145,7 @@ passwd_needs_rehash(const struct passwd *pw, const char *encoded)
 }
 
 int
-passwd_inflight(struct passwd *pw)
+passwd_inflight(struct passwd_hasher *pw)
 {
     return __atomic_load_n(&pw->inflight, __ATOMIC_RELAXED);
 }

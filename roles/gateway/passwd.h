@@ -11,7 +11,7 @@
 
 #include "util.h"
 
-struct passwd;
+struct passwd_hasher;
 
 struct passwd_params {
     unsigned memory_kib;  /* m */
@@ -31,16 +31,17 @@ enum passwd_result {
 };
 
 /* Creates the hasher and computes its dummy hash; NULL if the parameters are refused (logged). */
-struct passwd *passwd_new(const struct passwd_params *params);
-void passwd_free(struct passwd *pw);
+struct passwd_hasher *passwd_new(const struct passwd_params *params);
+void passwd_free(struct passwd_hasher *pw);
 /* Hashes a password with a fresh salt into out (PASSWD_ENCODED_MAX bytes). */
-int passwd_hash(struct passwd *pw, const char *password, size_t len, char *out) MUSTCHECK;
+enum passwd_result passwd_hash(struct passwd_hasher *pw, const char *password, size_t len,
+                               char *out) MUSTCHECK;
 /* Verifies password against encoded; encoded NULL verifies against the dummy (always mismatch). */
-int passwd_verify(struct passwd *pw, const char *encoded, const char *password,
-                  size_t len) MUSTCHECK;
+enum passwd_result passwd_verify(struct passwd_hasher *pw, const char *encoded,
+                                 const char *password, size_t len) MUSTCHECK;
 /* True if encoded was made with other parameters than the current ones (rehash on login). */
-bool passwd_needs_rehash(const struct passwd *pw, const char *encoded);
+bool passwd_needs_rehash(const struct passwd_hasher *pw, const char *encoded);
 /* Hashes running right now (for metrics). */
-int passwd_inflight(struct passwd *pw);
+int passwd_inflight(struct passwd_hasher *pw);
 
 #endif

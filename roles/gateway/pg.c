@@ -77,7 +77,7 @@ pg_pool_free(struct pg_pool *pool)
 }
 
 static void
-set_error(struct pg_error *err, int cls, const char *msg)
+set_error(struct pg_error *err, enum pg_error_class cls, const char *msg)
 {
     err->cls = cls;
     err->sqlstate[0] = '\0';
@@ -354,4 +354,36 @@ bool
 pg_bool(const struct pg_result *res, int row, int col)
 {
     return PQgetvalue(res->res, row, col)[0] == 't';
+}
+
+int
+pg_col(const struct pg_result *res, const char *name)
+{
+    return PQfnumber(res->res, name);
+}
+
+/* Type OIDs from pg_type.h (stable across PostgreSQL versions). */
+#define PG_OID_BOOL 16
+#define PG_OID_INT8 20
+#define PG_OID_INT2 21
+#define PG_OID_INT4 23
+
+cJSON *
+pg_row_json(const struct pg_result *res, int row)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (int col = 0; col < PQnfields(res->res); col++) {
+        const char *name = PQfname(res->res, col);
+        if (name[0] == '_' || PQgetisnull(res->res, row, col)) {
+            continue;
+        }
+        switch (PQftype(res->res, col)) {
+        case PG_OID_BOOL: cJSON_AddBoolToObject(o, name, pg_bool(res, row, col)); break;
+        case PG_OID_INT8:
+        case PG_OID_INT2:
+        case PG_OID_INT4: cJSON_AddNumberToObject(o, name, (double)pg_int(res, row, col)); break;
+        default: cJSON_AddStringToObject(o, name, pg_text(res, row, col)); break;
+        }
+    }
+    return o;
 }

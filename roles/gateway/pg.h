@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "util.h"
 
 struct pg_pool;
@@ -37,10 +39,10 @@ enum pg_error_class {
 };
 
 struct pg_error {
-    int cls;             /* enum pg_error_class */
-    char sqlstate[6];    /* five characters, or "" */
-    char constraint[64]; /* for constraint errors: the constraint's name, or "" */
-    char message[256];   /* first line of the server or libpq message */
+    enum pg_error_class cls; /* what went wrong */
+    char sqlstate[6];        /* five characters, or "" */
+    char constraint[64];     /* for constraint errors: the constraint's name, or "" */
+    char message[256];       /* first line of the server or libpq message */
 };
 
 struct pg_options {
@@ -89,5 +91,13 @@ bool pg_is_null(const struct pg_result *res, int row, int col);
 /* A field parsed as a 64-bit integer; 0 for NULL. */
 int64_t pg_int(const struct pg_result *res, int row, int col);
 bool pg_bool(const struct pg_result *res, int row, int col);
+/* The number of the column called name, or -1. */
+int pg_col(const struct pg_result *res, const char *name);
+/*
+ * A row as a JSON object keyed by column name (so the SQL's column aliases are the API's field
+ * names): integers as numbers, booleans as booleans, the rest as strings; NULL columns and
+ * columns whose name starts with '_' (cursors, internal keys) are left out.
+ */
+cJSON *pg_row_json(const struct pg_result *res, int row);
 
 #endif

@@ -200,7 +200,7 @@ usercmd_run(const struct gateway_conf *conf, int argc, char **argv)
         rc = EX_USAGE;
         goto out;
     }
-    struct passwd *pw = gw_passwd_new(conf);
+    struct passwd_hasher *pw = gw_passwd_new(conf);
     if (pw == NULL || passwd_hash(pw, password, strlen(password), hash) != PASSWD_OK) {
         passwd_free(pw);
         goto out;
