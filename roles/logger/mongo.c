@@ -87,7 +87,12 @@ logger_mongo_new(const char *url, int timeout_ms, int max_clients, char *err, si
     const char *db = mongoc_uri_get_database(m->uri);
     snprintf(m->db, sizeof(m->db), "%s", db && *db ? db : "chanced");
     snprintf(m->ns, sizeof(m->ns), "%s.%s", m->db, COLLECTION);
+    /* An acknowledged audit event survives a primary's failover: majority and journaled,
+     * unless the URL asks for something else (w=1 for a lone server, say). */
     m->wc = mongoc_write_concern_copy(mongoc_uri_get_write_concern(m->uri));
+    if (mongoc_write_concern_get_w(m->wc) == MONGOC_WRITE_CONCERN_W_DEFAULT) {
+        mongoc_write_concern_set_wmajority(m->wc, timeout_ms);
+    }
     mongoc_write_concern_set_journal(m->wc, true);
     m->pool = mongoc_client_pool_new(m->uri);
     if (m->pool == NULL) {

@@ -252,6 +252,27 @@ def test_log_append_is_idempotent_and_all_or_nothing(chanced, store):
     assert store[1].events.count_documents({}) == 6
 
 
+def _last_write_concern(db):
+    if "standin" not in db.client.admin.command("buildInfo"):
+        pytest.skip("needs the stand-in's record of write concerns")
+    return db.command({"standinWriteConcern": "events"})["writeConcern"]
+
+
+def test_writes_are_majority_and_journaled_unless_the_url_says(chanced, store):
+    """An acknowledged event survives a failover: w=majority, j=true by default; a w in the URL
+    is kept (journaling stays on)."""
+    lg = start_logger(chanced, store)
+    assert call(lg, "log.append", {"events": [event(1, prefix="gw")]})["stored"] == 1
+    wc = _last_write_concern(store[1])
+    assert wc["w"] == "majority" and wc["j"] is True, wc
+    lg.stop()
+    sep = "&" if "?" in store[0] else "?"
+    lg = start_logger(chanced, (store[0] + sep + "w=1", store[1]))
+    assert call(lg, "log.append", {"events": [event(2, prefix="gw")]})["stored"] == 1
+    wc = _last_write_concern(store[1])
+    assert wc["w"] == 1 and wc["j"] is True, wc
+
+
 def test_bad_report_queries_get_clear_errors(chanced, store):
     lg = start_logger(chanced, store)
     call(lg, "log.append", {"events": [event(i) for i in range(5)]})

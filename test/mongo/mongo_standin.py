@@ -279,6 +279,7 @@ class Engine(object):
         self.cursors = {}           # id -> dict(ns, docs, touched)
         self.cursor_ids = itertools.count(0x5354414E00000001)  # "STAN..."
         self.started = time.time()
+        self.write_concerns = {}    # "db.collection" -> writeConcern of the last insert
         self.handlers = self.table()
 
     # -- plumbing
@@ -430,6 +431,7 @@ class Engine(object):
 
     def insert(self, db, cmd, conn):
         cname = need_str(cmd, 'insert')
+        self.write_concerns['%s.%s' % (db, cname)] = cmd.get('writeConcern')
         docs = cmd.get('documents')
         if not isinstance(docs, list) or not docs:
             raise CmdError(9, "'documents' must be a non-empty array")
@@ -891,7 +893,14 @@ class Engine(object):
             'create': self.create, 'drop': self.drop,
             'dropDatabase': self.drop_database,
             'listCollections': self.list_collections,
+            'standinWriteConcern': self.standin_write_concern,
         }
+
+    def standin_write_concern(self, db, cmd, conn):
+        """Stand-in only: the writeConcern the last insert into a collection
+        carried, so tests can check what a client asks for."""
+        wc = self.write_concerns.get('%s.%s' % (db, cmd.get('standinWriteConcern')))
+        return OrderedDict([('writeConcern', wc), ('ok', 1.0)])
 
     def run(self, db, cmd, conn):
         if not cmd:
