@@ -13,7 +13,7 @@ PACKAGES=(
 	libevent-dev libhiredis-dev libcjson-dev librabbitmq-dev libmongoc-dev libbson-dev
 	libargon2-dev libcivetweb-dev libinih-dev libssl-dev libpq-dev libsystemd-dev
 	# servers for the tests
-	redis-server redis-tools postgresql postgresql-contrib rabbitmq-server
+	redis-server redis-tools postgresql postgresql-contrib rabbitmq-server pgbouncer
 	# test drivers (they run under /usr/bin/python3)
 	wrk bc python3-pytest python3-mockupdb python3-mongomock python3-pika python3-psycopg2 python3-redis python3-yaml
 	# NestJS interop peers

@@ -157,7 +157,8 @@ gateway_start(struct role_ctx *ctx)
                              (int)c->outbox_batch,
                              (int)c->outbox_retention_s,
                              (int)c->pg_acquire_timeout_ms,
-                             (int)c->logger_timeout_ms};
+                             (int)c->logger_timeout_ms,
+                             (int)c->lease_ttl_ms};
     gw->outbox = outbox_new(&oo);
     gw->relay = bgtask_start("outbox", (int)c->outbox_interval_ms, OUTBOX_LINGER_MS,
                              outbox_relay_pass, gw->outbox);
@@ -201,7 +202,7 @@ stopper(void *arg)
     gw->relay = NULL;
     /* A last delivery of audit events written by the final requests; the rest wait in the outbox. */
     for (int i = 0; i < 10 && __atomic_load_n(&gw->logger_up, __ATOMIC_RELAXED); i++) {
-        if (!outbox_relay_pass(gw->outbox)) {
+        if (!outbox_flush_pass(gw->outbox)) {
             break;
         }
     }

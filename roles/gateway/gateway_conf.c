@@ -37,7 +37,11 @@ static const struct conf_key gateway_keys[] = {
     K(pg_connect_timeout_s, CONF_INT, "5", 1, 600, NULL, 0,
       "Deadline for opening a PostgreSQL connection."),
     K(pg_statement_timeout_ms, CONF_INT, "10000", 100, 3600000, NULL, 0,
-      "Server-side statement_timeout of the gateway's connections."),
+      "Server-side statement_timeout of the gateway's connections (with pg_prepared)."),
+    K(pg_prepared, CONF_BOOL, "true", 0, 0, NULL, 0,
+      "Named prepared statements, and statement_timeout set at connect. Set false behind a "
+      "transaction pooler (PgBouncer pool_mode=transaction): unnamed statements, no startup "
+      "options; set the timeout on the role (ALTER ROLE ... SET statement_timeout)."),
     K(token_ttl_s, CONF_INT, "86400", 1, 2592000, NULL, 0,
       "Lifetime of a session token (bearer or cookie)."),
     K(auth_cache_ms, CONF_INT, "1000", 0, 60000, NULL, 0,
@@ -71,6 +75,9 @@ static const struct conf_key gateway_keys[] = {
     K(reconcile_verify_delay_ms, CONF_INT, "10000", 0, 86400000, NULL, 0,
       "Credits this old are checked against Redis (and Redis repaired if it forgot them); "
       "longer than Redis can lose (appendfsync, replica lag)."),
+    K(lease_ttl_ms, CONF_INT, "10000", 1000, 600000, NULL, 0,
+      "The reconciler and the outbox housekeeping run on one gateway at a time; another takes "
+      "over this long after the holder stops renewing."),
     K(pending_settle_ms, CONF_INT, "10000", 100, 86400000, NULL, 0,
       "A claim still pending after this long is driven to a final state by the reconciler."),
     K(outbox_interval_ms, CONF_INT, "500", 10, 600000, NULL, 0,

@@ -7,21 +7,23 @@
 #include "conf.h"
 
 struct gateway_conf {
-    char *http_listen;                   /* host:port of the HTTP API */
-    char *gateway_health_listen;         /* /livez, /readyz with details, /metrics */
-    long long http_threads;              /* civetweb workers: one per open keep-alive connection */
-    long long http_request_timeout_ms;   /* civetweb read/write deadline per request */
-    long long max_body_bytes;            /* request bodies above this get 413 */
-    char *chance_addr;                   /* chance role, NestJS TCP */
-    char *logger_addr;                   /* logger role, NestJS TCP */
-    long long rpc_timeout_ms;            /* deadline of chance.claim and reads */
-    long long logger_timeout_ms;         /* deadline of log.* calls */
-    char *postgres_url;                  /* libpq URI (secret: may hold a password) */
-    long long pg_pool_size;              /* blocking connections shared by the workers */
-    long long pg_acquire_timeout_ms;     /* wait for a free connection before 503 */
-    long long pg_connect_timeout_s;      /* libpq connect_timeout */
-    long long pg_statement_timeout_ms;   /* server-side statement_timeout */
-    long long token_ttl_s;               /* session lifetime */
+    char *http_listen;                 /* host:port of the HTTP API */
+    char *gateway_health_listen;       /* /livez, /readyz with details, /metrics */
+    long long http_threads;            /* civetweb workers: one per open keep-alive connection */
+    long long http_request_timeout_ms; /* civetweb read/write deadline per request */
+    long long max_body_bytes;          /* request bodies above this get 413 */
+    char *chance_addr;                 /* chance role, NestJS TCP */
+    char *logger_addr;                 /* logger role, NestJS TCP */
+    long long rpc_timeout_ms;          /* deadline of chance.claim and reads */
+    long long logger_timeout_ms;       /* deadline of log.* calls */
+    char *postgres_url;                /* libpq URI (secret: may hold a password) */
+    long long pg_pool_size;            /* blocking connections shared by the workers */
+    long long pg_acquire_timeout_ms;   /* wait for a free connection before 503 */
+    long long pg_connect_timeout_s;    /* libpq connect_timeout */
+    long long pg_statement_timeout_ms;
+    bool pg_prepared;
+        /* named statements; false behind a transaction pooler */ /* server-side statement_timeout */
+    long long token_ttl_s;                                        /* session lifetime */
     long long auth_cache_ms;             /* how long a verified token is trusted without PG */
     bool cookie_secure;                  /* Secure attribute on the session cookie */
     long long argon2_memory_kib;         /* argon2id m */
@@ -39,6 +41,7 @@ struct gateway_conf {
     long long reconcile_grace_ms;        /* leave assignments this young to the request path */
     long long pending_settle_ms;         /* age at which a pending claim is driven again */
     long long reconcile_verify_delay_ms; /* credits this old are checked against Redis */
+    long long lease_ttl_ms;              /* one-at-a-time work changes hands after this */
     long long outbox_interval_ms;        /* relay poll period when idle */
     long long outbox_batch;              /* events per log.append */
     long long outbox_retention_s;        /* delivered outbox rows are pruned after this */

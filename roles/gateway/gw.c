@@ -33,8 +33,12 @@ gw_pg_status(struct gw *gw, bool up)
 struct pg_pool *
 gw_pool_new(const struct gateway_conf *conf, int size)
 {
-    struct pg_options opt = {conf->postgres_url, size, (int)conf->pg_connect_timeout_s,
-                             (int)conf->pg_statement_timeout_ms, "chanced-gateway"};
+    struct pg_options opt = {conf->postgres_url,
+                             size,
+                             (int)conf->pg_connect_timeout_s,
+                             (int)conf->pg_statement_timeout_ms,
+                             "chanced-gateway",
+                             conf->pg_prepared};
     return pg_pool_new(&opt);
 }
 

@@ -111,6 +111,14 @@ static const struct migration migrations[] = {
      "  PRIMARY KEY (user_id, category));"
      "INSERT INTO claim_counts (user_id, category, n)"
      "  SELECT user_id, category, count(*) FROM ledger GROUP BY user_id, category;"},
+
+    /* One gateway at a time runs the reconciler and the outbox housekeeping (lease.c). */
+    {3, "leases for work that runs on one gateway at a time",
+     "CREATE TABLE leases ("
+     "  name       TEXT PRIMARY KEY,"
+     "  holder     TEXT NOT NULL,"
+     "  taken_at   TIMESTAMPTZ NOT NULL DEFAULT now(),"
+     "  expires_at TIMESTAMPTZ NOT NULL);"},
 };
 
 int
@@ -119,17 +127,33 @@ migrate_latest(void)
     return migrations[ARRAY_SIZE(migrations) - 1].version;
 }
 
+/*
+ * Every step holds the migration lock for its own transaction only (pg_advisory_xact_lock), so
+ * it works behind a transaction pooler, where a session lock could be taken on one server
+ * connection and released on another.
+ */
+#define LOCK_SQL "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")"
+
+static const struct pg_stmt applied = {"migrate_applied",
+                                       "SELECT 1 FROM schema_migrations WHERE version = $1"};
+static const struct pg_stmt record = {
+    "migrate_record", "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"};
+
 static int
 current_version(struct pg_conn *c, int *version, struct pg_error *err)
 {
     struct pg_result *res = NULL;
-    if (pg_exec_sql(c,
+    if (pg_exec_sql(c, "BEGIN", err) != 0 || pg_exec_sql(c, LOCK_SQL, err) != 0 ||
+        pg_exec_sql(c,
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
                     "  version INT PRIMARY KEY, name TEXT NOT NULL,"
                     "  applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
                     err) != 0 ||
         pg_query_sql(c, "SELECT coalesce(max(version), 0) FROM schema_migrations", &res, err) !=
-            0) {
+            0 ||
+        pg_exec_sql(c, "COMMIT", err) != 0) {
+        pg_result_free(res);
+        pg_rollback(c);
         return -1;
     }
     *version = (int)pg_int(res, 0, 0);
@@ -137,20 +161,30 @@ current_version(struct pg_conn *c, int *version, struct pg_error *err)
     return 0;
 }
 
+/* Applies m unless another process did meanwhile (checked under the lock). */
 static int
 apply_one(struct pg_conn *c, const struct migration *m, struct pg_error *err)
 {
-    static const struct pg_stmt record = {
-        "migrate_record", "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"};
     char version[16];
     snprintf(version, sizeof(version), "%d", m->version);
     const char *params[] = {version, m->name};
-    if (pg_exec_sql(c, "BEGIN", err) != 0 || pg_exec_sql(c, m->sql, err) != 0 ||
-        pg_exec(c, &record, 2, params, NULL, err) != 0 || pg_exec_sql(c, "COMMIT", err) != 0) {
+    struct pg_result *res = NULL;
+    if (pg_exec_sql(c, "BEGIN", err) != 0 || pg_exec_sql(c, LOCK_SQL, err) != 0 ||
+        pg_exec(c, &applied, 1, params, &res, err) != 0) {
         pg_rollback(c);
         return -1;
     }
-    log_info("migration_applied", "version=%d name=\"%s\"", m->version, m->name);
+    bool done = pg_rows(res) > 0;
+    pg_result_free(res);
+    if ((!done &&
+         (pg_exec_sql(c, m->sql, err) != 0 || pg_exec(c, &record, 2, params, NULL, err) != 0)) ||
+        pg_exec_sql(c, "COMMIT", err) != 0) {
+        pg_rollback(c);
+        return -1;
+    }
+    if (!done) {
+        log_info("migration_applied", "version=%d name=\"%s\"", m->version, m->name);
+    }
     return 0;
 }
 
@@ -164,11 +198,8 @@ migrate_apply(struct pg_pool *pool)
         log_error("migrate_failed", "reason=\"%s\"", err.message);
         return -1;
     }
-    if (pg_exec_sql(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", &err) != 0) {
-        goto fail;
-    }
     if (current_version(c, &version, &err) != 0) {
-        goto unlock;
+        goto fail;
     }
     if (version > migrate_latest()) {
         log_error("migrate_refused",
@@ -176,21 +207,17 @@ migrate_apply(struct pg_pool *pool)
                   "reason=\"the database is newer than this binary\"",
                   version, migrate_latest());
         rc = -2;
-        goto unlock;
+        goto fail;
     }
     for (size_t i = 0; i < ARRAY_SIZE(migrations); i++) {
         if (migrations[i].version > version && apply_one(c, &migrations[i], &err) != 0) {
             log_error("migration_failed", "version=%d reason=\"%s\"", migrations[i].version,
                       err.message);
-            goto unlock;
+            goto fail;
         }
     }
     log_info("schema_ready", "version=%d", migrate_latest());
     rc = 0;
-unlock:
-    if (pg_exec_sql(c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", &err) != 0) {
-        log_warn("migrate_unlock_failed", "reason=\"%s\"", err.message);
-    }
 fail:
     if (rc == -1 && err.message[0]) {
         log_error("migrate_failed", "reason=\"%s\"", err.message);

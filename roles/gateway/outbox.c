@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
+#include "lease.h"
 #include "log.h"
 #include "gwmetrics.h"
 #include "metrics.h"
@@ -17,6 +19,9 @@ struct outbox {
     long long backlog;       /* atomic: undelivered events at the last look */
     int64_t housekeeping_ms; /* relay thread only: last prune and backlog count */
     char event_ns[16];       /* relay thread only: audit _id prefix of this database */
+    struct lease *lease;     /* owned: only the holder prunes */
+    struct backoff retry;    /* relay thread only: pacing and logging while delivery fails */
+    int64_t retry_at_ms;     /* relay thread only: no delivery attempt before this */
 };
 
 /* Rows are locked while in flight so a second gateway's relay skips them instead of resending. */
@@ -131,7 +136,7 @@ housekeeping(struct outbox *ob, struct pg_conn *c)
     char secs[24];
     snprintf(secs, sizeof(secs), "%d", ob->o.retention_s);
     const char *params[] = {secs};
-    if (pg_exec(c, &prune, 1, params, NULL, &err) != 0) {
+    if (lease_hold(ob->lease, c) && pg_exec(c, &prune, 1, params, NULL, &err) != 0) {
         log_warn("outbox_prune_failed", "reason=\"%s\"", err.message);
     }
     if (pg_exec(c, &backlog, 0, NULL, &res, &err) == 0) {
@@ -152,13 +157,32 @@ outbox_new(const struct outbox_opts *opts)
 {
     struct outbox *ob = xcalloc(1, sizeof(*ob));
     ob->o = *opts;
+    ob->lease = lease_new("outbox_housekeeping", opts->lease_ttl_ms, opts->metrics);
+    backoff_init(&ob->retry, 100, 5000);
     return ob;
 }
 
 void
 outbox_free(struct outbox *ob)
 {
+    if (ob == NULL) {
+        return;
+    }
+    struct pg_error err;
+    struct pg_conn *c = pg_acquire(ob->o.pg, 1000, &err);
+    if (c) {
+        lease_drop(ob->lease, c);
+    }
+    pg_release(ob->o.pg, c);
+    lease_free(ob->lease);
     free(ob);
+}
+
+bool
+outbox_flush_pass(struct outbox *ob)
+{
+    ob->retry_at_ms = 0;
+    return outbox_relay_pass(ob);
 }
 
 long long
@@ -175,6 +199,9 @@ outbox_relay_pass(void *arg)
     struct pg_result *res = NULL;
     struct sbuf ids = {0};
     bool more = false;
+    if (time_mono_ms() < ob->retry_at_ms) {
+        return false; /* the logger failed lately: kicks do not hurry the retry */
+    }
     struct pg_conn *c = pg_acquire(ob->o.pg, ob->o.acquire_timeout_ms, &err);
     if (c == NULL) {
         pg_status(ob, err.cls != PG_ERR_CONNECTION);
@@ -207,6 +234,7 @@ outbox_relay_pass(void *arg)
                                   &reply, NULL, NULL);
     if (st == RPC_OK) {
         const char *mp[] = {ids.data};
+        backoff_reset(&ob->retry);
         if (pg_exec(c, &mark, 1, mp, NULL, &err) != 0 || pg_exec_sql(c, "COMMIT", &err) != 0) {
             log_warn("outbox_mark_failed", "reason=\"%s\" note=redelivery_is_harmless",
                      err.message);
@@ -218,7 +246,11 @@ outbox_relay_pass(void *arg)
         more =
             reject_named(ob, c, res, rows, nevents, reply) && pg_exec_sql(c, "COMMIT", &err) == 0;
     } else {
-        log_warn("outbox_delivery_failed", "status=%s events=%d", rpc_client_status_name(st), n);
+        char why[128];
+        snprintf(why, sizeof(why), "status=%s code=%s", rpc_client_status_name(st),
+                 rpc_client_err_code(reply));
+        ob->retry_at_ms = time_mono_ms() + backoff_next(&ob->retry);
+        (void)backoff_fail(&ob->retry, "outbox_delivery_failed", why);
     }
     free(rows);
     cJSON_Delete(reply);

@@ -24,12 +24,16 @@ struct outbox_opts {
     int retention_s;           /* keep delivered events this long (outbox_retention_s) */
     int acquire_timeout_ms;    /* wait for a pooled connection */
     int logger_timeout_ms;     /* deadline of log.append */
+    int lease_ttl_ms;          /* the housekeeping lease (one gateway prunes) */
 };
 
 struct outbox *outbox_new(const struct outbox_opts *opts);
 void outbox_free(struct outbox *ob);
 /* One relay pass (a bgtask function; arg is the outbox). True if more events are waiting. */
 bool outbox_relay_pass(void *arg);
+/* A pass now, however recently delivery failed (the final flush at shutdown, after the relay's
+ * task stopped). True if more events are waiting. */
+bool outbox_flush_pass(struct outbox *ob);
 /* Undelivered events at the last count (for the backlog gauge). Any thread. */
 long long outbox_backlog(const struct outbox *ob);
 

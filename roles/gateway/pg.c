@@ -18,6 +18,7 @@ struct pg_conn {
     const struct pg_stmt *prepared[PG_MAX_PREPARED]; /* statements prepared on it */
     int nprepared;                                   /* used slots of prepared */
     bool in_use;                                     /* borrowed by a thread */
+    bool pool_prepared;                              /* the pool's prepared setting */
 };
 
 struct pg_pool {
@@ -25,6 +26,7 @@ struct pg_pool {
     char *app_name; /* owned copy */
     int connect_timeout_s;
     int statement_timeout_ms;
+    bool prepared;         /* see pg_options */
     pthread_mutex_t lock;  /* guards conns[].in_use and nfree */
     pthread_cond_t freed;  /* signalled on release */
     int size;              /* number of slots */
@@ -48,9 +50,13 @@ pg_pool_new(const struct pg_options *opt)
     pool->app_name = xstrdup(opt->app_name ? opt->app_name : "chanced");
     pool->connect_timeout_s = opt->connect_timeout_s;
     pool->statement_timeout_ms = opt->statement_timeout_ms;
+    pool->prepared = opt->prepared;
     pool->size = opt->size > 0 ? opt->size : 1;
     pool->nfree = pool->size;
     pool->conns = xcalloc((size_t)pool->size, sizeof(*pool->conns));
+    for (int i = 0; i < pool->size; i++) {
+        pool->conns[i].pool_prepared = opt->prepared;
+    }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->freed, NULL);
     return pool;
@@ -100,8 +106,10 @@ ensure_open(struct pg_pool *pool, struct pg_conn *c, struct pg_error *err)
     char timeout[16], options[64];
     snprintf(timeout, sizeof(timeout), "%d", pool->connect_timeout_s);
     snprintf(options, sizeof(options), "-c statement_timeout=%d", pool->statement_timeout_ms);
-    /* The URI comes first so the keywords after it win over anything it sets. */
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", "options", NULL};
+    /* The URI comes first so the keywords after it win over anything it sets. A transaction
+     * pooler refuses the options startup parameter: then the timeout is the role's. */
+    const char *keys[] = {"dbname", "connect_timeout", "application_name",
+                          pool->prepared ? "options" : NULL, NULL};
     const char *vals[] = {pool->url, timeout, pool->app_name, options, NULL};
     c->pq = PQconnectdbParams(keys, vals, 1);
     if (c->pq == NULL || PQstatus(c->pq) != CONNECTION_OK) {
@@ -276,8 +284,9 @@ pg_exec(struct pg_conn *c, const struct pg_stmt *stmt, int nparams, const char *
         set_error(err, PG_ERR_CONNECTION, "connection closed");
         return -1;
     }
-    if (!is_prepared(c, stmt) && c->nprepared == PG_MAX_PREPARED) {
-        /* More statements than slots (a new module forgot to raise it): still correct. */
+    if (!c->pool_prepared || (!is_prepared(c, stmt) && c->nprepared == PG_MAX_PREPARED)) {
+        /* Unnamed (parse, bind and execute in one round trip): behind a transaction pooler,
+         * or more statements than slots (a new module forgot to raise it). */
         PGresult *r = PQexecParams(c->pq, stmt->sql, nparams, NULL, params, NULL, NULL, 0);
         return finish(c->pq, r, res, err);
     }

@@ -9,6 +9,7 @@
 #include "claims.h"
 #include "gw.h"
 #include "json.h"
+#include "lease.h"
 #include "log.h"
 #include "gwmetrics.h"
 #include "pg.h"
@@ -32,6 +33,7 @@ struct rec_cat {
 
 struct reconciler {
     struct gw *gw;        /* borrowed */
+    struct lease *lease;  /* owned: only the holder reconciles */
     struct rec_cat *cats; /* known categories, by id ascending */
     size_t ncats, cap;    /* used and allocated */
     int64_t last_full_ms; /* monotonic time of the last full scan */
@@ -97,6 +99,7 @@ reconciler_new(struct gw *gw)
 {
     struct reconciler *rec = xcalloc(1, sizeof(*rec));
     rec->gw = gw;
+    rec->lease = lease_new("reconciler", (int)gw->conf->lease_ttl_ms, gw->metrics);
     return rec;
 }
 
@@ -104,6 +107,13 @@ void
 reconciler_free(struct reconciler *rec)
 {
     if (rec) {
+        struct pg_error err;
+        struct pg_conn *c = pg_acquire(rec->gw->pg, 1000, &err);
+        if (c) {
+            lease_drop(rec->lease, c); /* another gateway takes over now, not after the TTL */
+        }
+        pg_release(rec->gw->pg, c);
+        lease_free(rec->lease);
         free(rec->cats);
         free(rec);
     }
@@ -532,14 +542,14 @@ reconcile_pass(void *arg)
     if (!__atomic_load_n(&gw->chance_up, __ATOMIC_RELAXED)) {
         return false;
     }
-    cJSON *cats = list_categories(gw);
-    if (cats == NULL) {
-        return false;
-    }
     struct pg_error err;
     struct pg_conn *c = pg_acquire(gw->pg, (int)gw->conf->pg_acquire_timeout_ms, &err);
     if (c == NULL) {
-        cJSON_Delete(cats);
+        return false;
+    }
+    cJSON *cats = NULL;
+    if (!lease_hold(rec->lease, c) || (cats = list_categories(gw)) == NULL) {
+        pg_release(gw->pg, c);
         return false;
     }
     bool full = time_mono_ms() - rec->last_full_ms >= REC_FULL_SCAN_MS, complete = true;

@@ -8,6 +8,7 @@ GATEWAY_SRCS := roles/gateway/gateway.c roles/gateway/gw.c roles/gateway/gateway
                 roles/gateway/http.c roles/gateway/gwmetrics.c roles/gateway/migrate.c \
                 roles/gateway/outbox.c roles/gateway/passwd.c roles/gateway/pg.c \
                 roles/gateway/ratelimit.c roles/gateway/reconcile.c roles/gateway/settle.c \
+                roles/gateway/lease.c \
                 roles/gateway/usercmd.c
 GATEWAY_CFLAGS := $(shell pkg-config --cflags libpq libargon2 libcrypto)
 # civetweb ships no .pc file in Debian.

@@ -1,0 +1,101 @@
+/* Named leases in PostgreSQL (lease.h). */
+#include "lease.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "pg.h"
+#include "util.h"
+
+struct lease {
+    const char *name;
+    int ttl_ms;
+    struct metrics *metrics; /* borrowed */
+    bool held;               /* as of the last look */
+    char holder[96];         /* "<host>:<pid>:<random>" */
+    char labels[64];         /* lease="<name>" */
+};
+
+/* Taken when free or expired, renewed when ours; returns the row only if we hold it now. */
+static const struct pg_stmt hold = {
+    "lease_hold",
+    "INSERT INTO leases (name, holder, expires_at)"
+    " VALUES ($1, $2, now() + make_interval(secs => $3::double precision / 1000))"
+    " ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,"
+    "   taken_at = CASE WHEN leases.holder = EXCLUDED.holder THEN leases.taken_at ELSE now() END"
+    " WHERE leases.holder = EXCLUDED.holder OR leases.expires_at < now()"
+    " RETURNING holder"};
+static const struct pg_stmt drop = {
+    "lease_drop", "UPDATE leases SET expires_at = now() WHERE name = $1 AND holder = $2"};
+
+struct lease *
+lease_new(const char *name, int ttl_ms, struct metrics *metrics)
+{
+    struct lease *l = xcalloc(1, sizeof(*l));
+    char host[64] = "", rnd[9];
+    gethostname(host, sizeof(host) - 1);
+    util_random_hex(rnd, 4);
+    l->name = name;
+    l->ttl_ms = ttl_ms;
+    l->metrics = metrics;
+    snprintf(l->holder, sizeof(l->holder), "%.60s:%d:%s", host, (int)getpid(), rnd);
+    snprintf(l->labels, sizeof(l->labels), "lease=\"%s\"", name);
+    metrics_set(metrics, "chanced_gateway_lease_held", l->labels, 0);
+    return l;
+}
+
+void
+lease_free(struct lease *l)
+{
+    free(l);
+}
+
+static void
+set_held(struct lease *l, bool held)
+{
+    if (held != l->held) {
+        if (held) {
+            log_info("lease_taken", "lease=%s holder=%s", l->name, l->holder);
+        } else {
+            log_info("lease_lost", "lease=%s holder=%s", l->name, l->holder);
+        }
+    }
+    l->held = held;
+    metrics_set(l->metrics, "chanced_gateway_lease_held", l->labels, held ? 1 : 0);
+}
+
+bool
+lease_hold(struct lease *l, struct pg_conn *c)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%d", l->ttl_ms);
+    const char *params[] = {l->name, l->holder, ttl};
+    struct pg_result *res = NULL;
+    struct pg_error err;
+    if (pg_exec(c, &hold, 3, params, &res, &err) != 0) {
+        log_warn("lease_failed", "lease=%s reason=\"%s\"", l->name, err.message);
+        set_held(l, false); /* cannot tell: act as if another holds it */
+        return false;
+    }
+    set_held(l, pg_rows(res) == 1);
+    pg_result_free(res);
+    return l->held;
+}
+
+void
+lease_drop(struct lease *l, struct pg_conn *c)
+{
+    if (!l->held) {
+        return;
+    }
+    const char *params[] = {l->name, l->holder};
+    struct pg_error err;
+    if (pg_exec(c, &drop, 2, params, NULL, &err) != 0) {
+        log_warn("lease_drop_failed", "lease=%s reason=\"%s\"", l->name, err.message);
+    }
+    set_held(l, false);
+}
