@@ -92,6 +92,10 @@ gw_release(struct gw *gw)
     gwmetrics_cleanup(gw);
     free(gw->openapi);
     free(gw->failpoint);
+    if (gw->claim_secret) {
+        util_wipe(gw->claim_secret, strlen(gw->claim_secret));
+        free(gw->claim_secret);
+    }
     free(gw);
 }
 
@@ -115,7 +119,7 @@ gateway_start(struct role_ctx *ctx)
 
     /* Blocking work before serving is fine here: the loop does not run yet. */
     gw->pg = gw_pool_new(c, (int)c->pg_pool_size);
-    if (migrate_apply(gw->pg) != 0) {
+    if (migrate_apply(gw->pg) != 0 || gw_load_claim_secret(gw) != 0) {
         goto fail;
     }
     gw->pg_up = 1;

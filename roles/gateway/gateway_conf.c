@@ -66,6 +66,9 @@ static const struct conf_key gateway_keys[] = {
       "Signups per minute from one client address (429 beyond)."),
     K(claim_rate, CONF_INT, "5", 1, 1000000, NULL, 0, "Sustained claims per second per user."),
     K(claim_burst, CONF_INT, "10", 1, 1000000, NULL, 0, "Claims one user may make at once."),
+    K(claim_secret, CONF_STR, "", 0, 0, NULL, CONF_SECRET,
+      "Key that tags claim ids so the reconciler credits only claims a gateway issued; the same "
+      "on every gateway, never given to chance. Empty: a random key kept in the database."),
     K(trust_forwarded_for, CONF_BOOL, "false", 0, 0, NULL, 0,
       "Use the last X-Forwarded-For address as the client (only behind a trusted proxy)."),
     K(reconcile_interval_ms, CONF_INT, "1000", 50, 3600000, NULL, 0,

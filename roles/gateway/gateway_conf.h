@@ -21,9 +21,10 @@ struct gateway_conf {
     long long pg_acquire_timeout_ms;   /* wait for a free connection before 503 */
     long long pg_connect_timeout_s;    /* libpq connect_timeout */
     long long pg_statement_timeout_ms;
+    const char *claim_secret; /* tags claim ids; "" = the database's */
     bool pg_prepared;
-        /* named statements; false behind a transaction pooler */ /* server-side statement_timeout */
-    long long token_ttl_s;                                        /* session lifetime */
+    /* named statements; false behind a transaction pooler */ /* server-side statement_timeout */
+    long long token_ttl_s;                                    /* session lifetime */
     long long auth_cache_ms;             /* how long a verified token is trusted without PG */
     bool cookie_secure;                  /* Secure attribute on the session cookie */
     long long argon2_memory_kib;         /* argon2id m */

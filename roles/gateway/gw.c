@@ -50,3 +50,28 @@ gw_passwd_new(const struct gateway_conf *conf)
                                (int)conf->argon2_queue_ms};
     return passwd_new(&pp);
 }
+
+int
+gw_load_claim_secret(struct gw *gw)
+{
+    static const struct pg_stmt meta = {
+        "gw_claim_secret", "SELECT value FROM gateway_meta WHERE key = 'claim_secret'"};
+    if (gw->conf->claim_secret[0]) {
+        gw->claim_secret = xstrdup(gw->conf->claim_secret);
+        return 0;
+    }
+    struct pg_error err = {0};
+    struct pg_result *res = NULL;
+    struct pg_conn *c = pg_acquire(gw->pg, 30000, &err);
+    if (c && pg_exec(c, &meta, 0, NULL, &res, &err) == 0 && pg_rows(res) == 1) {
+        gw->claim_secret = xstrdup(pg_text(res, 0, 0));
+    }
+    pg_result_free(res);
+    pg_release(gw->pg, c);
+    if (gw->claim_secret == NULL) {
+        log_error("gateway_start_failed", "reason=\"no claim id key: %s\"",
+                  err.message[0] ? err.message : "gateway_meta has no claim_secret");
+        return -1;
+    }
+    return 0;
+}

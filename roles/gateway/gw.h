@@ -69,6 +69,7 @@ struct gw {
     int logger_up;                   /* atomic: logger connection is up */
     int pg_up;                       /* atomic: last PostgreSQL use succeeded */
     char *failpoint;                 /* owned: CHANCED_FAILPOINT, or NULL */
+    char *claim_secret;              /* owned: the key that tags claim ids (claimid.h) */
     char *openapi;                   /* owned: the OpenAPI document, built at start */
 };
 
@@ -80,6 +81,8 @@ void gw_failpoint(struct gw *gw, const char *name);
 struct pg_pool *gw_pool_new(const struct gateway_conf *conf, int size);
 /* The password hasher with the configured argon2id parameters; NULL if refused (logged). */
 struct passwd_hasher *gw_passwd_new(const struct gateway_conf *conf);
+/* Loads the claim id key: claim_secret, or the database's. -1 if neither (logged). */
+int gw_load_claim_secret(struct gw *gw);
 /* Records whether the last PostgreSQL use worked (feeds /readyz). */
 void gw_pg_status(struct gw *gw, bool up);
 

@@ -24,6 +24,7 @@ static const char *const counters[M_COUNTER_COUNT][2] = {
     {"chanced_gateway_rate_limited_total", ""},
     {"chanced_gateway_redis_repairs_total", ""},
     {"chanced_gateway_over_limit_releases_total", ""},
+    {"chanced_gateway_forged_claims_total", ""},
 };
 
 static void
@@ -73,6 +74,15 @@ gwmetrics_init(struct gw *gw)
                      "Audit events not yet delivered to the logger.");
     metrics_describe(m, "chanced_gateway_dependency_up", METRICS_GAUGE,
                      "1 if the dependency answered recently.");
+    metrics_describe(m, "chanced_gateway_redis_repairs_total", METRICS_COUNTER,
+                     "Codes Redis had forgotten or handed to a second claim, restored from the "
+                     "ledger.");
+    metrics_describe(m, "chanced_gateway_over_limit_releases_total", METRICS_COUNTER,
+                     "Codes given back because the ledger says the user is at the limit.");
+    metrics_describe(m, "chanced_gateway_forged_claims_total", METRICS_COUNTER,
+                     "Assignments under claim ids no gateway issued (never credited).");
+    metrics_describe(m, "chanced_gateway_lease_held", METRICS_GAUGE,
+                     "1 while this gateway holds the lease (reconciler, outbox_housekeeping).");
     for (int i = 0; i < M_COUNTER_COUNT; i++) {
         metrics_add(m, counters[i][0], counters[i][1], 0); /* zeros are worth showing */
     }

@@ -27,6 +27,7 @@ enum gw_counter {
     M_RATE_LIMITED,       /* requests answered 429 */
     M_REDIS_REPAIRED,     /* codes Redis had handed to a second claim, given back to the owner */
     M_OVER_LIMIT,         /* codes given back because the ledger says the user is at the limit */
+    M_FORGED_CLAIM,       /* assignments under claim ids no gateway issued (never credited) */
     M_COUNTER_COUNT,
 };
 

@@ -119,6 +119,13 @@ static const struct migration migrations[] = {
      "  holder     TEXT NOT NULL,"
      "  taken_at   TIMESTAMPTZ NOT NULL DEFAULT now(),"
      "  expires_at TIMESTAMPTZ NOT NULL);"},
+
+    /* The key that tags claim ids (claimid.h) when no claim_secret is configured: random per
+     * database, so every gateway of this database shares it and chance never sees it. */
+    {4, "claim id secret",
+     "INSERT INTO gateway_meta VALUES ('claim_secret', encode(sha256(convert_to("
+     "  gen_random_uuid()::text || gen_random_uuid()::text || clock_timestamp()::text,"
+     "  'UTF8')), 'hex')) ON CONFLICT (key) DO NOTHING;"},
 };
 
 int

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
+#include "claimid.h"
 #include "claims.h"
 #include "gw.h"
 #include "json.h"
@@ -187,6 +189,45 @@ save_cursor(struct pg_conn *c, const struct rec_cat *cat)
     return 0;
 }
 
+/*
+ * An assignment under a claim id no gateway issued: someone who reached chance directly (a
+ * compromised internal peer) assigned a code. It is never credited; it is counted, logged and
+ * audited (claim.forged, for the admins' log reports), and the code stays assigned in Redis
+ * for an operator to look at.
+ */
+static void
+forged_claim(struct reconciler *rec, struct pg_conn *c, const char *claim, long long user,
+             const char *uname, const char *code, int64_t category)
+{
+    struct gw *gw = rec->gw;
+    gwmetrics_count(gw->metrics, M_FORGED_CLAIM, 1);
+    log_error("forged_claim",
+              "claim=%.12s user=%lld category=%" PRId64
+              " reason=\"the claim id's tag does not verify: not issued by a gateway\"",
+              claim, user, category);
+    char uid[24], msg[256], name[65];
+    snprintf(uid, sizeof(uid), "%lld", user);
+    audit_printable(uname, name, sizeof(name));
+    snprintf(msg, sizeof(msg),
+             "an assignment of category %" PRId64 " under a claim id no gateway issued was "
+             "refused (user %s)",
+             category, name[0] ? name : "-");
+    struct audit_actor actor = {"reconciler", "reconciler", "system"};
+    cJSON *subject = cJSON_CreateObject();
+    cJSON_AddNumberToObject(subject, "category", (double)category);
+    cJSON_AddStringToObject(subject, "code", code);
+    cJSON_AddStringToObject(subject, "user_id", uid);
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddStringToObject(data, "claim_id", claim);
+    cJSON_AddStringToObject(data, "reason", "claim id not issued by a gateway");
+    char *event = audit_event("claim.forged", &actor, subject, data, msg);
+    struct pg_error err;
+    if (audit_record(c, gw->relay, event, &err) != 0) {
+        log_warn("audit_failed", "type=claim.forged reason=\"%s\"", err.message);
+    }
+    free(event);
+}
+
 /* Settles one assignment item; false if PostgreSQL or chance failed (stop, retry next pass). */
 static bool
 credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it, int64_t per_user_limit)
@@ -206,6 +247,10 @@ credit_item(struct reconciler *rec, struct pg_conn *c, const cJSON *it, int64_t 
         gwmetrics_count(gw->metrics, M_RECONCILE_ORPHAN, 1);
         log_error("reconcile_item_invalid", "claim=%.12s", claim ? claim : "-");
         return true; /* nothing we could ever credit: move on, loudly */
+    }
+    if (!claimid_verify(gw->claim_secret, strlen(gw->claim_secret), claim, user)) {
+        forged_claim(rec, c, claim, user, uname, code, (int64_t)cat->valuedouble);
+        return true; /* never credited; alarmed once per log entry read */
     }
     struct assignment a = {.category = (int64_t)cat->valuedouble,
                            .reward = (int64_t)reward->valuedouble,

@@ -249,6 +249,20 @@ def pg_query(url, sql, args=()):
         conn.close()
 
 
+def claim_id_for(postgres_url, user_id, key):
+    """The claim id a gateway of this database gives (user, Idempotency-Key): the nonce from
+    SHA-256 of the user and key, tagged with HMAC-SHA-256 under the database's claim secret
+    (roles/gateway/claimid.c)."""
+    import hashlib
+    import hmac
+    secret = pg_query(postgres_url, "SELECT value FROM gateway_meta WHERE key = 'claim_secret'")
+    nonce = hashlib.sha256(("chanced-claim-nonce:%d:%s" % (user_id, key)).encode()).hexdigest()
+    nonce = nonce[:32]
+    tag = hmac.new(secret[0][0].encode(), ("%s:%d" % (nonce, user_id)).encode(),
+                   hashlib.sha256).hexdigest()[:32]
+    return nonce + tag
+
+
 def table_counts(url):
     """Row counts of every gateway table (to prove that a refused request wrote nothing)."""
     out = {}

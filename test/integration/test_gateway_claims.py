@@ -2,7 +2,6 @@
 the wallets and Redis agreeing, a gateway killed between assignment and credit, a chance too
 slow to answer, and pending claims settled by the reconciler."""
 
-import hashlib
 import http.client
 import os
 import signal
@@ -11,7 +10,7 @@ import time
 
 import pytest
 
-from gwclient import (Stack, pg_query, redis_codes, request, wait_for,  # noqa: F401
+from gwclient import (Stack, claim_id_for, pg_query, redis_codes, request, wait_for,  # noqa: F401
                                  gw_stack)
 
 pytestmark = [pytest.mark.e2e]
@@ -137,7 +136,7 @@ def test_kill_after_assign_before_credit_is_reconciled(chanced, chanced_bin, fre
     assert s.gateway.wait_exit() == -signal.SIGKILL
     s.gateway.wait_log("failpoint_hit")
 
-    claim_id = hashlib.sha256(("%d:crash-1" % user.id).encode()).hexdigest()
+    claim_id = claim_id_for(s.postgres_url, user.id, "crash-1")
     assigned = [h for h in redis_codes(redis_client).values() if h.get("status") == "assigned"]
     assert len(assigned) == 1 and assigned[0]["claim_id"] == claim_id
     assert pg_query(s.postgres_url, "SELECT count(*) FROM ledger")[0][0] == 0
@@ -197,7 +196,7 @@ def test_pending_claims_are_settled_by_redriving(chanced, chanced_bin, fresh_pos
     user = s.signup()
     ids = {}
     for key, cat in (("never-sent", batch["categories"][0]), ("disabled", batch["categories"][1])):
-        ids[key] = hashlib.sha256(("%d:%s" % (user.id, key)).encode()).hexdigest()
+        ids[key] = claim_id_for(s.postgres_url, user.id, key)
         pg_query(s.postgres_url, "INSERT INTO claims (claim_id, user_id, category, status,"
                  " created_at, updated_at) VALUES (%s, %s, %s, 'pending', now() - interval '1 min',"
                  " now() - interval '1 min')", (ids[key], user.id, cat))

@@ -2,14 +2,13 @@
 instance at a time through leases in PostgreSQL, and another instance takes over within the
 lease's TTL when the holder dies (or at once when it stops cleanly)."""
 
-import hashlib
 import signal
 import time
 
 import pytest
 
-from gwclient import (API, GATEWAY_TEST_KEYS, Stack, pg_query, request, wait_for,  # noqa: F401
-                      wait_ready)
+from gwclient import (API, GATEWAY_TEST_KEYS, Stack, claim_id_for, pg_query,  # noqa: F401
+                      request, wait_for, wait_ready)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -66,7 +65,7 @@ def test_one_reconciler_at_a_time_and_takeover_within_the_ttl(chanced, chanced_b
                 {"username": "lease_user", "password": "correct horse 1"})
     assert r.status == 201, r
     uid = r.json["user"]["id"]
-    claim = hashlib.sha256(("%d:k" % uid).encode()).hexdigest()
+    claim = claim_id_for(s.postgres_url, uid, "k")
     pg_query(s.postgres_url, "INSERT INTO claims (claim_id, user_id, category, status, updated_at)"
              " VALUES (%s, %s, %s, 'pending', now() - interval '1 min')",
              (claim, uid, batch["categories"][0]))

@@ -4,13 +4,12 @@ limit nor answer 500; a claim's failure is audited once however many settlers se
 attempt with control characters in the username still reaches the audit trail; the outbox
 parks the event the logger refused, by id."""
 
-import hashlib
 import json
 import time
 
 import pytest
 
-from gwclient import Stack, gw_stack, pg_query, redis_codes, wait_for  # noqa: F401
+from gwclient import claim_id_for, Stack, gw_stack, pg_query, redis_codes, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.e2e]
 
@@ -96,7 +95,7 @@ def test_redis_losing_its_last_writes_never_pays_twice(chanced, chanced_bin, fre
         r = b.claim(cat, key="b-%d" % cat)
         assert r.status == 201, r
         assert r.json["code"] != first[cat]["code"], "A's paid code went to B"
-        assert r.json["claim_id"] == hashlib.sha256(("%d:b-%d" % (b.id, cat)).encode()).hexdigest()
+        assert r.json["claim_id"] == claim_id_for(s.postgres_url, b.id, "b-%d" % cat)
         collided += redis_codes(redis_client)[first[cat]["code"]]["status"] == "assigned"
     r = b.claim(one["categories"][0], key="b-one")
     assert r.status == 409 and r.code == "category_exhausted", r
@@ -141,7 +140,7 @@ def test_the_reconciler_repairs_a_lost_claim_too(chanced, chanced_bin, fresh_pos
     other = next(c for c in redis_codes(redis_client) if c != got.json["code"])
     raw.srem("chance:{c%d}:free" % cat, other)
     from nest import NestClient
-    claim_b = hashlib.sha256(("%d:b" % b.id).encode()).hexdigest()
+    claim_b = claim_id_for(s.postgres_url, b.id, "b")
     with NestClient(*s.chance.hostport()) as c:
         r = c.call("chance.claim", {"claim_id": claim_b, "category": cat,
                                     "user": {"id": b.id, "username": b.user["username"]}})
@@ -165,7 +164,7 @@ def test_a_claim_failure_is_audited_once(chanced, chanced_bin, fresh_postgres_ur
     cat = batch["categories"][0]
     assert s.admin().patch("/admin/categories/%d" % cat, {"enabled": False}).status == 200
     user = s.signup()
-    claim_id = hashlib.sha256(("%d:k" % user.id).encode()).hexdigest()
+    claim_id = claim_id_for(s.postgres_url, user.id, "k")
     pg_query(s.postgres_url, "INSERT INTO claims (claim_id, user_id, category, status, updated_at)"
              " VALUES (%s, %s, %s, 'pending', now() - interval '1 min')", (claim_id, user.id, cat))
     wait_for(lambda: user.get("/claims/" + claim_id).json.get("status") == "failed",

@@ -3,7 +3,6 @@ it migrates (under transaction-scoped advisory locks), signs users up, logs them
 concurrent claims exactly once, settles pending claims under its lease, and relays its audit
 events, although every transaction may run on another server connection."""
 
-import hashlib
 import os
 import shutil
 import signal
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from gwclient import GATEWAY_TEST_KEYS, Stack, pg_query, wait_for  # noqa: F401
+from gwclient import claim_id_for, GATEWAY_TEST_KEYS, Stack, pg_query, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.e2e]
 
@@ -109,7 +108,7 @@ def test_the_gateway_works_behind_a_transaction_pooler(chanced, chanced_bin, fre
 
     # a pending claim is settled by the reconciler (which holds its lease through the pooler)
     uid = users[1].id
-    claim = hashlib.sha256(("%d:pending" % uid).encode()).hexdigest()
+    claim = claim_id_for(fresh_postgres_url, uid, "pending")
     pg_query(fresh_postgres_url, "INSERT INTO claims (claim_id, user_id, category, status,"
              " updated_at) VALUES (%s, %s, %s, 'pending', now() - interval '1 min')",
              (claim, uid, batch["categories"][0]))
