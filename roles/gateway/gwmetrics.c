@@ -25,6 +25,7 @@ static const char *const counters[M_COUNTER_COUNT][2] = {
     {"chanced_gateway_redis_repairs_total", ""},
     {"chanced_gateway_over_limit_releases_total", ""},
     {"chanced_gateway_forged_claims_total", ""},
+    {"chanced_gateway_outbox_conflicts_total", ""},
 };
 
 static void
@@ -81,6 +82,8 @@ gwmetrics_init(struct gw *gw)
                      "Codes given back because the ledger says the user is at the limit.");
     metrics_describe(m, "chanced_gateway_forged_claims_total", METRICS_COUNTER,
                      "Assignments under claim ids no gateway issued (never credited).");
+    metrics_describe(m, "chanced_gateway_outbox_conflicts_total", METRICS_COUNTER,
+                     "Audit events whose id a different event already holds (parked, alarmed).");
     metrics_describe(m, "chanced_gateway_lease_held", METRICS_GAUGE,
                      "1 while this gateway holds the lease (reconciler, outbox_housekeeping).");
     for (int i = 0; i < M_COUNTER_COUNT; i++) {

@@ -28,6 +28,7 @@ enum gw_counter {
     M_REDIS_REPAIRED,     /* codes Redis had handed to a second claim, given back to the owner */
     M_OVER_LIMIT,         /* codes given back because the ledger says the user is at the limit */
     M_FORGED_CLAIM,       /* assignments under claim ids no gateway issued (never credited) */
+    M_OUTBOX_CONFLICT,    /* audit events whose id another event already holds in the store */
     M_COUNTER_COUNT,
 };
 

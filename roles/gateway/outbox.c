@@ -109,6 +109,32 @@ reject_named(struct outbox *ob, struct pg_conn *c, const struct pg_result *res, 
     return true;
 }
 
+/*
+ * The logger found a different event already stored under some of our ids (a forged or
+ * pre-inserted one): ours can never be stored under them. Park them with the reason and raise
+ * the alarm, rather than take the other event for ours.
+ */
+static void
+park_conflicts(struct outbox *ob, struct pg_conn *c, const cJSON *conflicts)
+{
+    const cJSON *id;
+    cJSON_ArrayForEach (id, conflicts) {
+        const char *s = cJSON_GetStringValue(id);
+        size_t nslen = strlen(ob->event_ns);
+        /* "gw:<ns>:<row id>" of this database; anything else is not ours to park */
+        if (s == NULL || strncmp(s, "gw:", 3) != 0 || strncmp(s + 3, ob->event_ns, nslen) != 0 ||
+            s[3 + nslen] != ':' || strspn(s + 4 + nslen, "0123456789") != strlen(s + 4 + nslen)) {
+            continue;
+        }
+        log_error("audit_id_collision",
+                  "id=%.40s reason=\"another event with different content holds this id\"", s);
+        gwmetrics_count(ob->o.metrics, M_OUTBOX_CONFLICT, 1);
+        park(ob, c, s + 4 + nslen,
+             "id collision: another event with different content holds "
+             "this id in the audit store");
+    }
+}
+
 /* Reads the database's event namespace once (it never changes). */
 static int
 load_namespace(struct outbox *ob, struct pg_conn *c)
@@ -235,7 +261,10 @@ outbox_relay_pass(void *arg)
     if (st == RPC_OK) {
         const char *mp[] = {ids.data};
         backoff_reset(&ob->retry);
-        if (pg_exec(c, &mark, 1, mp, NULL, &err) != 0 || pg_exec_sql(c, "COMMIT", &err) != 0) {
+        if (pg_exec(c, &mark, 1, mp, NULL, &err) == 0) {
+            park_conflicts(ob, c, cJSON_GetObjectItemCaseSensitive(reply, "conflicts"));
+        }
+        if (err.cls != PG_ERR_NONE || pg_exec_sql(c, "COMMIT", &err) != 0) {
             log_warn("outbox_mark_failed", "reason=\"%s\" note=redelivery_is_harmless",
                      err.message);
         } else {

@@ -98,7 +98,7 @@ append_derived(bson_t *doc, const cJSON *ev)
 }
 
 bson_t *
-bsonjson_event(const cJSON *ev)
+bsonjson_event(const cJSON *ev, const char *digest)
 {
     bson_t *doc = bson_new();
     for (const cJSON *f = ev->child; f; f = f->next) {
@@ -108,6 +108,9 @@ bsonjson_event(const cJSON *ev)
         }
     }
     append_derived(doc, ev);
+    if (digest) {
+        bson_append_utf8(doc, "_h", -1, digest, -1);
+    }
     return doc;
 }
 
@@ -161,8 +164,8 @@ bsonjson_to_json(const bson_t *doc, bool hide_derived)
     }
     while (bson_iter_next(&it)) {
         const char *k = bson_iter_key(&it);
-        if (hide_derived &&
-            (strcmp(k, "_at") == 0 || strcmp(k, "_users") == 0 || strcmp(k, "_cats") == 0)) {
+        if (hide_derived && (strcmp(k, "_at") == 0 || strcmp(k, "_users") == 0 ||
+                             strcmp(k, "_cats") == 0 || strcmp(k, "_h") == 0)) {
             continue;
         }
         cJSON_AddItemToObject(out, k, value_to_json(&it));

@@ -14,10 +14,11 @@
 /* Appends v under key: objects and arrays recursively, integers as int64, other numbers as
  * double, null and unknown kinds as null. */
 void bsonjson_append(bson_t *b, const char *key, const cJSON *v);
-/* The document stored for a canonical event (new; free with bson_destroy). */
-bson_t *bsonjson_event(const cJSON *ev);
+/* The document stored for a canonical event (new; free with bson_destroy), with _h = digest
+ * (the event's content digest) unless digest is NULL. */
+bson_t *bsonjson_event(const cJSON *ev, const char *digest);
 /* A document as a new cJSON object (free with cJSON_Delete); hide_derived drops the derived
- * fields of a stored event ("_at", "_users", "_cats") at the top level. */
+ * fields of a stored event ("_at", "_users", "_cats", "_h") at the top level. */
 cJSON *bsonjson_to_json(const bson_t *doc, bool hide_derived);
 
 #endif

@@ -292,8 +292,12 @@ settle(struct logger_consumer *c, size_t *idx, const unsigned char *outcome, siz
     uint64_t max_tag = 0;
     for (size_t j = 0; j < k; j++) {
         struct item *it = &c->items[idx[j]];
-        if (outcome[j] == LOGGER_INSERT_REFUSED) {
-            if (dead_letter(c, it, "MongoDB refused the document", err, errlen) != 0) {
+        if (outcome[j] == LOGGER_INSERT_REFUSED || outcome[j] == LOGGER_INSERT_CONFLICT) {
+            /* A conflict: another event holds this _id; keep this one for inspection. */
+            const char *why = outcome[j] == LOGGER_INSERT_REFUSED
+                                  ? "MongoDB refused the document"
+                                  : "another event with different content holds this _id";
+            if (dead_letter(c, it, why, err, errlen) != 0) {
                 return -1;
             }
         } else {

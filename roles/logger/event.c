@@ -410,6 +410,13 @@ logger_event_from_message(const char *body, size_t len, char *err, size_t errlen
         goto out;
     }
     ev = logger_event_normalise(data, err, errlen);
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "_id"));
+    if (id && strncmp(id, LOGGER_GATEWAY_ID_PREFIX, strlen(LOGGER_GATEWAY_ID_PREFIX)) == 0) {
+        snprintf(err, errlen, "field '_id': ids starting with '%s' belong to the gateways",
+                 LOGGER_GATEWAY_ID_PREFIX);
+        cJSON_Delete(ev);
+        ev = NULL;
+    }
 out:
     cJSON_Delete(msg);
     return ev;

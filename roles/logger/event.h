@@ -22,9 +22,17 @@
 cJSON *logger_event_normalise(const cJSON *ev, char *err, size_t errlen);
 
 /*
+ * Event ids are namespaced by origin: the gateways' events (log.append) are "gw:..."; nothing
+ * from the queue may use that prefix, and log.append accepts nothing else, so neither path can
+ * pre-insert an id the other will use.
+ */
+#define LOGGER_GATEWAY_ID_PREFIX "gw:"
+
+/*
  * Parses a queue message body {"pattern": {"cmd": "log.event"}, "data": <event>} (the NestJS
  * RMQ event shape; the pattern may also be that object as a JSON string) and returns the
- * canonical event (free with cJSON_Delete), or NULL with err saying why the body is unusable.
+ * canonical event (free with cJSON_Delete), or NULL with err saying why the body is unusable
+ * (an _id in the gateways' namespace included).
  */
 cJSON *logger_event_from_message(const char *body, size_t len, char *err, size_t errlen);
 

@@ -102,9 +102,16 @@ static void
 reply_append(struct job *j)
 {
     size_t stored = 0, dups = 0, refused = SIZE_MAX;
+    cJSON *conflicts = cJSON_CreateArray();
     for (size_t i = 0; i < j->n; i++) {
         stored += j->outcome[i] == LOGGER_INSERT_STORED;
         dups += j->outcome[i] == LOGGER_INSERT_DUPLICATE;
+        if (j->outcome[i] == LOGGER_INSERT_CONFLICT) {
+            const cJSON *id = cJSON_GetObjectItem(j->events[i], "_id");
+            log_error("event_id_conflict", "id=%.60s reason=\"another event holds this id\"",
+                      cJSON_GetStringValue(id));
+            cJSON_AddItemToArray(conflicts, cJSON_Duplicate(id, 1));
+        }
         if (j->outcome[i] == LOGGER_INSERT_REFUSED && refused == SIZE_MAX) {
             refused = i;
         }
@@ -114,8 +121,11 @@ reply_append(struct job *j)
                 (double)stored);
     metrics_add(j->lg->metrics, "chanced_logger_events_duplicate_total", "source=\"rpc\"",
                 (double)dups);
+    metrics_add(j->lg->metrics, "chanced_logger_events_conflict_total", "source=\"rpc\"",
+                (double)cJSON_GetArraySize(conflicts));
     if (refused != SIZE_MAX) {
         /* Validated events should never be refused: this is our failure, not the caller's. */
+        cJSON_Delete(conflicts);
         log_error("append_refused", "index=%zu reason=\"%s\"", refused, j->err);
         rpc_reply_error(j->call, "internal",
                         "the store refused event %zu (%s); the others "
@@ -126,6 +136,7 @@ reply_append(struct job *j)
     cJSON *r = cJSON_CreateObject();
     cJSON_AddNumberToObject(r, "stored", (double)stored);
     cJSON_AddNumberToObject(r, "duplicates", (double)dups);
+    cJSON_AddItemToObject(r, "conflicts", conflicts);
     rpc_reply(j->call, r);
 }
 
@@ -186,6 +197,15 @@ on_append(struct rpc_call *call, const cJSON *data, void *arg)
         /* Check every event before storing any: a bad one means nothing is stored. */
         if ((j->events[j->n] = logger_event_normalise(e, err, sizeof(err))) == NULL) {
             rpc_reply_error(call, "bad_request", "events[%zu]: %s", j->n, err);
+            job_free(j);
+            return;
+        }
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j->events[j->n], "_id"));
+        if (strncmp(id, LOGGER_GATEWAY_ID_PREFIX, strlen(LOGGER_GATEWAY_ID_PREFIX)) != 0) {
+            rpc_reply_error(call, "bad_request",
+                            "events[%zu]: field '_id' must start with '%s' (log.append is the "
+                            "gateways' namespace)",
+                            j->n, LOGGER_GATEWAY_ID_PREFIX);
             job_free(j);
             return;
         }
@@ -274,6 +294,8 @@ describe_metrics(struct metrics *m)
                      "Audit events inserted into MongoDB, by source (amqp, rpc).");
     metrics_describe(m, "chanced_logger_events_duplicate_total", METRICS_COUNTER,
                      "Audit events that were already stored (redeliveries); acknowledged.");
+    metrics_describe(m, "chanced_logger_events_conflict_total", METRICS_COUNTER,
+                     "log.append events whose _id a different event already holds.");
     metrics_describe(m, "chanced_logger_dead_lettered_total", METRICS_COUNTER,
                      "Messages rejected to the dead-letter queue (unparseable or refused).");
     metrics_describe(m, "chanced_logger_insert_batches_total", METRICS_COUNTER,

@@ -2,8 +2,10 @@
 #include "mongo.h"
 
 #include <mongoc/mongoc.h>
+#include <openssl/evp.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bsonjson.h"
@@ -303,15 +305,89 @@ read_write_errors(const bson_t *reply, size_t n, unsigned char *outcome, char *e
     return rc;
 }
 
+/* The content digest stored as _h: SHA-256 of the canonical event's compact JSON. */
+static void
+digest_of(const cJSON *ev, char out[65])
+{
+    char *text = cJSON_PrintUnformatted(ev);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (text == NULL || EVP_Digest(text, strlen(text), md, &len, EVP_sha256(), NULL) != 1) {
+        abort(); /* out of memory */
+    }
+    for (unsigned i = 0; i < len && i < 32; i++) {
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    }
+    free(text);
+}
+
+/*
+ * Duplicates whose stored digest differs are conflicts: a different event holds the id (a
+ * forged or pre-inserted one). Documents stored without a digest count as the same event.
+ * Leaves outcomes alone if the read fails (they stay duplicates; logged).
+ */
+static void
+find_conflicts(mongoc_collection_t *coll, const cJSON *const *events, char (*digests)[65], size_t n,
+               unsigned char *outcome)
+{
+    bson_t filter = BSON_INITIALIZER, in, ids;
+    size_t ndup = 0;
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &ids);
+    for (size_t i = 0; i < n; i++) {
+        if (outcome[i] == LOGGER_INSERT_DUPLICATE) {
+            char key[16];
+            const char *k;
+            bson_uint32_to_string((uint32_t)ndup++, &k, key, sizeof(key));
+            BSON_APPEND_UTF8(&ids, k, cJSON_GetStringValue(cJSON_GetObjectItem(events[i], "_id")));
+        }
+    }
+    bson_append_array_end(&in, &ids);
+    bson_append_document_end(&filter, &in);
+    if (ndup == 0) {
+        bson_destroy(&filter);
+        return;
+    }
+    bson_t *opts = BCON_NEW("projection", "{", "_h", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    const bson_t *doc;
+    bson_error_t e;
+    while (mongoc_cursor_next(cur, &doc)) {
+        bson_iter_t it;
+        const char *id = NULL, *h = NULL;
+        if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it)) {
+            id = bson_iter_utf8(&it, NULL);
+        }
+        if (bson_iter_init_find(&it, doc, "_h") && BSON_ITER_HOLDS_UTF8(&it)) {
+            h = bson_iter_utf8(&it, NULL);
+        }
+        for (size_t i = 0; id && h && i < n; i++) {
+            const char *mine = cJSON_GetStringValue(cJSON_GetObjectItem(events[i], "_id"));
+            if (outcome[i] == LOGGER_INSERT_DUPLICATE && strcmp(mine, id) == 0 &&
+                strcmp(digests[i], h) != 0) {
+                outcome[i] = LOGGER_INSERT_CONFLICT;
+            }
+        }
+    }
+    if (mongoc_cursor_error(cur, &e)) {
+        log_warn("mongo_conflict_check_failed", "reason=\"%s\"", e.message);
+    }
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+}
+
 int
 logger_mongo_insert(struct logger_mongo *m, const cJSON *const *events, size_t n,
                     unsigned char *outcome, char *err, size_t errlen)
 {
     bson_error_t e;
     bson_t **docs = xcalloc(n, sizeof(*docs));
+    char(*digests)[65] = xcalloc(n, sizeof(*digests));
     bson_t opts = BSON_INITIALIZER, reply;
     for (size_t i = 0; i < n; i++) {
-        docs[i] = bsonjson_event(events[i]);
+        digest_of(events[i], digests[i]);
+        docs[i] = bsonjson_event(events[i], digests[i]);
         outcome[i] = LOGGER_INSERT_STORED;
     }
     BSON_APPEND_BOOL(&opts, "ordered", false); /* one duplicate must not stop the rest */
@@ -319,8 +395,6 @@ logger_mongo_insert(struct logger_mongo *m, const cJSON *const *events, size_t n
     mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
     mongoc_collection_t *coll = mongoc_client_get_collection(client, m->db, COLLECTION);
     bool ok = mongoc_collection_insert_many(coll, (const bson_t **)docs, n, &opts, &reply, &e);
-    mongoc_collection_destroy(coll);
-    mongoc_client_pool_push(m->pool, client);
     int rc = LOGGER_MONGO_OK;
     if (!ok) {
         char why[256];
@@ -330,14 +404,18 @@ logger_mongo_insert(struct logger_mongo *m, const cJSON *const *events, size_t n
             rc = LOGGER_MONGO_UNAVAILABLE;
         } else {
             snprintf(err, errlen, "%s", why);
+            find_conflicts(coll, events, digests, n, outcome);
         }
     }
+    mongoc_collection_destroy(coll);
+    mongoc_client_pool_push(m->pool, client);
     bson_destroy(&reply);
     bson_destroy(&opts);
     for (size_t i = 0; i < n; i++) {
         bson_destroy(docs[i]);
     }
     free(docs);
+    free(digests);
     return rc;
 }
 
@@ -429,9 +507,10 @@ logger_mongo_find(struct logger_mongo *m, const struct logger_query *q, cJSON **
 {
     bson_t filter = BSON_INITIALIZER;
     build_filter(q, &filter);
-    bson_t *opts = BCON_NEW("sort", "{", "ts", BCON_INT32(-1), "_id", BCON_INT32(-1), "}", "limit",
-                            BCON_INT64(q->limit + 1), "projection", "{", "_at", BCON_INT32(0),
-                            "_users", BCON_INT32(0), "_cats", BCON_INT32(0), "}");
+    bson_t *opts =
+        BCON_NEW("sort", "{", "ts", BCON_INT32(-1), "_id", BCON_INT32(-1), "}", "limit",
+                 BCON_INT64(q->limit + 1), "projection", "{", "_at", BCON_INT32(0), "_users",
+                 BCON_INT32(0), "_cats", BCON_INT32(0), "_h", BCON_INT32(0), "}");
     mongoc_client_t *client = mongoc_client_pool_pop(m->pool);
     mongoc_collection_t *coll = mongoc_client_get_collection(client, m->db, COLLECTION);
     mongoc_cursor_t *cursor = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);

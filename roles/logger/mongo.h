@@ -30,6 +30,7 @@ enum logger_insert_outcome {
     LOGGER_INSERT_STORED,    /* inserted now */
     LOGGER_INSERT_DUPLICATE, /* an event with this _id was already stored: success */
     LOGGER_INSERT_REFUSED,   /* the server rejected this document (it will never be stored) */
+    LOGGER_INSERT_CONFLICT,  /* another event, with different content, holds this _id */
 };
 
 /*
@@ -51,7 +52,9 @@ int logger_mongo_ensure(struct logger_mongo *m, long long retention_days, char *
 int logger_mongo_ping(struct logger_mongo *m, char *err, size_t errlen) MUSTCHECK;
 
 /*
- * Inserts n canonical events (borrowed) unordered with a journaled write concern. On
+ * Inserts n canonical events (borrowed) unordered with a journaled write concern. Each
+ * document carries _h, a digest of the event's content; an _id already stored with another
+ * digest is a conflict, not a duplicate (someone stored a different event under this id). On
  * LOGGER_MONGO_OK, outcome[i] is a logger_insert_outcome for events[i]. Any other status means
  * nothing is known about any of them (the caller retries all; duplicates are then success).
  */

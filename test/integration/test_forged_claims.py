@@ -47,3 +47,29 @@ def test_an_assignment_under_a_forged_claim_id_is_never_credited(gw_stack):
     r = victim.claim(cat, key="real")
     assert r.status == 201 and r.json["claim_id"] == genuine
     assert victim.get("/me").json["balance"] == r.json["reward"]
+
+
+def test_a_pre_inserted_event_id_cannot_pass_for_the_real_event(gw_stack):
+    """Someone who reached the logger stored an event under the id of the gateway's next audit
+    event. The real event is not taken for delivered: the logger reports the collision, the
+    gateway parks the row with the reason and raises the alarm."""
+    s = gw_stack
+    s.admin()
+    wait_for(lambda: pg_query(s.postgres_url, "SELECT count(*) FROM outbox WHERE delivered_at"
+                              " IS NULL")[0][0] == 0, timeout=30, what="the outbox to drain")
+    ns = pg_query(s.postgres_url, "SELECT value FROM gateway_meta WHERE key = 'event_namespace'")
+    last = pg_query(s.postgres_url, "SELECT last_value FROM outbox_id_seq")[0][0]
+    nxt = last + 1
+    forged = {"_id": "gw:%s:%d" % (ns[0][0], nxt), "ts": 1767225600000, "service": "gateway",
+              "type": "user.signed_up", "actor": None, "subject": {}, "data": {},
+              "message": "a forged event"}
+    with NestClient(*s.logger.hostport()) as c:
+        assert c.call("log.append", {"events": [forged]})["stored"] == 1
+    s.signup()  # its user.signed_up event takes outbox id nxt
+    wait_for(lambda: pg_query(s.postgres_url, "SELECT delivered_at IS NOT NULL FROM outbox"
+                              " WHERE id = %s", (nxt,)) == [(True,)], timeout=30,
+             what="the relay to handle the event")
+    rejected = pg_query(s.postgres_url, "SELECT rejected FROM outbox WHERE id = %s", (nxt,))[0][0]
+    assert rejected and "id collision" in rejected, rejected
+    hp = s.gateway.addr("gateway_health_listen")
+    assert metric(hp, "chanced_gateway_outbox_conflicts_total") == 1

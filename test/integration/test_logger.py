@@ -205,13 +205,13 @@ def test_nestjs_rmq_emit_is_stored(chanced, store, amqp_url, amqp_queue):
 
 def test_nestjs_tcp_client_runs_log_query(chanced, store):
     lg = start_logger(chanced, store)
-    call(lg, "log.append", {"events": [event(i) for i in range(3)]})
+    call(lg, "log.append", {"events": [event(i, prefix="gw") for i in range(3)]})
     p = subprocess.run(["node", str(INTEROP / "nest_client.js"), "call", "--port", str(lg.port),
                         "--cmd", "log.query", "--data", '{"limit":2,"type":"code.assigned"}'],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     out = json.loads(p.stdout.splitlines()[-1])
-    assert out["ok"] and [i["_id"] for i in out["response"]["items"]] == ["ev:2", "ev:1"]
+    assert out["ok"] and [i["_id"] for i in out["response"]["items"]] == ["gw:2", "gw:1"]
     assert out["response"]["next_cursor"]
     p = subprocess.run(["node", str(INTEROP / "nest_client.js"), "call", "--port", str(lg.port),
                         "--cmd", "log.query", "--data", '{"limit":0}'],
@@ -225,9 +225,10 @@ def test_nestjs_tcp_client_runs_log_query(chanced, store):
 def test_log_append_is_idempotent_and_all_or_nothing(chanced, store):
     lg = start_logger(chanced, store)
     evs = [event(i, prefix="gw", service="gateway", type="login.succeeded") for i in range(5)]
-    assert call(lg, "log.append", {"events": evs}) == {"stored": 5, "duplicates": 0}
+    assert call(lg, "log.append", {"events": evs}) == {"stored": 5, "duplicates": 0,
+                                                       "conflicts": []}
     assert call(lg, "log.append", {"events": evs[3:] + [event(9, prefix="gw")]}) == \
-        {"stored": 1, "duplicates": 2}
+        {"stored": 1, "duplicates": 2, "conflicts": []}
     assert store[1].events.count_documents({}) == 6
     # one bad event: the whole request is refused and nothing of it stored
     err = call_err(lg, "log.append", {"events": [event(20, prefix="gw"),
@@ -250,6 +251,33 @@ def test_log_append_is_idempotent_and_all_or_nothing(chanced, store):
         err = call_err(lg, "log.append", data)
         assert err["code"] == "bad_request" and needle in err["message"], (data, err)
     assert store[1].events.count_documents({}) == 6
+
+
+def test_log_append_ids_are_the_gateways_and_collisions_are_reported(chanced, store, amqp_url,
+                                                                     amqp_queue):
+    """log.append takes only ids in the gateways' namespace (gw:...), and the queue takes none
+    of them, so neither can pre-insert the other's ids; an id already held by an event with
+    different content is a conflict, reported to the caller, never a silent duplicate."""
+    lg = start_logger(chanced, store)
+    err = call_err(lg, "log.append", {"events": [event(1, prefix="gw"), event(2, prefix="ev")]})
+    assert err["code"] == "bad_request" and "events[1]" in err["message"] and "gw:" in \
+        err["message"], err
+    assert store[1].events.count_documents({}) == 0
+    real = event(7, prefix="gw")
+    forged = dict(real, message="a forged event, pre-inserted")
+    assert call(lg, "log.append", {"events": [forged]})["stored"] == 1
+    r = call(lg, "log.append", {"events": [real, event(8, prefix="gw")]})
+    assert r == {"stored": 1, "duplicates": 0, "conflicts": ["gw:7"]}, r
+    # the same content again is a plain duplicate
+    assert call(lg, "log.append", {"events": [forged]}) == {"stored": 0, "duplicates": 1,
+                                                             "conflicts": []}
+    hp = lg.addr("logger_health_listen")
+    assert metric(hp, "chanced_logger_events_conflict_total", 'source="rpc"') == 1
+    # a queue publisher cannot take a gateway id: dead-lettered, not stored
+    publish(amqp_url, amqp_queue, [body(event(9, prefix="gw"))])
+    wait_until("dead-lettered", lambda: (metric(hp, "chanced_logger_dead_lettered_total") or 0)
+               >= 1)
+    assert store[1].events.count_documents({"_id": "gw:9"}) == 0
 
 
 def _last_write_concern(db):
@@ -275,7 +303,7 @@ def test_writes_are_majority_and_journaled_unless_the_url_says(chanced, store):
 
 def test_bad_report_queries_get_clear_errors(chanced, store):
     lg = start_logger(chanced, store)
-    call(lg, "log.append", {"events": [event(i) for i in range(5)]})
+    call(lg, "log.append", {"events": [event(i, prefix="gw") for i in range(5)]})
     page = call(lg, "log.query", {"limit": 2})
     cur = page["next_cursor"]
     assert cur
@@ -315,8 +343,10 @@ def test_log_stats_counts_per_bucket_and_type(chanced, store):
     lg = start_logger(chanced, store)
     day = 86_400_000
     t0 = 1767225600000  # 2026-01-01T00:00:00Z
-    evs = [event(i, prefix="a", ts=t0 + 3600_000 * (i % 3), data={"reward": 10}) for i in range(9)]
-    evs += [event(i, prefix="b", ts=t0 + day + 5, type="login.failed", data={}) for i in range(4)]
+    evs = [event(i, prefix="gw:a", ts=t0 + 3600_000 * (i % 3), data={"reward": 10})
+           for i in range(9)]
+    evs += [event(i, prefix="gw:b", ts=t0 + day + 5, type="login.failed", data={})
+            for i in range(4)]
     call(lg, "log.append", {"events": evs})
     r = call(lg, "log.stats", {"from": t0, "to": t0 + 2 * day, "bucket": "day"})
     assert r == {"buckets": [

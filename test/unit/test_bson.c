@@ -140,10 +140,10 @@ test_event_document(void)
                          "\"subject\":{\"category\":3,\"code\":\"ABC\",\"user_id\":\"7\","
                          "\"username\":\"bob\",\"categories\":[4,5]},"
                          "\"data\":{\"reward\":250,\"_at\":1},\"message\":\"m\"}");
-    bson_t *doc = bsonjson_event(ev);
+    bson_t *doc = bsonjson_event(ev, "d1g3st");
     char keys[256];
     CHECK(strcmp(top_keys(doc, keys, sizeof(keys)),
-                 "_id,ts,_at,service,type,actor,subject,data,message,_users,_cats") == 0,
+                 "_id,ts,_at,service,type,actor,subject,data,message,_users,_cats,_h") == 0,
           "keys %s", keys);
     bson_iter_t it;
     CHECK(type_at(doc, "ts", &it) == BSON_TYPE_INT64 && bson_iter_int64(&it) == 1714567890123LL,
@@ -180,7 +180,7 @@ test_event_document(void)
 
     /* No actor, an empty subject: both derived arrays present and empty. */
     ev = parse(EVENT_HEAD "\"actor\":null,\"subject\":{},\"data\":{},\"message\":\"m\"}");
-    doc = bsonjson_event(ev);
+    doc = bsonjson_event(ev, NULL);
     CHECK(type_at(doc, "_users", &it) == BSON_TYPE_ARRAY, "_users missing");
     CHECK(type_at(doc, "_users.0", &it) == BSON_TYPE_EOD, "_users not empty");
     CHECK(type_at(doc, "_cats", &it) == BSON_TYPE_ARRAY, "_cats missing");
@@ -193,7 +193,7 @@ test_event_document(void)
     ev = parse(EVENT_HEAD "\"actor\":{\"id\":\"u\",\"username\":\"u\",\"role\":\"user\"},"
                           "\"subject\":{\"user_id\":\"u\",\"username\":\"u\"},\"data\":{},"
                           "\"message\":\"m\"}");
-    doc = bsonjson_event(ev);
+    doc = bsonjson_event(ev, NULL);
     CHECK(type_at(doc, "_users.0", &it) == BSON_TYPE_UTF8 &&
               strcmp(bson_iter_utf8(&it, NULL), "u") == 0,
           "_users.0");
@@ -202,7 +202,7 @@ test_event_document(void)
     cJSON_Delete(ev);
     ev = parse(EVENT_HEAD "\"actor\":null,\"subject\":{\"username\":\"carol\",\"categories\":[9]},"
                           "\"data\":{},\"message\":\"m\"}");
-    doc = bsonjson_event(ev);
+    doc = bsonjson_event(ev, NULL);
     CHECK(type_at(doc, "_users.0", &it) == BSON_TYPE_UTF8 &&
               strcmp(bson_iter_utf8(&it, NULL), "carol") == 0,
           "subject username alone");
@@ -235,7 +235,7 @@ test_round_trip(void)
     };
     for (size_t i = 0; i < ARRAY_SIZE(events); i++) {
         cJSON *ev = parse(events[i]);
-        bson_t *doc = bsonjson_event(ev);
+        bson_t *doc = bsonjson_event(ev, "digest");
         cJSON *back = bsonjson_to_json(doc, true);
         CHECK(cJSON_Compare(ev, back, true), "event %zu changed", i);
         /* cJSON_Compare forgives small number differences; compare the numbers exactly too. */
@@ -256,8 +256,10 @@ test_round_trip(void)
         CHECK(cJSON_IsArray(cJSON_GetObjectItem(full, "_users")) &&
                   cJSON_IsArray(cJSON_GetObjectItem(full, "_cats")),
               "event %zu: derived arrays", i);
-        CHECK(cJSON_GetArraySize(full) == cJSON_GetArraySize(ev) + 3, "event %zu: %d fields", i,
+        CHECK(cJSON_GetArraySize(full) == cJSON_GetArraySize(ev) + 4, "event %zu: %d fields", i,
               cJSON_GetArraySize(full));
+        CHECK(strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(full, "_h")), "digest") == 0,
+              "event %zu: _h", i);
         cJSON_Delete(full);
         cJSON_Delete(back);
         bson_destroy(doc);
@@ -292,15 +294,16 @@ test_to_json_types(void)
     cJSON_Delete(j);
 
     /* hide_derived drops only the top-level derived names. */
-    bson_t *stored = BCON_NEW("_id", BCON_UTF8("e"), "_at", BCON_DATE_TIME(1), "_users", "[", "]",
-                              "_cats", "[", "]", "data", "{", "_at", BCON_INT64(2), "}");
+    bson_t *stored =
+        BCON_NEW("_id", BCON_UTF8("e"), "_at", BCON_DATE_TIME(1), "_users", "[", "]", "_cats", "[",
+                 "]", "_h", BCON_UTF8("d"), "data", "{", "_at", BCON_INT64(2), "}");
     j = bsonjson_to_json(stored, true);
     p = cJSON_PrintUnformatted(j);
     CHECK(strcmp(p, "{\"_id\":\"e\",\"data\":{\"_at\":2}}") == 0, "hidden: %s", p);
     free(p);
     cJSON_Delete(j);
     j = bsonjson_to_json(stored, false);
-    CHECK(cJSON_GetArraySize(j) == 5, "not hidden: %d fields", cJSON_GetArraySize(j));
+    CHECK(cJSON_GetArraySize(j) == 6, "not hidden: %d fields", cJSON_GetArraySize(j));
     cJSON_Delete(j);
     bson_destroy(stored);
     bson_destroy(doc);

@@ -467,6 +467,10 @@ test_message(void)
         {"{" PATTERN "}", "no data"},
         {"{" PATTERN ",\"data\":null}", "object"},
         {"{" PATTERN ",\"data\":{\"_id\":\"e\"}}", "'ts' is required"},
+        /* the gateways' namespace: nobody on the queue may pre-insert their ids */
+        {"{" PATTERN ",\"data\":{\"_id\":\"gw:ns:1\",\"ts\":1,\"service\":\"s\","
+         "\"type\":\"t\",\"message\":\"m\"}}",
+         "belong to the gateways"},
         /* cJSON would end these strings at the NUL: "e1\u0000x" would be stored as "e1". */
         {"{" PATTERN ",\"data\":{" HEAD ",\"message\":\"m\\u0000hidden\"}}", "NUL"},
         {"{" PATTERN ",\"data\":{\"_id\":\"e1\\u0000x\",\"ts\":1,\"service\":\"s\",\"type\":\"t\","
