@@ -186,8 +186,10 @@ chance_release(struct rpc_call *call, const cJSON *data, void *arg)
         snprintf(fl, sizeof(fl), "%lld", floor);
     }
     chance_nonce(q->ch, nonce);
-    const char *args[] = {claim, cat, reason, nonce, fl, norm};
-    send_category_script(q, SCRIPT_RELEASE, args, 6, on_released);
+    char minid[32];
+    chance_log_minid(q->ch, minid, sizeof(minid));
+    const char *args[] = {claim, cat, reason, nonce, fl, norm, minid};
+    send_category_script(q, SCRIPT_RELEASE, args, 7, on_released);
     return;
 bad:
     rpc_reply_error(call, "bad_request", "%s", err);
@@ -259,8 +261,10 @@ chance_reassign(struct rpc_call *call, const cJSON *data, void *arg)
     snprintf(rw, sizeof(rw), "%lld", reward);
     snprintf(ats, sizeof(ats), "%lld", at);
     chance_nonce(q->ch, nonce);
-    const char *args[] = {norm, claim, uid, uname, ats, rw, cat, nonce};
-    send_category_script(q, SCRIPT_REASSIGN, args, 8, on_reassigned);
+    char minid[32];
+    chance_log_minid(q->ch, minid, sizeof(minid));
+    const char *args[] = {norm, claim, uid, uname, ats, rw, cat, nonce, minid};
+    send_category_script(q, SCRIPT_REASSIGN, args, 9, on_reassigned);
     return;
 bad:
     rpc_reply_error(call, "bad_request", "%s", err);

@@ -38,6 +38,17 @@ static const struct rpc_route chance_routes[] = {
 /* ---- keys and shared helpers ---- */
 
 void
+chance_log_minid(const struct chance *ch, char *out, size_t size)
+{
+    long long keep_ms = ch->conf->assignment_log_retention_s * 1000;
+    if (keep_ms <= 0) {
+        snprintf(out, size, "%s", "");
+    } else {
+        snprintf(out, size, "%lld-0", (long long)time_wall_ms() - keep_ms);
+    }
+}
+
+void
 chance_key(char *out, long long category, const char *what)
 {
     snprintf(out, KEY_MAX, "chance:{c%lld}:%s", category, what);

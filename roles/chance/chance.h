@@ -79,6 +79,8 @@ struct chance {
 #define NONCE_HEX 16 /* characters of an event-id nonce */
 
 /* Writes "chance:{c<id>}:<what>" into out (KEY_MAX bytes). */
+/* The oldest assignment-log entry id to keep ("" when nothing is trimmed); out >= 32 bytes. */
+void chance_log_minid(const struct chance *ch, char *out, size_t size);
 void chance_key(char *out, long long category, const char *what);
 /* Writes the code index shard of a code, "chance:{i<xy>}:codes", into out (KEY_MAX bytes). */
 void chance_index_key(char *out, const char *code);

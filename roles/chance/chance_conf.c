@@ -33,6 +33,9 @@ static const struct conf_key chance_keys[] = {
     K(relay_claim_idle_ms, CONF_INT, "60000", 1000, 86400000, NULL, 0,
       "Audit events another chance instance read but did not publish for this long are taken "
       "over (an instance that died)."),
+    K(assignment_log_retention_s, CONF_INT, "604800", 0, 315360000, NULL, 0,
+      "Assignment-log entries (what the gateways' reconcilers read) older than this are trimmed "
+      "as new ones are written (0: keep all). Longer than any gateway outage you would sit out."),
     K(chance_health_listen, CONF_STR, "127.0.0.1:9101", 0, 0, conf_check_hostport, 0,
       "HTTP port of the chance role for /livez, /readyz and /metrics."),
 };

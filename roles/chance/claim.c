@@ -146,9 +146,11 @@ chance_claim(struct rpc_call *call, const cJSON *data, void *arg)
         kp[i] = keys[i];
     }
     snprintf(cat, sizeof(cat), "%lld", category);
-    const char *args[] = {claim_id, uid, username, cat};
+    char minid[32];
+    chance_log_minid(ch, minid, sizeof(minid));
+    const char *args[] = {claim_id, uid, username, cat, minid};
     struct redis_batch *b = redis_batch_new(ch->redis);
-    redis_batch_script(b, SCRIPT_CLAIM, 8, kp, 4, args, NULL);
+    redis_batch_script(b, SCRIPT_CLAIM, 8, kp, 5, args, NULL);
     redis_batch_send(b, on_claim_reply, req);
     return;
 

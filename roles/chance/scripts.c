@@ -2,34 +2,38 @@
 #include "scripts.h"
 
 /* Shared Lua helpers, prepended to every script. */
-#define LUA_PRELUDE                                                                                       \
-    "local function now_ms() local t = redis.call('TIME');"                                               \
-    " return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"                             \
-    "local function toman(n) local s = string.format('%d', n);"                                           \
-    " local r = s:reverse():gsub('(%d%d%d)', '%1,'):reverse();"                                           \
-    " if r:sub(1, 1) == ',' then r = r:sub(2) end return r end\n"                                         \
-    "local function short(code) if #code > 6 then return code:sub(1, 6) .. '\\226\\128\\166' end"         \
-    " return code end\n" /* A code's record, or nil when it is missing or not a record (damaged data). */ \
-    "local function rec(key, code) local v = redis.call('HGET', key, code)\n"                             \
-    " if not v then return nil end\n"                                                                     \
-    " local ok, d = pcall(cjson.decode, v)\n"                                                             \
-    " if ok and type(d) == 'table' and tonumber(d.r) then return d end return nil end\n"                  \
-    "local function users_add(key, uid, n) local v = tonumber(redis.call('HINCRBY', key, uid, "           \
-    "n))\n"                                                                                               \
-    " if v <= 0 then redis.call('HDEL', key, uid) end end\n"                                              \
-    "local function byuser_add(key, uid, code) local mine = redis.call('HGET', key, uid)\n"               \
-    " if not mine then redis.call('HSET', key, uid, code) return end\n"                                   \
-    " for c in mine:gmatch('%S+') do if c == code then return end end\n"                                  \
-    " redis.call('HSET', key, uid, mine .. ' ' .. code) end\n"                                            \
-    "local function byuser_remove(key, uid, code) local kept = {}\n"                                      \
-    " for c in (redis.call('HGET', key, uid) or ''):gmatch('%S+') do"                                     \
-    " if c ~= code then kept[#kept + 1] = c end end\n"                                                    \
-    " if #kept > 0 then redis.call('HSET', key, uid, table.concat(kept, ' '))"                            \
+#define LUA_PRELUDE                                                                                                                                      \
+    "local function now_ms() local t = redis.call('TIME');"                                                                                              \
+    " return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"                                                                            \
+    "local function toman(n) local s = string.format('%d', n);"                                                                                          \
+    " local r = s:reverse():gsub('(%d%d%d)', '%1,'):reverse();"                                                                                          \
+    " if r:sub(1, 1) == ',' then r = r:sub(2) end return r end\n"                                                                                        \
+    "local function short(code) if #code > 6 then return code:sub(1, 6) .. '\\226\\128\\166' end"                                                        \
+    " return code end\n" /* A code's record, or nil when it is missing or not a record (damaged data). */                                                \
+    "local function rec(key, code) local v = redis.call('HGET', key, code)\n"                                                                            \
+    " if not v then return nil end\n"                                                                                                                    \
+    " local ok, d = pcall(cjson.decode, v)\n"                                                                                                            \
+    " if ok and type(d) == 'table' and tonumber(d.r) then return d end return nil end\n"                                                                 \
+    "local function users_add(key, uid, n) local v = tonumber(redis.call('HINCRBY', key, uid, "                                                          \
+    "n))\n"                                                                                                                                              \
+    " if v <= 0 then redis.call('HDEL', key, uid) end end\n"                                                                                             \
+    "local function byuser_add(key, uid, code) local mine = redis.call('HGET', key, uid)\n"                                                              \
+    " if not mine then redis.call('HSET', key, uid, code) return end\n"                                                                                  \
+    " for c in mine:gmatch('%S+') do if c == code then return end end\n"                                                                                 \
+    " redis.call('HSET', key, uid, mine .. ' ' .. code) end\n" /* log_add: appends to an assignment log, trimming entries older than minid ('' keeps) */ \
+    "local function log_add(key, minid, ...) if minid ~= '' then"                                                                                        \
+    " return redis.call('XADD', key, 'MINID', '~', minid, '*', ...) end"                                                                                 \
+    " return redis.call('XADD', key, '*', ...) end\n"                                                                                                    \
+    "local function byuser_remove(key, uid, code) local kept = {}\n"                                                                                     \
+    " for c in (redis.call('HGET', key, uid) or ''):gmatch('%S+') do"                                                                                    \
+    " if c ~= code then kept[#kept + 1] = c end end\n"                                                                                                   \
+    " if #kept > 0 then redis.call('HSET', key, uid, table.concat(kept, ' '))"                                                                           \
     " else redis.call('HDEL', key, uid) end end\n"
 
 /*
  * KEYS: 1 meta, 2 free, 3 codes, 4 claims, 5 users, 6 events, 7 log, 8 byuser
- * ARGV: 1 claim_id, 2 user_id, 3 username, 4 category id
+ * ARGV: 1 claim_id, 2 user_id, 3 username, 4 category id, 5 log retention: oldest entry id
+ *       to keep ('' keeps all)
  * Returns {1, code, reward, assigned_at, replay, per_user_limit} or {0, error_code}.
  */
 static const char claim_lua[] = LUA_PRELUDE
@@ -83,7 +87,7 @@ static const char claim_lua[] = LUA_PRELUDE
     " message = 'user ' .. uname .. ' received code ' .. short(code) .. ' (category ' .. cat .."
     " ', ' .. toman(reward) .. ' Toman)'}\n"
     "redis.call('XADD', KEYS[6], '*', 'e', cjson.encode(ev))\n"
-    "local lid = redis.call('XADD', KEYS[7], '*', 't', 'assigned', 'code', code, 'claim', claim,"
+    "local lid = log_add(KEYS[7], ARGV[5], 't', 'assigned', 'code', code, 'claim', claim,"
     " 'uid', uid, 'uname', uname, 'reward', reward, 'at', now)\n"
     "redis.call('HSET', KEYS[1], 'log_last', lid)\n"
     "return {1, code, reward, now, 0, limit}\n";
@@ -91,7 +95,7 @@ static const char claim_lua[] = LUA_PRELUDE
 /*
  * KEYS: 1 meta, 2 free, 3 codes, 4 claims, 5 users, 6 events, 7 log, 8 byuser
  * ARGV: 1 claim_id, 2 category id, 3 reason, 4 nonce, 5 least count to leave the user ('' none),
- *       6 the code the caller means ('' = whichever the claim holds)
+ *       6 the code the caller means ('' = whichever the claim holds), 7 log retention (as claim)
  * Returns {1, code} or {0, error_code}.
  */
 static const char release_lua[] = LUA_PRELUDE
@@ -125,7 +129,7 @@ static const char release_lua[] = LUA_PRELUDE
     " message = 'code ' .. short(code) .. ' of user ' .. uname .. ' was released (category ' .."
     " cat .. ', ' .. toman(reward) .. ' Toman): ' .. ARGV[3]}\n"
     "redis.call('XADD', KEYS[6], '*', 'e', cjson.encode(ev))\n"
-    "local lid = redis.call('XADD', KEYS[7], '*', 't', 'released', 'code', code, 'claim', claim,"
+    "local lid = log_add(KEYS[7], ARGV[7], 't', 'released', 'code', code, 'claim', claim,"
     " 'uid', uid, 'uname', uname, 'reward', reward, 'at', now)\n"
     "redis.call('HSET', KEYS[1], 'log_last', lid)\n"
     "return {1, code}\n";
@@ -139,7 +143,7 @@ static const char release_lua[] = LUA_PRELUDE
  * goes back to the free set.
  * KEYS: 1 meta, 2 free, 3 codes, 4 claims, 5 users, 6 events, 7 log, 8 byuser
  * ARGV: 1 code, 2 owner claim, 3 owner user id, 4 owner username, 5 assigned_at, 6 reward,
- *       7 category id, 8 nonce
+ *       7 category id, 8 nonce, 9 log retention (as claim)
  * Returns {1, victim claim id or ''}.
  */
 static const char reassign_lua[] = LUA_PRELUDE
@@ -188,7 +192,7 @@ static const char reassign_lua[] = LUA_PRELUDE
     " message = 'code ' .. short(code) .. ' of category ' .. cat .. ' restored to ' .. ouname .."
     " ' from the ledger' .. (victim ~= '' and ' (it had been handed to another claim)' or '')}\n"
     "redis.call('XADD', KEYS[6], '*', 'e', cjson.encode(ev))\n"
-    "local lid = redis.call('XADD', KEYS[7], '*', 't', 'repaired', 'code', code, 'claim', oclaim,"
+    "local lid = log_add(KEYS[7], ARGV[9], 't', 'repaired', 'code', code, 'claim', oclaim,"
     " 'uid', ouid, 'uname', ouname, 'reward', r, 'at', at)\n"
     "redis.call('HSET', KEYS[1], 'log_last', lid)\n"
     "return {1, victim}\n";

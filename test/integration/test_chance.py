@@ -327,6 +327,27 @@ def test_release_only_by_the_owning_claim(chanced, redis_client):
         assert claim(c, cat, "own2", 5)["category"] == cat
 
 
+def test_the_assignment_log_keeps_only_its_retention(chanced, redis_client):
+    """Entries older than assignment_log_retention_s go as new ones are written (whole stream
+    nodes at a time, so a few old ones may stay); the newest are always there."""
+    ch = chanced("chance", assignment_log_retention_s=1)
+    key = None
+    with NestClient(*ch.hostport()) as c:
+        batch, _ = generate(c, codes_per_category=400, per_user_limit=1000)
+        cat = batch["categories"][0]
+        key = "chance:{c%d}:log" % cat
+        for i in range(250):
+            claim(c, cat, "old-%d" % i, 1)
+        assert redis_client.xlen(key) == 250
+        time.sleep(2.2)
+        for i in range(150):
+            claim(c, cat, "new-%d" % i, 1)
+    kept = redis_client.xrange(key)
+    claims = [fields["claim"] for _id, fields in kept]
+    assert len(kept) < 400 and claims[-150:] == ["new-%d" % i for i in range(150)], len(kept)
+    assert sum(1 for x in claims if x.startswith("old-")) < 250
+
+
 # ---- queries -------------------------------------------------------------------------------
 
 def test_categories_codes_and_pagination(chanced, redis_client):
