@@ -157,13 +157,98 @@ apply_logging(const struct conf *conf)
     return 0;
 }
 
+/* The command line, sorted: configuration flags, a subcommand and its words, the role. */
+struct cmdline {
+    const char *role; /* --role, or CHANCED_ROLE, or NULL */
+    char **flags;     /* --key=value arguments (borrowed from argv) */
+    char **cmd;       /* the subcommand and its own arguments */
+    int nflags, ncmd;
+    int exit_now; /* >= 0: --help, --version or a usage error decided the exit code */
+};
+
+static void
+parse_argv(int argc, char **argv, struct runtime_opts *d, struct cmdline *cl)
+{
+    cl->exit_now = -1;
+    for (int i = 1; i < argc && cl->exit_now < 0; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            cl->exit_now = EX_OK;
+        } else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+            printf("chanced %s\n", CHANCED_VERSION);
+            cl->exit_now = EX_OK;
+        } else if (strncmp(a, "--role=", 7) == 0) {
+            cl->role = a + 7;
+        } else if (strncmp(a, "--config=", 9) == 0) {
+            d->config_path = a + 9;
+        } else if (strcmp(a, "--check-config") == 0) {
+            cl->cmd[cl->ncmd++] = "config";
+            cl->cmd[cl->ncmd++] = "check";
+        } else if (cl->ncmd > 0) {
+            /* After a subcommand, known keys still configure; the rest is the command's. */
+            const char *eq = strchr(a, '=');
+            char *key =
+                eq && a[0] == '-' && a[1] == '-' ? xstrndup(a + 2, (size_t)(eq - a - 2)) : NULL;
+            if (key && conf_has_key(d->conf, key)) {
+                cl->flags[cl->nflags++] = argv[i];
+            } else {
+                cl->cmd[cl->ncmd++] = argv[i];
+            }
+            free(key);
+        } else if (a[0] == '-' && a[1] == '-' && strchr(a, '=')) {
+            cl->flags[cl->nflags++] = argv[i];
+        } else if (a[0] != '-') {
+            cl->cmd[cl->ncmd++] = argv[i];
+        } else {
+            fprintf(stderr, "chanced: unknown option %s (want --key=value)\n", a);
+            usage(stderr);
+            cl->exit_now = EX_USAGE;
+        }
+    }
+    if (cl->role == NULL && getenv("CHANCED_ROLE") && *getenv("CHANCED_ROLE")) {
+        cl->role = getenv("CHANCED_ROLE"); /* containers: the same image, the role from the env */
+    }
+}
+
+/* config check | config markdown | healthcheck | a role's own commands. */
+static int
+run_command(struct runtime_opts *d, const struct cmdline *cl)
+{
+    char **cmd = cl->cmd;
+    if (strcmp(cmd[0], "config") == 0 && cl->ncmd == 2 && strcmp(cmd[1], "check") == 0) {
+        conf_dump(d->conf, stdout);
+        printf("# config ok\n");
+        return EX_OK;
+    }
+    if (strcmp(cmd[0], "config") == 0 && cl->ncmd == 2 && strcmp(cmd[1], "markdown") == 0) {
+        conf_dump_markdown(d->conf, stdout);
+        return EX_OK;
+    }
+    if (strcmp(cmd[0], "healthcheck") == 0 && cl->ncmd == 1) {
+        if (cl->role == NULL || select_roles(d, cl->role) != 0) {
+            fprintf(stderr, "chanced: healthcheck needs --role (or CHANCED_ROLE)\n");
+            return EX_USAGE;
+        }
+        return healthcheck(d);
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(roles); i++) {
+        int rc;
+        if (roles[i]->command && (rc = roles[i]->command(d->conf, cl->ncmd, cmd)) >= 0) {
+            return rc;
+        }
+    }
+    fprintf(stderr, "chanced: unknown command '%s'\n", cmd[0]);
+    usage(stderr);
+    return EX_USAGE;
+}
+
 int
 main(int argc, char **argv)
 {
-    const char *role = NULL;
-    char **flags = xcalloc((size_t)argc + 1, sizeof(char *));
-    char **cmd = xcalloc((size_t)argc + 1, sizeof(char *));
-    int nflags = 0, ncmd = 0, rc = EX_USAGE;
+    struct cmdline cl = {.flags = xcalloc((size_t)argc + 1, sizeof(char *)),
+                         .cmd = xcalloc((size_t)argc + 1, sizeof(char *))};
+    int rc = EX_USAGE;
 
     /* Every key table of the binary, core first: one key belongs to exactly one of them. */
     const struct conf_module *mods[ARRAY_SIZE(roles) + 2] = {&core_conf_module, &rmq_conf_module};
@@ -172,51 +257,13 @@ main(int argc, char **argv)
     }
     struct runtime_opts d = {.modules = mods, .nmodules = ARRAY_SIZE(mods)};
     d.conf = conf_new(mods, ARRAY_SIZE(mods));
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            rc = EX_OK;
-            goto out;
-        } else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
-            printf("chanced %s\n", CHANCED_VERSION);
-            rc = EX_OK;
-            goto out;
-        } else if (strncmp(a, "--role=", 7) == 0) {
-            role = a + 7;
-        } else if (strncmp(a, "--config=", 9) == 0) {
-            d.config_path = a + 9;
-        } else if (strcmp(a, "--check-config") == 0) {
-            cmd[ncmd++] = "config";
-            cmd[ncmd++] = "check";
-        } else if (ncmd > 0) {
-            /* After a subcommand, known keys still configure; the rest is the command's. */
-            const char *eq = strchr(a, '=');
-            char *key =
-                eq && a[0] == '-' && a[1] == '-' ? xstrndup(a + 2, (size_t)(eq - a - 2)) : NULL;
-            if (key && conf_has_key(d.conf, key)) {
-                flags[nflags++] = argv[i];
-            } else {
-                cmd[ncmd++] = argv[i];
-            }
-            free(key);
-        } else if (a[0] == '-' && a[1] == '-' && strchr(a, '=')) {
-            flags[nflags++] = argv[i];
-        } else if (a[0] != '-') {
-            cmd[ncmd++] = argv[i];
-        } else {
-            fprintf(stderr, "chanced: unknown option %s (want --key=value)\n", a);
-            usage(stderr);
-            goto out;
-        }
-    }
-
-    if (role == NULL && getenv("CHANCED_ROLE") && *getenv("CHANCED_ROLE")) {
-        role = getenv("CHANCED_ROLE"); /* containers: the same image, the role from the env */
+    parse_argv(argc, argv, &d, &cl);
+    if (cl.exit_now >= 0) {
+        rc = cl.exit_now;
+        goto out;
     }
     char err[512];
-    if (conf_load(d.conf, d.config_path, environ, nflags, flags, err, sizeof(err)) != 0) {
+    if (conf_load(d.conf, d.config_path, environ, cl.nflags, cl.flags, err, sizeof(err)) != 0) {
         fprintf(stderr, "chanced: config error: %s\n", err);
         rc = EX_CONFIG;
         goto out;
@@ -228,54 +275,22 @@ main(int argc, char **argv)
     for (const char *const *u = conf_unknown_env(d.conf); u && *u; u++) {
         log_warn("unknown_env_key", "name=%s hint=\"not a chanced key; ignored\"", *u);
     }
-
-    if (ncmd > 0) {
-        if (strcmp(cmd[0], "config") == 0 && ncmd == 2 && strcmp(cmd[1], "check") == 0) {
-            conf_dump(d.conf, stdout);
-            printf("# config ok\n");
-            rc = EX_OK;
-            goto out;
-        }
-        if (strcmp(cmd[0], "healthcheck") == 0 && ncmd == 1) {
-            if (role == NULL || select_roles(&d, role) != 0) {
-                fprintf(stderr, "chanced: healthcheck needs --role (or CHANCED_ROLE)\n");
-                goto out;
-            }
-            rc = healthcheck(&d);
-            goto out;
-        }
-        if (strcmp(cmd[0], "config") == 0 && ncmd == 2 && strcmp(cmd[1], "markdown") == 0) {
-            conf_dump_markdown(d.conf, stdout);
-            rc = EX_OK;
-            goto out;
-        }
-        for (size_t i = 0; i < ARRAY_SIZE(roles); i++) {
-            if (roles[i]->command && (rc = roles[i]->command(d.conf, ncmd, cmd)) >= 0) {
-                goto out;
-            }
-        }
-        fprintf(stderr, "chanced: unknown command '%s'\n", cmd[0]);
-        usage(stderr);
-        rc = EX_USAGE;
-        goto out;
-    }
-
-    if (role == NULL) {
+    if (cl.ncmd > 0) {
+        rc = run_command(&d, &cl);
+    } else if (cl.role == NULL) {
         fprintf(stderr, "chanced: --role is required\n");
         usage(stderr);
-        goto out;
+    } else if (select_roles(&d, cl.role) != 0) {
+        fprintf(stderr, "chanced: unknown role '%s' (want gateway, chance, logger or all)\n",
+                cl.role);
+    } else {
+        d.flags = cl.flags;
+        d.nflags = cl.nflags;
+        rc = runtime_run(&d);
     }
-    if (select_roles(&d, role) != 0) {
-        fprintf(stderr, "chanced: unknown role '%s' (want gateway, chance, logger or all)\n", role);
-        goto out;
-    }
-    d.flags = flags;
-    d.nflags = nflags;
-    rc = runtime_run(&d);
-
 out:
     conf_free(d.conf);
-    free(flags);
-    free(cmd);
+    free(cl.flags);
+    free(cl.cmd);
     return rc;
 }

@@ -1200,6 +1200,13 @@ on_ids(enum redis_status status, cJSON *replies, void *arg)
     snprintf(sid, sizeof(sid), "%lld", id);
     util_random_hex(fresh, 8);
     chance_nonce(cr->ch, p->nonce);
+    char lease[24];
+    snprintf(lease, sizeof(lease), "%lld", (long long)time_wall_ms() + GEN_LEASE_MS);
+    /* The batch hash: numbers first (formatted into v), then text fields. */
+    static const char *const numeric[] = {
+        "id",         "categories",     "codes_per_category", "reward_min",
+        "reward_max", "reward_step",    "per_user_limit",     "starts_at",
+        "ends_at",    "first_category", "created_at"};
     const long long nums[] = {id,
                               p->ncat,
                               p->per_cat,
@@ -1211,61 +1218,26 @@ on_ids(enum redis_status status, cJSON *replies, void *arg)
                               p->ends,
                               p->first_cat,
                               (long long)time_wall_ms()};
-    for (size_t k = 0; k < ARRAY_SIZE(nums); k++) {
+    const char *text[][2] = {
+        {"name", p->name},           {"prefix", p->prefix},         {"actor_id", p->actor_id},
+        {"actor", p->actor_name},    {"actor_role", p->actor_role}, {"nonce", p->nonce},
+        {"state", "generating"},     {"codes_written", "0"},        {"categories_done", "0"},
+        {"owner", cr->ch->instance}, {"lease_until", lease}};
+    const char *args[3 + 2 * (ARRAY_SIZE(numeric) + ARRAY_SIZE(text))] = {cr->batch_key, sid,
+                                                                          fresh};
+    size_t n = 3;
+    for (size_t k = 0; k < ARRAY_SIZE(numeric); k++) {
         snprintf(v[k], sizeof(v[k]), "%lld", nums[k]);
+        args[n++] = numeric[k];
+        args[n++] = v[k];
     }
-    char lease[24];
-    snprintf(lease, sizeof(lease), "%lld", (long long)time_wall_ms() + GEN_LEASE_MS);
+    for (size_t k = 0; k < ARRAY_SIZE(text); k++) {
+        args[n++] = text[k][0];
+        args[n++] = text[k][1];
+    }
     const char *keys[] = {KEY_BATCHKEYS, bkey, KEY_ACTIVE, KEY_INSTANCE};
-    const char *args[] = {cr->batch_key,
-                          sid,
-                          fresh,
-                          "id",
-                          v[0],
-                          "categories",
-                          v[1],
-                          "codes_per_category",
-                          v[2],
-                          "reward_min",
-                          v[3],
-                          "reward_max",
-                          v[4],
-                          "reward_step",
-                          v[5],
-                          "per_user_limit",
-                          v[6],
-                          "starts_at",
-                          v[7],
-                          "ends_at",
-                          v[8],
-                          "first_category",
-                          v[9],
-                          "created_at",
-                          v[10],
-                          "name",
-                          p->name,
-                          "prefix",
-                          p->prefix,
-                          "actor_id",
-                          p->actor_id,
-                          "actor",
-                          p->actor_name,
-                          "actor_role",
-                          p->actor_role,
-                          "nonce",
-                          p->nonce,
-                          "state",
-                          "generating",
-                          "codes_written",
-                          "0",
-                          "categories_done",
-                          "0",
-                          "owner",
-                          cr->ch->instance,
-                          "lease_until",
-                          lease};
     struct redis_batch *b = redis_batch_new(cr->ch->redis);
-    redis_batch_script(b, SCRIPT_BATCH_CREATE, 4, keys, (int)ARRAY_SIZE(args), args, NULL);
+    redis_batch_script(b, SCRIPT_BATCH_CREATE, 4, keys, (int)n, args, NULL);
     redis_batch_send(b, on_created, cr);
 }
 

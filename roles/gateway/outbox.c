@@ -217,44 +217,25 @@ outbox_backlog(const struct outbox *ob)
     return __atomic_load_n(&ob->backlog, __ATOMIC_RELAXED);
 }
 
-bool
-outbox_relay_pass(void *arg)
+/*
+ * Sends one fetched batch inside the fetch transaction and records the outcome: delivered
+ * (marked, conflicts parked), refused (the named event parked), or failed (nothing changes;
+ * delivery backs off). Returns true if more events may be waiting.
+ */
+static bool
+deliver(struct outbox *ob, struct pg_conn *c, const struct pg_result *res)
 {
-    struct outbox *ob = arg;
     struct pg_error err = {0};
-    struct pg_result *res = NULL;
     struct sbuf ids = {0};
-    bool more = false;
-    if (time_mono_ms() < ob->retry_at_ms) {
-        return false; /* the logger failed lately: kicks do not hurry the retry */
-    }
-    struct pg_conn *c = pg_acquire(ob->o.pg, ob->o.acquire_timeout_ms, &err);
-    if (c == NULL) {
-        pg_status(ob, err.cls != PG_ERR_CONNECTION);
-        return false;
-    }
-    char limit[16];
-    snprintf(limit, sizeof(limit), "%d", ob->o.batch);
-    const char *params[] = {limit};
-    if (pg_exec_sql(c, "BEGIN", &err) != 0 || pg_exec(c, &fetch, 1, params, &res, &err) != 0) {
-        pg_status(ob, err.cls != PG_ERR_CONNECTION);
-        log_warn("outbox_fetch_failed", "reason=\"%s\"", err.message);
-        goto done;
-    }
-    pg_status(ob, true);
     int n = pg_rows(res);
-    if (n == 0 || load_namespace(ob, c) != 0) {
-        goto done;
-    }
-    cJSON *reply = NULL;
     int *rows = xcalloc((size_t)n, sizeof(*rows));
-    cJSON *batch = build_batch(ob, c, res, ob->event_ns, &ids, rows);
+    cJSON *batch = build_batch(ob, c, res, ob->event_ns, &ids, rows), *reply = NULL;
     int nevents = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(batch, "events"));
+    bool more = false;
     if (nevents == 0) {
         cJSON_Delete(batch);
-        free(rows);
         more = pg_exec_sql(c, "COMMIT", &err) == 0; /* only parked rows */
-        goto done;
+        goto out;
     }
     int st = rpc_client_call_sync(ob->o.logger, "log.append", batch, ob->o.logger_timeout_ms,
                                   &reply, NULL, NULL);
@@ -281,16 +262,46 @@ outbox_relay_pass(void *arg)
         ob->retry_at_ms = time_mono_ms() + backoff_next(&ob->retry);
         (void)backoff_fail(&ob->retry, "outbox_delivery_failed", why);
     }
+out:
     free(rows);
     cJSON_Delete(reply);
-done:
+    sbuf_cleanup(&ids);
+    return more;
+}
+
+bool
+outbox_relay_pass(void *arg)
+{
+    struct outbox *ob = arg;
+    struct pg_error err = {0};
+    struct pg_result *res = NULL;
+    bool more = false;
+    if (time_mono_ms() < ob->retry_at_ms) {
+        return false; /* the logger failed lately: kicks do not hurry the retry */
+    }
+    struct pg_conn *c = pg_acquire(ob->o.pg, ob->o.acquire_timeout_ms, &err);
+    if (c == NULL) {
+        pg_status(ob, err.cls != PG_ERR_CONNECTION);
+        return false;
+    }
+    char limit[16];
+    snprintf(limit, sizeof(limit), "%d", ob->o.batch);
+    const char *params[] = {limit};
+    if (pg_exec_sql(c, "BEGIN", &err) != 0 || pg_exec(c, &fetch, 1, params, &res, &err) != 0) {
+        pg_status(ob, err.cls != PG_ERR_CONNECTION);
+        log_warn("outbox_fetch_failed", "reason=\"%s\"", err.message);
+    } else {
+        pg_status(ob, true);
+        if (pg_rows(res) > 0 && load_namespace(ob, c) == 0) {
+            more = deliver(ob, c, res);
+        }
+    }
     pg_rollback(c);
     if (!more && time_mono_ms() - ob->housekeeping_ms > 5000) {
         ob->housekeeping_ms = time_mono_ms();
         housekeeping(ob, c);
     }
     pg_result_free(res);
-    sbuf_cleanup(&ids);
     pg_release(ob->o.pg, c);
     return more;
 }

@@ -142,6 +142,63 @@ claim_failed(struct pg_conn *c, const char *claim_id)
            strcmp(rec.status, "failed") == 0;
 }
 
+/* The user is at the limit in the ledger: the code goes back and the claim fails. */
+static enum settle_result
+over_limit(struct gw *gw, struct pg_conn *c, const struct claimant *who, const struct assignment *a,
+           int64_t held, struct settle_out *out)
+{
+    log_warn("claim_over_limit",
+             "claim=%.12s user=%" PRId64 " category=%" PRId64 " held=%" PRId64 " limit=%" PRId64,
+             who->claim_id, who->user_id, a->category, held, a->per_user_limit);
+    if (claims_release(gw, who->claim_id, a->code, a->category, held,
+                       "the user already holds the limit (ledger)") != 0) {
+        snprintf(out->err.message, sizeof(out->err.message),
+                 "giving back a code over the limit failed");
+        return SETTLE_UNKNOWN; /* the code stays assigned: settle again later */
+    }
+    gwmetrics_count(gw->metrics, M_OVER_LIMIT, 1);
+    snprintf(out->reason, sizeof(out->reason), "user_limit_reached");
+    return refuse(gw, c, who, a->category, out);
+}
+
+/*
+ * The ledger holds this claim or this code otherwise than chance said (out->row). Returns the
+ * outcome, or SETTLE_CREDITED meaning "drawn again: settle *a".
+ */
+static enum settle_result
+mismatch(struct gw *gw, struct pg_conn *c, const struct claimant *who, struct assignment *a,
+         int draws, struct settle_out *out)
+{
+    struct credit_row *row = &out->row;
+    if (strcmp(row->claim_id, who->claim_id) == 0) {
+        /* This claim id is in the ledger with another code. */
+        if (row->category != a->category) {
+            (void)claims_release(gw, who->claim_id, a->code, a->category, -1,
+                                 "idempotency key reused");
+            return SETTLE_KEY_REUSED;
+        }
+        /* Redis forgot the claim's code and drew another: the ledger's stands, the new one goes
+         * back (chance.reassign frees it). */
+        if (strcmp(row->code, a->code) != 0 && settle_repair(gw, row) != 0) {
+            snprintf(out->err.message, sizeof(out->err.message), "repairing Redis failed");
+            return SETTLE_UNKNOWN;
+        }
+        return SETTLE_REPLAYED;
+    }
+    /* The code is another claim's in the ledger: give it back to that claim, draw again. */
+    if (draws == SETTLE_MAX_DRAWS || settle_repair(gw, row) != 0) {
+        snprintf(out->err.message, sizeof(out->err.message),
+                 draws == SETTLE_MAX_DRAWS ? "too many repairs in a row" : "repairing failed");
+        return SETTLE_UNKNOWN;
+    }
+    if (strcmp(who->source, "reconciler") == 0 && claim_failed(c, who->claim_id)) {
+        snprintf(out->reason, sizeof(out->reason), "already_failed");
+        return SETTLE_REFUSED; /* its client was told it failed: it stays failed */
+    }
+    enum settle_result d = draw(gw, who, a, out);
+    return d == SETTLE_REFUSED ? refuse(gw, c, who, a->category, out) : d;
+}
+
 enum settle_result
 settle_assignment(struct gw *gw, struct pg_conn *c, const struct claimant *who,
                   struct assignment *a, struct settle_out *out)
@@ -160,54 +217,12 @@ settle_assignment(struct gw *gw, struct pg_conn *c, const struct claimant *who,
         case CREDIT_EXISTING: return SETTLE_REPLAYED;
         case CREDIT_ORPHAN: return SETTLE_ORPHAN;
         case CREDIT_FAILED: return SETTLE_UNKNOWN;
-        case CREDIT_OVER_LIMIT:
-            log_warn("claim_over_limit",
-                     "claim=%.12s user=%" PRId64 " category=%" PRId64 " held=%" PRId64
-                     " limit=%" PRId64,
-                     who->claim_id, who->user_id, a->category, held, a->per_user_limit);
-            if (claims_release(gw, who->claim_id, a->code, a->category, held,
-                               "the user already holds the limit (ledger)") != 0) {
-                snprintf(out->err.message, sizeof(out->err.message),
-                         "giving back a code over the limit failed");
-                return SETTLE_UNKNOWN; /* the code stays assigned: settle again later */
-            }
-            gwmetrics_count(gw->metrics, M_OVER_LIMIT, 1);
-            snprintf(out->reason, sizeof(out->reason), "user_limit_reached");
-            return refuse(gw, c, who, a->category, out);
+        case CREDIT_OVER_LIMIT: return over_limit(gw, c, who, a, held, out);
         case CREDIT_MISMATCH: break;
         }
-        struct credit_row *row = &out->row;
-        if (strcmp(row->claim_id, who->claim_id) == 0) {
-            /* This claim id is in the ledger with another code. */
-            if (row->category != a->category) {
-                (void)claims_release(gw, who->claim_id, a->code, a->category, -1,
-                                     "idempotency key reused");
-                return SETTLE_KEY_REUSED;
-            }
-            /* Redis forgot the claim's code and drew another: the ledger's stands, the new
-             * one goes back (chance.reassign frees it). */
-            if (strcmp(row->code, a->code) != 0 && settle_repair(gw, row) != 0) {
-                snprintf(out->err.message, sizeof(out->err.message), "repairing Redis failed");
-                return SETTLE_UNKNOWN;
-            }
-            return SETTLE_REPLAYED;
-        }
-        /* The code is another claim's in the ledger: give it back to that claim, draw again. */
-        if (draws == SETTLE_MAX_DRAWS || settle_repair(gw, row) != 0) {
-            snprintf(out->err.message, sizeof(out->err.message),
-                     draws == SETTLE_MAX_DRAWS ? "too many repairs in a row" : "repairing failed");
-            return SETTLE_UNKNOWN;
-        }
-        if (strcmp(who->source, "reconciler") == 0 && claim_failed(c, who->claim_id)) {
-            snprintf(out->reason, sizeof(out->reason), "already_failed");
-            return SETTLE_REFUSED; /* its client was told it failed: it stays failed */
-        }
-        enum settle_result d = draw(gw, who, a, out);
-        if (d == SETTLE_REFUSED) {
-            return refuse(gw, c, who, a->category, out);
-        }
-        if (d != SETTLE_CREDITED) {
-            return d;
+        enum settle_result m = mismatch(gw, c, who, a, draws, out);
+        if (m != SETTLE_CREDITED) {
+            return m;
         }
     }
 }
