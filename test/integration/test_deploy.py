@@ -8,7 +8,8 @@ variables are fed to `chanced config check` (which shows where each value came f
 
     compose.yaml                 parses (and `docker compose config` where Compose exists); every
                                  reference resolves; healthchecks everywhere; networks, ports,
-                                 secrets; each service's env and flags accepted by the binary
+                                 secrets; each service's env and flags accepted by the binary;
+                                 chance and logger scale (--scale)
     Dockerfile, .dockerignore    bookworm multi-stage, non-root, exec-form ENTRYPOINT,
                                  HEALTHCHECK via the binary, EXPOSE, runtime packages cover
                                  `ldd`, the COPY set builds
@@ -559,6 +560,23 @@ def test_compose_gateway_reaches_the_roles_where_they_listen(compose):
         listen = penv["CHANCED_%s_LISTEN" % peer.upper()]
         assert listen.rsplit(":", 1)[1] == port, "%s listens on %s, gateway calls %s" % (
             pname, listen, addr)
+
+
+def test_compose_chance_and_logger_scale(compose):
+    """`docker compose up --scale chance=3 --scale logger=2` (docs/scale.md): nothing ties
+    those services to one container, and the gateway names them by service name, which
+    Docker's DNS resolves to every replica (a hostname would not be shared that way)."""
+    by_role = {role_of(s): (n, s) for n, s in role_services(compose).items()}
+    gw_env = env_of(by_role["gateway"][1])
+    for peer in ("chance", "logger"):
+        name, svc = by_role[peer]
+        for fixed in ("container_name", "hostname", "ports"):
+            assert fixed not in svc, "%s sets %s: it cannot scale" % (name, fixed)
+        for addr in gw_env["CHANCED_%s_ADDR" % peer.upper()].split(","):
+            assert addr.strip().rsplit(":", 1)[0] == name, \
+                "the gateway calls %s, not the service name %s" % (addr, name)
+    assert "docker compose up --scale chance=3 --scale logger=2" in (
+        ROOT / "docs" / "scale.md").read_text()
 
 
 @pytest.mark.parametrize("role", ROLES)
