@@ -206,6 +206,7 @@ on_append(struct rpc_call *call, const cJSON *data, void *arg)
                             "events[%zu]: field '_id' must start with '%s' (log.append is the "
                             "gateways' namespace)",
                             j->n, LOGGER_GATEWAY_ID_PREFIX);
+            j->n++; /* job_free frees it with the others */
             job_free(j);
             return;
         }
