@@ -4,6 +4,8 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <sys/time.h>
 
 #include "rmq_conf.h"
+#include "tls.h"
 
 #define HEARTBEAT_S 30   /* the broker drops us after two missed beats */
 #define FRAME_MAX 131072 /* librabbitmq's default */
@@ -84,21 +87,31 @@ new_socket(struct rmq_link *l, const struct rmq_conf *c, const struct amqp_conne
         return NULL;
     }
     amqp_ssl_socket_set_verify_peer(s, 1);
-    amqp_ssl_socket_set_verify_hostname(s, 1);
+    if (tls_is_ip(ci->host)) {
+        /* librabbitmq's own name check compares DNS names only, so a broker reached by its
+         * address could never verify: OpenSSL checks the address against the certificate's IP
+         * entries instead, as part of verifying the chain (the context is this socket's own). */
+        SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
+        if (ctx == NULL || X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), ci->host) != 1) {
+            snprintf(err, errlen, "cannot set up TLS verification of %s", ci->host);
+            return NULL;
+        }
+        amqp_ssl_socket_set_verify_hostname(s, 0);
+    } else {
+        amqp_ssl_socket_set_verify_hostname(s, 1);
+    }
     if (set(c->amqp_tls_ca) && amqp_ssl_socket_set_cacert(s, c->amqp_tls_ca) != AMQP_STATUS_OK) {
         snprintf(err, errlen, "amqp_tls_ca: cannot load %s", c->amqp_tls_ca);
         return NULL;
     }
-    if (set(c->amqp_tls_cert)) {
-        int st = strncmp(c->amqp_tls_key, "-----BEGIN", 10) == 0
-                     ? amqp_ssl_socket_set_key_buffer(s, c->amqp_tls_cert, c->amqp_tls_key,
-                                                      strlen(c->amqp_tls_key))
-                     : amqp_ssl_socket_set_key(s, c->amqp_tls_cert, c->amqp_tls_key);
-        if (st != AMQP_STATUS_OK) {
-            snprintf(err, errlen, "amqp_tls_cert/amqp_tls_key: cannot load them: %s",
-                     amqp_error_string2(st));
-            return NULL;
-        }
+    /* Straight into the socket's context: librabbitmq's own loader of a key given as PEM text
+     * (what amqp_tls_key_file and credentials deliver) takes RSA keys only. */
+    struct tls_files id = {NULL, c->amqp_tls_cert, c->amqp_tls_key};
+    char why[256];
+    SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
+    if (ctx == NULL || tls_ctx_use_identity(ctx, &id, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "amqp_tls_cert/amqp_tls_key: %s", ctx ? why : "no TLS context");
+        return NULL;
     }
     return s;
 }
