@@ -212,8 +212,53 @@ inequivalent:
     return -1;
 }
 
+/* The reply code of the channel close that answered the last RPC, or 0. */
+static int
+channel_close_code(amqp_connection_state_t conn)
+{
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        return ((amqp_channel_close_t *)r.reply.decoded)->reply_code;
+    }
+    return 0;
+}
+
+static int
+setup_topology(amqp_connection_state_t conn, const char *queue, enum rmq_topology topology,
+               char *err, size_t errlen)
+{
+    if (declare_topology(conn, queue, err, errlen) == 0) {
+        return 0;
+    }
+    if (topology != RMQ_TOPOLOGY_DECLARE_OR_CHECK ||
+        channel_close_code(conn) != AMQP_ACCESS_REFUSED) {
+        return -1;
+    }
+    /* This user may not declare: acknowledge the closed channel, open it again and check that
+     * the queue exists (a passive declare needs no permission). */
+    char why[256];
+    amqp_channel_close_ok_t ok = {0};
+    if (amqp_send_method(conn, RMQ_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+        return -1;
+    }
+    amqp_channel_open(conn, RMQ_CHANNEL);
+    if (rmq_check_rpc(conn, "open channel", err, errlen) != 0) {
+        return -1;
+    }
+    amqp_queue_declare(conn, RMQ_CHANNEL, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    if (rmq_check_rpc(conn, "check queue", why, sizeof(why)) != 0) {
+        snprintf(err, errlen,
+                 "%s (this user may not declare the queue: the logger, or the broker's "
+                 "definitions, must declare it first)",
+                 why);
+        return -1;
+    }
+    return 0;
+}
+
 struct rmq_link *
-rmq_link_open(const struct rmq_conf *c, int timeout_ms, unsigned *next, char *err, size_t errlen)
+rmq_link_open(const struct rmq_conf *c, enum rmq_topology topology, int timeout_ms, unsigned *next,
+              char *err, size_t errlen)
 {
     const char *urls[MAX_URLS];
     size_t lens[MAX_URLS], n = 0;
@@ -244,7 +289,7 @@ rmq_link_open(const struct rmq_conf *c, int timeout_ms, unsigned *next, char *er
         if (l->conn && connect_one(l, c, urls[i], lens[i], timeout_ms, err, errlen) == 0) {
             amqp_channel_open(l->conn, RMQ_CHANNEL);
             if (rmq_check_rpc(l->conn, "open channel", err, errlen) == 0 &&
-                declare_topology(l->conn, c->amqp_queue, err, errlen) == 0) {
+                setup_topology(l->conn, c->amqp_queue, topology, err, errlen) == 0) {
                 *next = i;
                 return l;
             }
