@@ -31,6 +31,12 @@ SSL_CTX *tls_server_ctx(const struct tls_files *f, char *err, size_t errlen);
 /* A client context: verifies servers against the CA (or the system store), presents
  * cert/key when given. NULL with err on failure. */
 SSL_CTX *tls_client_ctx(const struct tls_files *f, char *err, size_t errlen);
+/*
+ * Loads our certificate chain and its key (a path or PEM text, of any key type) into ctx,
+ * checking that they match; nothing when neither is set. -1 with err (naming the file) on
+ * failure. For contexts made elsewhere (librabbitmq's).
+ */
+int tls_ctx_use_identity(SSL_CTX *ctx, const struct tls_files *f, char *err, size_t errlen);
 /* A new client SSL for host: SNI (for names) and name/IP verification. NULL on failure. */
 SSL *tls_client_ssl(SSL_CTX *ctx, const char *host);
 /* True if s is an IPv4 or IPv6 literal. */

@@ -4,6 +4,8 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <sys/time.h>
 
 #include "rmq_conf.h"
+#include "tls.h"
 
 #define HEARTBEAT_S 30   /* the broker drops us after two missed beats */
 #define FRAME_MAX 131072 /* librabbitmq's default */
@@ -84,21 +87,31 @@ new_socket(struct rmq_link *l, const struct rmq_conf *c, const struct amqp_conne
         return NULL;
     }
     amqp_ssl_socket_set_verify_peer(s, 1);
-    amqp_ssl_socket_set_verify_hostname(s, 1);
+    if (tls_is_ip(ci->host)) {
+        /* librabbitmq's own name check compares DNS names only, so a broker reached by its
+         * address could never verify: OpenSSL checks the address against the certificate's IP
+         * entries instead, as part of verifying the chain (the context is this socket's own). */
+        SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
+        if (ctx == NULL || X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx), ci->host) != 1) {
+            snprintf(err, errlen, "cannot set up TLS verification of %s", ci->host);
+            return NULL;
+        }
+        amqp_ssl_socket_set_verify_hostname(s, 0);
+    } else {
+        amqp_ssl_socket_set_verify_hostname(s, 1);
+    }
     if (set(c->amqp_tls_ca) && amqp_ssl_socket_set_cacert(s, c->amqp_tls_ca) != AMQP_STATUS_OK) {
         snprintf(err, errlen, "amqp_tls_ca: cannot load %s", c->amqp_tls_ca);
         return NULL;
     }
-    if (set(c->amqp_tls_cert)) {
-        int st = strncmp(c->amqp_tls_key, "-----BEGIN", 10) == 0
-                     ? amqp_ssl_socket_set_key_buffer(s, c->amqp_tls_cert, c->amqp_tls_key,
-                                                      strlen(c->amqp_tls_key))
-                     : amqp_ssl_socket_set_key(s, c->amqp_tls_cert, c->amqp_tls_key);
-        if (st != AMQP_STATUS_OK) {
-            snprintf(err, errlen, "amqp_tls_cert/amqp_tls_key: cannot load them: %s",
-                     amqp_error_string2(st));
-            return NULL;
-        }
+    /* Straight into the socket's context: librabbitmq's own loader of a key given as PEM text
+     * (what amqp_tls_key_file and credentials deliver) takes RSA keys only. */
+    struct tls_files id = {NULL, c->amqp_tls_cert, c->amqp_tls_key};
+    char why[256];
+    SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
+    if (ctx == NULL || tls_ctx_use_identity(ctx, &id, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "amqp_tls_cert/amqp_tls_key: %s", ctx ? why : "no TLS context");
+        return NULL;
     }
     return s;
 }
@@ -199,8 +212,53 @@ inequivalent:
     return -1;
 }
 
+/* The reply code of the channel close that answered the last RPC, or 0. */
+static int
+channel_close_code(amqp_connection_state_t conn)
+{
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        return ((amqp_channel_close_t *)r.reply.decoded)->reply_code;
+    }
+    return 0;
+}
+
+static int
+setup_topology(amqp_connection_state_t conn, const char *queue, enum rmq_topology topology,
+               char *err, size_t errlen)
+{
+    if (declare_topology(conn, queue, err, errlen) == 0) {
+        return 0;
+    }
+    if (topology != RMQ_TOPOLOGY_DECLARE_OR_CHECK ||
+        channel_close_code(conn) != AMQP_ACCESS_REFUSED) {
+        return -1;
+    }
+    /* This user may not declare: acknowledge the closed channel, open it again and check that
+     * the queue exists (a passive declare needs no permission). */
+    char why[256];
+    amqp_channel_close_ok_t ok = {0};
+    if (amqp_send_method(conn, RMQ_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK) {
+        return -1;
+    }
+    amqp_channel_open(conn, RMQ_CHANNEL);
+    if (rmq_check_rpc(conn, "open channel", err, errlen) != 0) {
+        return -1;
+    }
+    amqp_queue_declare(conn, RMQ_CHANNEL, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    if (rmq_check_rpc(conn, "check queue", why, sizeof(why)) != 0) {
+        snprintf(err, errlen,
+                 "%s (this user may not declare the queue: the logger, or the broker's "
+                 "definitions, must declare it first)",
+                 why);
+        return -1;
+    }
+    return 0;
+}
+
 struct rmq_link *
-rmq_link_open(const struct rmq_conf *c, int timeout_ms, unsigned *next, char *err, size_t errlen)
+rmq_link_open(const struct rmq_conf *c, enum rmq_topology topology, int timeout_ms, unsigned *next,
+              char *err, size_t errlen)
 {
     const char *urls[MAX_URLS];
     size_t lens[MAX_URLS], n = 0;
@@ -231,7 +289,7 @@ rmq_link_open(const struct rmq_conf *c, int timeout_ms, unsigned *next, char *er
         if (l->conn && connect_one(l, c, urls[i], lens[i], timeout_ms, err, errlen) == 0) {
             amqp_channel_open(l->conn, RMQ_CHANNEL);
             if (rmq_check_rpc(l->conn, "open channel", err, errlen) == 0 &&
-                declare_topology(l->conn, c->amqp_queue, err, errlen) == 0) {
+                setup_topology(l->conn, c->amqp_queue, topology, err, errlen) == 0) {
                 *next = i;
                 return l;
             }

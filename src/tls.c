@@ -89,6 +89,12 @@ load_identity(SSL_CTX *ctx, const struct tls_files *f, char *err, size_t errlen)
     return 0;
 }
 
+int
+tls_ctx_use_identity(SSL_CTX *ctx, const struct tls_files *f, char *err, size_t errlen)
+{
+    return load_identity(ctx, f, err, errlen);
+}
+
 static int
 load_ca(SSL_CTX *ctx, const char *ca, char *err, size_t errlen)
 {

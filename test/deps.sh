@@ -12,8 +12,8 @@ PACKAGES=(
 	build-essential pkg-config clang libclang-rt-14-dev
 	libevent-dev libhiredis-dev libcjson-dev librabbitmq-dev libmongoc-dev libbson-dev
 	libargon2-dev libcivetweb-dev libinih-dev libssl-dev libpq-dev libsystemd-dev
-	# servers for the tests
-	redis-server redis-tools postgresql postgresql-contrib rabbitmq-server pgbouncer
+	# servers for the tests (and openssl: the store TLS tests make their own CA)
+	redis-server redis-tools postgresql postgresql-contrib rabbitmq-server pgbouncer openssl
 	# test drivers (they run under /usr/bin/python3)
 	wrk bc python3-pytest python3-mockupdb python3-mongomock python3-pika python3-psycopg2 python3-redis python3-yaml
 	# NestJS interop peers

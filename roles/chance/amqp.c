@@ -32,7 +32,8 @@ chance_amqp_open(const struct rmq_conf *rmq, int timeout_ms, unsigned *next_url,
     struct chance_amqp *a = xcalloc(1, sizeof(*a));
     a->queue = xstrdup(rmq->amqp_queue);
     a->next_seq = a->round_first = 1;
-    if ((a->link = rmq_link_open(rmq, timeout_ms, next_url, err, errlen)) == NULL) {
+    if ((a->link = rmq_link_open(rmq, RMQ_TOPOLOGY_DECLARE_OR_CHECK, timeout_ms, next_url, err,
+                                 errlen)) == NULL) {
         goto fail;
     }
     a->conn = rmq_link_conn(a->link);

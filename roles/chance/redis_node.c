@@ -6,9 +6,12 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +194,13 @@ on_first_slots(struct rnode *n, const redisReply *rep, void *arg)
         r->mode = MODE_CLUSTER;
         log_info("redis_cluster_detected", "ranges=%zu", rep->elements);
         apply_map(r, rep, n->host);
+    } else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOPERM", 6) == 0) {
+        /* Refused by an ACL: whether this is a cluster is unknown, so do not guess. */
+        char why[300];
+        snprintf(why, sizeof(why), "CLUSTER SLOTS: %.200s (the Redis user needs +cluster|slots)",
+                 rep->str);
+        redis_node_fail(n, why);
+        return;
     } else if (r->mode == MODE_UNKNOWN) {
         r->mode = MODE_STANDALONE; /* "ERR This instance has cluster support disabled" */
     }
@@ -236,6 +246,42 @@ hs_start(struct rnode *n)
     on_auth(n, &(redisReply){.type = REDIS_REPLY_STATUS, .str = "OK", .len = 2}, NULL);
 }
 
+/*
+ * Why a TLS connection failed, as precisely as can be said: the certificate check that failed
+ * (the server's certificate against redis_tls_ca and the address or name), else OpenSSL's
+ * error (e.g. the server's alert that it wants a client certificate), else the socket's.
+ * libevent also queues bare SSL_get_error() codes: with no socket error, the peer closed the
+ * connection.
+ */
+static void
+tls_failure(struct bufferevent *bev, char *why, size_t size)
+{
+    int sock_err = EVUTIL_SOCKET_ERROR();
+    unsigned long e, lib_err = 0;
+    bool bare = false;
+    while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+        if (ERR_GET_LIB(e) == 0) {
+            bare = true;
+        } else if (lib_err == 0) {
+            lib_err = e;
+        }
+    }
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (vr != X509_V_OK) {
+        snprintf(why, size, "TLS: the server's certificate does not verify: %s",
+                 X509_verify_cert_error_string(vr));
+    } else if (lib_err) {
+        char buf[256];
+        ERR_error_string_n(lib_err, buf, sizeof(buf));
+        snprintf(why, size, "TLS: %s", buf);
+    } else if (bare && (sock_err == 0 || sock_err == EAGAIN || sock_err == EINPROGRESS)) {
+        snprintf(why, size, "TLS: the server closed the connection");
+    } else {
+        snprintf(why, size, "%s", evutil_socket_error_to_string(sock_err));
+    }
+}
+
 static void
 on_event(struct bufferevent *bev, short what, void *arg)
 {
@@ -250,13 +296,10 @@ on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     char why[300] = "connection closed";
-    if (what & BEV_EVENT_ERROR) {
-        unsigned long e = n->r->tls ? bufferevent_get_openssl_error(n->bev) : 0;
-        if (e) {
-            ERR_error_string_n(e, why, sizeof(why));
-        } else {
-            snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-        }
+    if ((what & BEV_EVENT_ERROR) && n->r->tls) {
+        tls_failure(n->bev, why, sizeof(why));
+    } else if (what & BEV_EVENT_ERROR) {
+        snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     }
     redis_node_fail(n, why);
 }

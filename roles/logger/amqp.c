@@ -35,7 +35,8 @@ logger_amqp_open(const struct logger_amqp_opts *o, char *err, size_t errlen)
     struct logger_amqp *a = xcalloc(1, sizeof(*a));
     a->queue = xstrdup(o->rmq->amqp_queue);
     a->max_body = o->max_body;
-    if ((a->link = rmq_link_open(o->rmq, o->timeout_ms, o->next_url, err, errlen)) == NULL) {
+    if ((a->link = rmq_link_open(o->rmq, RMQ_TOPOLOGY_DECLARE, o->timeout_ms, o->next_url, err,
+                                 errlen)) == NULL) {
         goto fail;
     }
     a->conn = rmq_link_conn(a->link);

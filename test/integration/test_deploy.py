@@ -17,6 +17,10 @@ variables are fed to `chanced config check` (which shows where each value came f
                                  credential per secret key, read by the daemon itself
     deploy/chanced.conf.example  every key of the binary, with its default; `config check` passes
     deploy/secrets/README.md     its generator block runs and yields consistent secrets
+    deploy/{postgres,redis,rabbitmq,mongo}
+                                 least privilege: each role's own store user, made by the init
+                                 scripts, ACL and definitions compose mounts (run for real by
+                                 test_least_privilege.py)
     docs/deploy.md               every CHANCED_* variable it names exists; the per-role env
                                  files set only keys their role reads
 
@@ -46,6 +50,7 @@ UNIT = ROOT / "deploy" / "chanced@.service"
 EXAMPLE = ROOT / "deploy" / "chanced.conf.example"
 SECRETS_README = ROOT / "deploy" / "secrets" / "README.md"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+RULES_FILE = ROOT / "deploy" / "redis" / "chance.acl-rules"
 
 STRICT = os.environ.get("CHANCED_TEST_STRICT") == "1"
 BIN_IN_IMAGE = "/usr/local/bin/chanced"
@@ -59,6 +64,7 @@ ROLE_MODULES = {"gateway": ("core", "gateway"), "chance": ("core", "rmq", "chanc
                 "logger": ("core", "rmq", "logger")}
 DATABASES = {"redis": "redis/redis-stack-server", "postgres": "postgres", "rabbitmq": "rabbitmq",
              "mongo": "mongo"}
+GENERATOR_READS = ("redis", "rabbitmq")  # committed deploy/ folders the secret generator reads
 SANITIZER_LIB = re.compile(r"^lib(a|ub|l|t|hwa|m)san\.so")
 ONE_SHOT_CONDITIONS = ("service_healthy", "service_completed_successfully")
 
@@ -186,9 +192,12 @@ def secrets_block():
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    """Runs the documented generator in a scratch copy of the tree; {file name: Path}."""
+    """Runs the documented generator in a scratch copy of the tree (with the committed files it
+    reads: deploy/redis, deploy/rabbitmq); {file name: Path}."""
     top = tmp_path_factory.mktemp("secrets")
     (top / "deploy" / "secrets").mkdir(parents=True)
+    for sub in GENERATOR_READS:
+        shutil.copytree(ROOT / "deploy" / sub, top / "deploy" / sub)
     p = subprocess.run(["sh", "-c", secrets_block()], cwd=top, capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 0, "secret generator failed:\n%s%s" % (p.stdout, p.stderr)
@@ -281,6 +290,23 @@ def secret_mounts(svc):
     return out
 
 
+def config_mounts(svc):
+    """{path in the container: config name} for a service's configs."""
+    out = {}
+    for c in svc.get("configs") or []:
+        if isinstance(c, str):
+            src, target = c, "/" + c
+        else:
+            src, target = c["source"], c.get("target", "/" + c["source"])
+        out[target] = src
+    return out
+
+
+def config_file_of(compose, svc, path):
+    """The repository file compose mounts at path in svc."""
+    return ROOT / compose["configs"][config_mounts(svc)[path]]["file"]
+
+
 def is_one_shot(svc):
     return str(svc.get("restart", "no")) == "no" and bool(svc.get("profiles"))
 
@@ -363,6 +389,13 @@ def test_compose_references_resolve(compose):
                 assert src in vols, "%s: volume %s is not declared" % (name, src)
         for path, s in secret_mounts(svc).items():
             assert s in secrets, "%s: secret %s is not declared" % (name, s)
+        for path, c in config_mounts(svc).items():
+            assert c in (compose.get("configs") or {}), "%s: config %s is not declared" % (name, c)
+    for name, c in (compose.get("configs") or {}).items():
+        assert "file" in c, "config %s: only file configs are used" % name
+        f = ROOT / c["file"]
+        assert f.is_file() and f.resolve().is_relative_to(ROOT / "deploy"), \
+            "config %s: %s is not a file of deploy/" % (name, c["file"])
     for name, s in (compose.get("secrets") or {}).items():
         assert "file" in s, "secret %s: only file secrets are used" % name
         assert Path(s["file"]).parent == Path("deploy/secrets"), \
@@ -390,39 +423,146 @@ def test_secret_generator_is_idempotent(generated):
 
 
 def test_generated_secrets_agree_with_the_servers(compose, generated):
-    """Each URL a role reads must name a compose service, its port, and the credentials that
-    service is initialised with."""
+    """Each URL a role reads must name a compose service, its port, and a user that service is
+    set up with (by its init script, ACL or definitions), with that user's password; never the
+    superuser (least privilege: test_compose_least_privilege_users has the rest)."""
     svcs = services(compose)
     read = {n: f.read_text().strip() for n, f in generated.items()}
 
     pg = urllib.parse.urlsplit(read["postgres_url"])
     penv = env_of(svcs["postgres"])
     assert (pg.scheme, pg.hostname, pg.port or 5432) == ("postgresql", "postgres", 5432)
-    assert pg.username == penv["POSTGRES_USER"] and pg.path == "/" + penv["POSTGRES_DB"]
-    assert pg.password == read["postgres_password"]
+    assert pg.path == "/" + penv["POSTGRES_DB"]
+    assert pg.username != penv["POSTGRES_USER"], "the gateway must not be the superuser"
+    assert pg.password == read["postgres_password"] != read["postgres_admin_password"]
     assert penv["POSTGRES_PASSWORD_FILE"] in secret_mounts(svcs["postgres"])
+    assert secret_file_of(compose, generated, secret_mounts(svcs["postgres"])[
+        penv["POSTGRES_PASSWORD_FILE"]]).name == "postgres_admin_password"
 
     rd = urllib.parse.urlsplit(read["redis_url"])
     assert (rd.scheme, rd.hostname, rd.port) == ("redis", "redis", 6379)
-    acl = re.match(r"^user default on >(\S+) ", read["redis_acl"])
+    acl = re.search(r"^user %s on >(\S+) " % re.escape(rd.username or "default"),
+                    read["redis_acl"], re.M)
     assert acl and rd.password == acl.group(1)
     assert "/run/secrets/redis_acl" in env_of(svcs["redis"])["REDIS_ARGS"]
     assert "--appendonly yes" in env_of(svcs["redis"])["REDIS_ARGS"]
 
-    mq = urllib.parse.urlsplit(read["amqp_url"])
-    conf = dict(re.findall(r"^(\w+)\s*=\s*(\S+)$", read["rabbitmq.conf"], re.M))
-    assert (mq.scheme, mq.hostname, mq.port) == ("amqp", "rabbitmq", 5672)
-    assert (mq.username, mq.password) == (conf["default_user"], conf["default_pass"])
-    assert env_of(svcs["rabbitmq"])["RABBITMQ_CONFIG_FILE"] in secret_mounts(svcs["rabbitmq"])
+    defs = json.loads(read["rabbitmq_definitions.json"])
+    users = {u["name"]: u["password"] for u in defs["users"]}
+    for role in ("chance", "logger"):
+        svc = svcs[role]
+        url_file = env_of(svc)["CHANCED_AMQP_URL_FILE"]
+        mq = urllib.parse.urlsplit(secret_file_of(compose, generated, secret_mounts(svc)[
+            url_file]).read_text().strip())
+        assert (mq.scheme, mq.hostname, mq.port) == ("amqp", "rabbitmq", 5672)
+        assert mq.username == role and mq.password == users[role], role
+    assert "/run/secrets/rabbitmq_definitions.json" in secret_mounts(svcs["rabbitmq"])
 
     mg = urllib.parse.urlsplit(read["mongo_url"])
     menv = env_of(svcs["mongo"])
     assert (mg.scheme, mg.hostname, mg.port) == ("mongodb", "mongo", 27017)
-    assert mg.username == menv["MONGO_INITDB_ROOT_USERNAME"]
-    assert mg.password == read["mongo_password"]
-    assert "authSource=admin" in mg.query
+    assert mg.username != menv["MONGO_INITDB_ROOT_USERNAME"], "the logger must not be root"
+    assert mg.password == read["mongo_password"] != read["mongo_root_password"]
+    assert urllib.parse.parse_qs(mg.query)["authSource"] == [mg.path.lstrip("/")]
     assert menv["MONGO_INITDB_ROOT_PASSWORD_FILE"] in secret_mounts(svcs["mongo"])
+    assert secret_file_of(compose, generated, secret_mounts(svcs["mongo"])[
+        menv["MONGO_INITDB_ROOT_PASSWORD_FILE"]]).name == "mongo_root_password"
     assert len(read["admin_password"]) >= 12
+
+
+def _init_script(compose, svc, suffix):
+    """(path in the container, repository file) of the one init script of a database service."""
+    found = [(path, config_file_of(compose, svc, path)) for path in config_mounts(svc)
+             if path.startswith("/docker-entrypoint-initdb.d/") and path.endswith(suffix)]
+    assert len(found) == 1, "want one %s init script, got %s" % (suffix, found)
+    return found[0]
+
+
+def test_compose_least_privilege_users(compose, generated, defaults):
+    """Each role's own store user exists in the compose setup with only what it needs."""
+    svcs = services(compose)
+    read = {n: f.read_text().strip() for n, f in generated.items()}
+
+    # PostgreSQL: the init script runs chanced-role.sql for the URL's user with its password
+    pg = urllib.parse.urlsplit(read["postgres_url"])
+    path, script = _init_script(compose, svcs["postgres"], ".sh")
+    assert os.access(script, os.X_OK), "%s must be executable" % script
+    text = script.read_text()
+    assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+    assert "app_user=%s" % pg.username in text
+    pwfile = re.search(r"app_password_file=(\S+)", text).group(1)
+    assert secret_file_of(compose, generated, secret_mounts(svcs["postgres"])[pwfile]).name == \
+        "postgres_password"
+    sql_path = re.search(r"-f (\S+)", text).group(1)
+    sql = config_file_of(compose, svcs["postgres"], sql_path).read_text()
+    create = re.search(r"^CREATE ROLE :\"app_user\"(.*?);", sql, re.M | re.S).group(1)
+    for flag in ("NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOREPLICATION", "NOBYPASSRLS"):
+        assert flag in create, flag
+    assert 'CREATE SCHEMA :"app_user" AUTHORIZATION :"app_user"' in sql
+    assert "REVOKE ALL ON SCHEMA public FROM PUBLIC" in sql
+    assert not re.search(r"GRANT\s+ALL|SUPERUSER\b(?<!NOSUPERUSER)|CREATEDB\b(?<!NOCREATEDB)",
+                         sql.replace("NOSUPERUSER", "").replace("NOCREATEDB", ""))
+
+    # MongoDB: the init script makes the URL's user with readWrite on the URL's database only
+    mg = urllib.parse.urlsplit(read["mongo_url"])
+    path, script = _init_script(compose, svcs["mongo"], ".js")
+    js = script.read_text()
+    if shutil.which("node"):
+        p = subprocess.run(["node", "--check", str(script)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    db = mg.path.lstrip("/")
+    assert "db.getSiblingDB('%s').createUser(" % db in js
+    assert "user: '%s'" % mg.username in js
+    assert re.findall(r"role: '(\w+)', db: '(\w+)'", js) == [("readWrite", db)]
+    secret = re.search(r"readFileSync\('([^']+)'", js).group(1)
+    assert secret_file_of(compose, generated, secret_mounts(svcs["mongo"])[secret]).name == \
+        "mongo_password"
+
+    # Redis: default off; chance has exactly the committed rules, which grant no "all"
+    rules = [ln for ln in RULES_FILE.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert len(rules) == 1
+    acl = read["redis_acl"].splitlines()
+    assert acl[0] == "user default off"
+    chance = [ln for ln in acl if ln.startswith("user chance on >")]
+    assert len(chance) == 1 and chance[0].split(" ", 4)[4] == rules[0]
+    words = rules[0].split()
+    assert "~chance:*" in words and "-@all" in words and "resetchannels" in words
+    assert not {"~*", "allkeys", "+@all", "allcommands", "&*", "allchannels", "nopass"} & set(words)
+    assert words.index("-@all") < min(i for i, w in enumerate(words) if w.startswith("+"))
+
+    # RabbitMQ: the definitions the broker loads; per-role users on the real queue name
+    conf = config_file_of(compose, svcs["rabbitmq"], "/etc/rabbitmq/conf.d/20-chanced.conf")
+    loaded = re.search(r"^load_definitions\s*=\s*(\S+)$", conf.read_text(), re.M).group(1)
+    assert secret_mounts(svcs["rabbitmq"])[loaded] == "rabbitmq_definitions"
+    defs = json.loads(read["rabbitmq_definitions.json"])
+    queue = defaults["amqp_queue"]["rmq"]
+    perms = {p["user"]: p for p in defs["permissions"] if p["vhost"] == "/"}
+
+    def may(user, what, name):
+        return bool(re.search(perms[user][what], name)) if perms[user][what] else False
+    names = ("amq.default", queue, queue + ".dlq", queue + ".dlx", "amq.topic", "other")
+    assert [n for n in names if may("chance", "write", n)] == ["amq.default"]
+    assert [n for n in names if may("chance", "read", n)] == []
+    assert [n for n in names if may("chance", "configure", n)] == []
+    assert [n for n in names if may("logger", "read", n)] == [queue, queue + ".dlx"]
+    assert [n for n in names if may("logger", "write", n)] == [queue + ".dlq", queue + ".dlx"]
+    assert [n for n in names if may("logger", "configure", n)] == [queue, queue + ".dlq",
+                                                                     queue + ".dlx"]
+    assert {u["name"] for u in defs["users"]} == {"admin", "chance", "logger"}
+    assert not [u for u in defs["users"] if u["name"] != "admin" and u["tags"]]
+    # the topology, exactly as src/rmq.c declares it (else the logger's declare fails: 406)
+    qs = {q["name"]: q for q in defs["queues"]}
+    assert qs[queue]["arguments"] == {"x-queue-type": "quorum",
+                                      "x-dead-letter-exchange": queue + ".dlx"}
+    assert qs[queue + ".dlq"]["arguments"] == {"x-queue-type": "quorum"}
+    assert all(q["durable"] and not q["auto_delete"] for q in qs.values())
+    assert [(x["name"], x["type"], x["durable"]) for x in defs["exchanges"]] == [
+        (queue + ".dlx", "fanout", True)]
+    assert [(b["source"], b["destination"], b["destination_type"]) for b in defs["bindings"]] == [
+        (queue + ".dlx", queue + ".dlq", "queue")]
+
+    # and the docs show the Redis rules as they are
+    assert rules[0] in " ".join(DEPLOY_DOC.read_text().split())
 
 
 def test_compose_every_service_has_a_healthcheck(compose):
@@ -651,8 +791,9 @@ def test_compose_redis_healthcheck_authenticates(compose, generated, tmp_path):
     svc = services(compose)["redis"]
     url = urllib.parse.urlsplit(generated["redis_url"].read_text().strip())
     fake = tmp_path / "redis-cli"
-    fake.write_text('#!/bin/sh\n[ "$REDISCLI_AUTH" = "%s" ] && [ "$1" = ping ] && echo PONG '
-                    '|| echo "NOAUTH Authentication required."\n' % url.password)
+    fake.write_text('#!/bin/sh\n[ "$REDISCLI_AUTH" = "%s" ] && [ "$*" = "--user %s ping" ] && '
+                    'echo PONG || echo "NOAUTH Authentication required."\n'
+                    % (url.password, url.username))
     fake.chmod(0o755)
     cmd = localize(compose, generated, svc, svc["healthcheck"]["test"][1])
     env = dict(os.environ, PATH="%s:%s" % (tmp_path, os.environ["PATH"]))

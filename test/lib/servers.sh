@@ -464,6 +464,10 @@ disk_free_limit.absolute = 10MB
 log.console = false
 log.file.level = info
 EOF
+	# extra rabbitmq.conf lines for a test's own broker (e.g. a TLS listener)
+	if [ -n "${CHANCED_TEST_RABBIT_CONF_EXTRA:-}" ]; then
+		printf '%s\n' "$CHANCED_TEST_RABBIT_CONF_EXTRA" >>"$dir/rabbitmq.conf"
+	fi
 	echo '[].' >"$dir/enabled_plugins"
 	: >"$dir/rabbitmq-env.conf"
 	_ct_start_epmd || return 1
