@@ -74,6 +74,9 @@ gw_is_ready(void *arg, char *why, size_t size)
 static void
 gw_release(struct gw *gw)
 {
+    /* First: under --role=all another role's /metrics runs the collector on its own thread, and
+     * the collector reads the pool and the argon2 slots freed below. */
+    gwmetrics_cleanup(gw);
     health_free(gw->health);
     if (gw->health_timer) {
         event_free(gw->health_timer);
@@ -89,7 +92,6 @@ gw_release(struct gw *gw)
     ratelimit_free(gw->rl_signup_ip);
     ratelimit_free(gw->rl_claim);
     authcache_free(gw->authcache);
-    gwmetrics_cleanup(gw);
     free(gw->openapi);
     free(gw->failpoint);
     if (gw->claim_secret) {
