@@ -20,7 +20,8 @@
 struct logger_mongo {
     mongoc_uri_t *uri;          /* owned, parsed mongo_url */
     mongoc_client_pool_t *pool; /* owned; thread-safe */
-    mongoc_write_concern_t *wc; /* owned: the URL's write concern with journaling forced on */
+    mongoc_write_concern_t *wc; /* owned: the URL's write concern with journaling forced on;
+                                   encoded at creation, read-only after */
     char db[64];                /* database from the URL (default "chanced") */
     char ns[96];                /* "db.events" for logs */
 };
@@ -96,6 +97,13 @@ logger_mongo_new(const char *url, int timeout_ms, int max_clients, char *err, si
         mongoc_write_concern_set_wmajority(m->wc, timeout_ms);
     }
     mongoc_write_concern_set_journal(m->wc, true);
+    /* The first mongoc_write_concern_append encodes the write concern into the object itself; do
+     * it here, before the consumer thread and the workers share m->wc, so they only read it. */
+    {
+        bson_t scratch = BSON_INITIALIZER;
+        mongoc_write_concern_append(m->wc, &scratch);
+        bson_destroy(&scratch);
+    }
     m->pool = mongoc_client_pool_new(m->uri);
     if (m->pool == NULL) {
         snprintf(err, errlen, "mongo_url: cannot create a client pool");
