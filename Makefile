@@ -151,18 +151,21 @@ test:
 	$(MAKE) SAN=thread tsan-build
 	$(MAKE) fuzz-smoke
 	$(MAKE) standin-check
-	CHANCED_BIN=build/san/chanced CHANCED_TSAN_BIN=build/tsan/chanced \
+	CHANCED_BIN=build/san/chanced CHANCED_TSAN_BIN=build/tsan/chanced TSAN_OPTIONS="$(TSAN_OPTS)" \
 	    CHANCED_UNIT_DIRS="build/san/test/unit build/tsan/test/unit" bash test/run.sh
 
 build/san/test/unit/.stamp: $(UNIT_TESTS:%=build/san/test/unit/%)
 	@touch $@
 
-# TSan: unit tests and the --role=all scenario (test/tsan) on private servers.
+# TSan: unit tests and the --role=all scenario (test/tsan) on private servers. A report fails
+# the binary that wrote it (exit code 66); test/tsan/tsan.supp holds the third-party false
+# positives, each with its reason (the scenario sets its own TSAN_OPTIONS, with the same file).
+TSAN_OPTS := second_deadlock_stack=1 suppressions=$(CURDIR)/test/tsan/tsan.supp
 tsan-build: $(BUILD)/chanced $(UNIT_BINS)
 tsan:
 	bash test/deps.sh
 	$(MAKE) SAN=thread tsan-build
-	CHANCED_BIN=build/tsan/chanced CHANCED_TSAN_BIN=build/tsan/chanced \
+	CHANCED_BIN=build/tsan/chanced CHANCED_TSAN_BIN=build/tsan/chanced TSAN_OPTIONS="$(TSAN_OPTS)" \
 	    CHANCED_UNIT_DIRS=build/tsan/test/unit CHANCED_PYTEST_PATHS=test/tsan bash test/run.sh
 
 # Installs, builds, starts: deploy/run.sh does the steps in that order (a fresh machine has no
