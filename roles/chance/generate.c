@@ -630,7 +630,8 @@ fill(struct gen *g)
         }
         return; /* chunk replies call back into step() */
     }
-    if (g->inflight == 0) {
+    /* A lease renewal may still be in flight: its reply steps nobody, so do not wait for it. */
+    if (g->inflight <= (g->renewing ? 1 : 0)) {
         g->phase = GEN_READY;
         schedule(g, 0);
     }
