@@ -42,7 +42,8 @@ PROVIDED=" $(dpkg-query -W -f='${db:Status-Abbrev}|${Provides}\n' 2>/dev/null |
 	sed -n 's/^ii *|//p' | tr ',' '\n' | sed 's/ *(.*//; s/^ *//' | sort -u | tr '\n' ' ') "
 
 installed() {
-	dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed$' && return 0
+	# no `dpkg -s | grep -q`: under pipefail, grep -q quitting early makes dpkg die of SIGPIPE
+	[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ] && return 0
 	case "$PROVIDED" in *" $1 "*) return 0 ;; esac
 	return 1
 }
