@@ -208,7 +208,7 @@ def test_unknown_user_and_wrong_password_look_alike(gw_stack):
                     {"username": username, "password": "not the password"})
         return time.monotonic() - t, r
     samples = {"known": [], "unknown": []}
-    for i in range(8):
+    for i in range(16):
         for kind, name in (("known", "dave"), ("unknown", "nobody%d" % i)):
             dt, r = attempt(name)
             assert r.status == 401 and r.code == "invalid_credentials"
@@ -218,7 +218,8 @@ def test_unknown_user_and_wrong_password_look_alike(gw_stack):
     # whatever else shares the machine.
     known, unknown = (min(samples[k]) for k in ("known", "unknown"))
     assert known > 0.005 and unknown > 0.005, samples  # argon2 ran in both cases
-    assert 0.6 < known / unknown < 1.67, samples
+    # the fastest tries agree closely on a quiet machine; the bound leaves room for a loaded one
+    assert 0.5 < known / unknown < 2.0, samples
 
 
 def test_login_flood_is_limited_and_others_are_served(chanced, chanced_bin, fresh_postgres_url,
