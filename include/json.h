@@ -36,5 +36,11 @@ int json_get_bool(const cJSON *obj, const char *key, bool required, bool *out, c
                   size_t errlen) MUSTCHECK;
 /* True if item is a number with an integral value in the safe range. */
 bool json_is_int(const cJSON *item);
+/*
+ * The items of an array as a new vector of pointers (free with free()), for loops that index
+ * it: cJSON_GetArrayItem walks the list from the start, so indexing in a loop is quadratic.
+ * *n is the number of items; NULL and 0 when arr is not an array or is empty.
+ */
+const cJSON **json_items(const cJSON *arr, int *n);
 
 #endif

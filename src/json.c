@@ -168,3 +168,18 @@ json_get_bool(const cJSON *obj, const char *key, bool required, bool *out, char 
     *out = cJSON_IsTrue(it);
     return 0;
 }
+
+const cJSON **
+json_items(const cJSON *arr, int *n)
+{
+    *n = cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : 0;
+    if (*n == 0) {
+        return NULL;
+    }
+    const cJSON **v = xcalloc((size_t)*n, sizeof(*v));
+    int i = 0;
+    for (const cJSON *c = arr->child; c && i < *n; c = c->next) {
+        v[i++] = c;
+    }
+    return v;
+}

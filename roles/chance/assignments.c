@@ -320,12 +320,13 @@ on_verified(enum redis_status status, cJSON *replies, void *arg)
 {
     struct verify *v = arg;
     if (!chance_replies_failed(v->call, status, replies)) {
-        const cJSON *records = cJSON_GetArrayItem(replies, 0);
-        const cJSON *mapped = cJSON_GetArrayItem(replies, 1);
+        int nrec = 0, nmap = 0;
+        const cJSON **records = json_items(cJSON_GetArrayItem(replies, 0), &nrec);
+        const cJSON **mapped = json_items(cJSON_GetArrayItem(replies, 1), &nmap);
         cJSON *wrong = cJSON_CreateArray();
         for (int i = 0; i < v->n; i++) {
-            const char *state = code_state(cJSON_GetArrayItem(records, i), v->claims[i]);
-            const char *m = cJSON_GetStringValue(cJSON_GetArrayItem(mapped, i));
+            const char *state = code_state(i < nrec ? records[i] : NULL, v->claims[i]);
+            const char *m = cJSON_GetStringValue(i < nmap ? mapped[i] : NULL);
             if (strcmp(state, "ok") == 0 && m && strcmp(m, v->codes[i]) == 0) {
                 continue;
             }
@@ -335,6 +336,8 @@ on_verified(enum redis_status status, cJSON *replies, void *arg)
             cJSON_AddStringToObject(it, "state", strcmp(state, "ok") == 0 ? "unmapped" : state);
             cJSON_AddItemToArray(wrong, it);
         }
+        free(records);
+        free(mapped);
         cJSON *resp = cJSON_CreateObject();
         cJSON_AddItemToObject(resp, "mismatches", wrong);
         rpc_reply(v->call, resp);

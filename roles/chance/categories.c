@@ -80,19 +80,20 @@ on_details(enum redis_status status, cJSON *replies, void *arg)
     int per = q->user[0] ? 3 : 2;
     long long now = time_wall_ms(), last = 0;
     cJSON *items = cJSON_CreateArray();
-    int n = cJSON_GetArraySize(q->ids);
-    for (int i = 0; i < n && i < q->limit; i++) {
-        const cJSON *idj = cJSON_GetArrayItem(q->ids, i);
+    int n = cJSON_GetArraySize(q->ids), nrep = 0;
+    const cJSON **rep = json_items(replies, &nrep);
+    const cJSON *idj = q->ids->child;
+    for (int i = 0; i < n && i < q->limit && (i + 1) * per <= nrep; i++, idj = idj->next) {
         long long id = cJSON_IsString(idj) ? strtoll(idj->valuestring, NULL, 10) : 0;
-        const cJSON *kv = cJSON_GetArrayItem(replies, i * per);
-        const cJSON *rem = cJSON_GetArrayItem(replies, i * per + 1);
+        const cJSON *kv = rep[i * per];
+        const cJSON *rem = rep[i * per + 1];
         last = id;
         if (id < 1 || cJSON_GetArraySize(kv) == 0 || !cJSON_IsNumber(rem)) {
             continue;
         }
         cJSON *c = chance_category_json(id, kv, (long long)rem->valuedouble, now);
         if (q->user[0]) {
-            const cJSON *mine = cJSON_GetArrayItem(replies, i * per + 2);
+            const cJSON *mine = rep[i * per + 2];
             cJSON_AddNumberToObject(c, "user_claims",
                                     cJSON_IsString(mine) ? atof(mine->valuestring) : 0);
         }
@@ -102,6 +103,7 @@ on_details(enum redis_status status, cJSON *replies, void *arg)
         }
         cJSON_AddItemToArray(items, c);
     }
+    free(rep);
     cJSON *resp = cJSON_CreateObject();
     cJSON_AddItemToObject(resp, "items", items);
     cJSON_AddItemToObject(resp, "next_cursor",
@@ -134,8 +136,8 @@ on_ids(enum redis_status status, cJSON *replies, void *arg)
     }
     struct redis_batch *b = redis_batch_new(q->ch->redis);
     char key[KEY_MAX];
-    for (int i = 0; i < n && i < q->limit; i++) {
-        const cJSON *idj = cJSON_GetArrayItem(q->ids, i);
+    const cJSON *idj = q->ids->child;
+    for (int i = 0; i < n && i < q->limit; i++, idj = idj->next) {
         long long id = cJSON_IsString(idj) ? strtoll(idj->valuestring, NULL, 10) : 0;
         chance_key(key, id, "meta");
         redis_batch_cmd(b, "HGETALL %s", key);

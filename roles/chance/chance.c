@@ -254,10 +254,9 @@ on_category_stats(enum redis_status status, cJSON *replies, void *arg)
     ch->stats_busy = false;
     if (status == REDIS_DONE) {
         metrics_clear(ch->metrics, "chanced_codes_remaining");
-        const cJSON *ids = cJSON_GetArrayItem(replies, 0), *id;
-        int i = 1;
+        const cJSON *ids = cJSON_GetArrayItem(replies, 0), *id, *n = ids;
         cJSON_ArrayForEach (id, ids) {
-            const cJSON *n = cJSON_GetArrayItem(replies, i++);
+            n = n ? n->next : NULL; /* replies: the ids, then one count per id */
             char labels[64];
             snprintf(labels, sizeof(labels), "category=\"%s\"", id->valuestring);
             metrics_set(ch->metrics, "chanced_codes_remaining", labels,

@@ -173,10 +173,12 @@ on_records(enum redis_status status, cJSON *replies, void *arg)
     struct codes_query *q = arg;
     if (!chance_replies_failed(q->call, status, replies)) {
         const cJSON *records = cJSON_GetArrayItem(replies, 0);
+        const cJSON *c = NULL, *r = NULL;
         cJSON *items = cJSON_CreateArray();
         for (int i = 0; i < cJSON_GetArraySize(q->codes); i++) {
-            const cJSON *c = cJSON_GetArrayItem(q->codes, i);
-            const char *rec = cJSON_GetStringValue(cJSON_GetArrayItem(records, i));
+            c = c ? c->next : q->codes->child;
+            r = r ? r->next : (records ? records->child : NULL);
+            const char *rec = cJSON_GetStringValue(r);
             if (cJSON_IsString(c) && rec) {
                 add_item(q, items, c->valuestring, rec);
             }
@@ -201,8 +203,9 @@ fetch_records(struct codes_query *q)
         const char **argv = xcalloc((size_t)n + 2, sizeof(char *));
         argv[0] = "HMGET";
         argv[1] = key;
-        for (int i = 0; i < n; i++) {
-            const char *c = cJSON_GetStringValue(cJSON_GetArrayItem(q->codes, i));
+        const cJSON *it = q->codes->child;
+        for (int i = 0; i < n; i++, it = it->next) {
+            const char *c = cJSON_GetStringValue(it);
             argv[2 + i] = c ? c : "-";
         }
         redis_batch_argv(b, n + 2, argv, NULL);

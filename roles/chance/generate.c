@@ -27,7 +27,7 @@
 #include "rpc_server.h"
 #include "scripts.h"
 
-#define GEN_WINDOW 4         /* chunks in flight at once */
+#define GEN_WINDOW 8         /* chunks in flight at once */
 #define GEN_LEASE_MS 30000   /* a driver silent this long loses its batch */
 #define GEN_RENEW_MS 250     /* progress and lease renewal */
 #define GEN_RESUME_MS 5000   /* how often orphaned batches are looked for */
@@ -486,20 +486,25 @@ send_load(struct chunk *c)
     chance_key(keys[1], c->category, "free");
     chance_key(keys[2], c->category, "codes");
     const char *kp[] = {keys[0], keys[1], keys[2]};
-    const char **args = xcalloc((size_t)c->n * 2 + 1, sizeof(char *));
+    /* Codes, rewards, and each code's record ready-made: no JSON encoding inside Redis. */
+    const char **args = xcalloc((size_t)c->n * 3 + 1, sizeof(char *));
     char(*rewards)[24] = xcalloc((size_t)c->n, sizeof(*rewards));
+    char(*records)[48] = xcalloc((size_t)c->n, sizeof(*records));
     snprintf(n, sizeof(n), "%d", c->n);
     args[0] = n;
     for (int i = 0; i < c->n; i++) {
         snprintf(rewards[i], sizeof(rewards[i]), "%lld", c->rewards[i]);
+        snprintf(records[i], sizeof(records[i]), "{\"r\":%lld,\"s\":\"available\"}", c->rewards[i]);
         args[1 + i] = c->codes[i];
         args[1 + c->n + i] = rewards[i];
+        args[1 + 2 * c->n + i] = records[i];
     }
     struct redis_batch *b = redis_batch_new(c->g->ch->redis);
-    redis_batch_script(b, SCRIPT_LOAD, 3, kp, 2 * c->n + 1, args, NULL);
+    redis_batch_script(b, SCRIPT_LOAD, 3, kp, 3 * c->n + 1, args, NULL);
     redis_batch_send(b, on_chunk_loaded, c);
     free(args);
     free(rewards);
+    free(records);
 }
 
 struct reserve {
@@ -522,8 +527,9 @@ on_reserved(enum redis_status status, cJSON *replies, void *arg)
         /* Codes the index had already (a collision with another code, or one of ours from a
          * retried chunk) get fresh codes and are reserved again; the rest are ours. */
         int *again = xcalloc((size_t)rs->npend, sizeof(int)), nagain = 0;
+        const cJSON *r = NULL;
         for (int i = 0; i < rs->npend; i++) {
-            const cJSON *r = cJSON_GetArrayItem(replies, i);
+            r = r ? r->next : replies->child;
             if (!json_is_int(r) || r->valuedouble != 1) {
                 codegen_make(&g->ch->rng, g->p.prefix, (int)g->ch->conf->code_length,
                              c->codes[rs->pend[i]]);
@@ -1304,9 +1310,10 @@ on_taken(enum redis_status status, cJSON *replies, void *arg)
     struct chance *ch = arg;
     /* replies: one per batch tried; each carries the batch id through a second command */
     if (status == REDIS_DONE) {
-        for (int i = 0; i + 1 < cJSON_GetArraySize(replies); i += 2) {
-            const cJSON *got = cJSON_GetArrayItem(replies, i);
-            const cJSON *id = cJSON_GetArrayItem(replies, i + 1);
+        int n = 0;
+        const cJSON **v = json_items(replies, &n);
+        for (int i = 0; i + 1 < n; i += 2) {
+            const cJSON *got = v[i], *id = v[i + 1];
             long long batch = cJSON_IsString(id) ? atoll(id->valuestring) : 0;
             if (json_is_int(got) && got->valuedouble == 1 && batch > 0 &&
                 gen_find(ch, batch) == NULL && !ch->stopping) {
@@ -1314,6 +1321,7 @@ on_taken(enum redis_status status, cJSON *replies, void *arg)
                 step(gen_new(ch, batch));
             }
         }
+        free(v);
     }
     cJSON_Delete(replies);
 }

@@ -230,7 +230,7 @@ static const char cat_init_lua[] = "if redis.call('EXISTS', KEYS[1]) == 1 then r
                                    "return 1\n";
 
 /*
- * KEYS: 1 meta, 2 free, 3 codes. ARGV: 1 n, then n codes, then n rewards.
+ * KEYS: 1 meta, 2 free, 3 codes. ARGV: 1 n, then n codes, n rewards, n records (JSON text).
  * Writes the codes not written yet (a retried chunk is harmless) while the category is below
  * its target (two drivers cannot overfill it). Returns {added, total now}.
  */
@@ -242,12 +242,11 @@ static const char load_lua[] =
     "local added, sum = 0, 0\n"
     "for i = 1, n do\n"
     "  if total + added >= target then break end\n"
-    "  local code, reward = ARGV[1 + i], tonumber(ARGV[1 + n + i])\n"
-    "  if redis.call('HSETNX', KEYS[3], code, cjson.encode({r = reward, s = 'available'})) == 1"
-    " then\n"
+    "  local code = ARGV[1 + i]\n"
+    "  if redis.call('HSETNX', KEYS[3], code, ARGV[1 + 2 * n + i]) == 1 then\n"
     "    redis.call('SADD', KEYS[2], code)\n"
     "    added = added + 1\n"
-    "    sum = sum + reward\n"
+    "    sum = sum + tonumber(ARGV[1 + n + i])\n"
     "  end\n"
     "end\n"
     "if added > 0 then\n"

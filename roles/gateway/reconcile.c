@@ -289,10 +289,11 @@ handle_page(struct reconciler *rec, struct pg_conn *c, struct rec_cat *cat, cons
     struct sbuf arr = {0};
     struct pg_result *done = NULL;
     struct pg_error err;
-    int n = 0, total = cJSON_GetArraySize(items);
+    int n = 0, total = 0;
+    const cJSON **v = json_items(items, &total);
     sbuf_appends(&arr, "{");
     for (; n < total; n++) {
-        const cJSON *it = cJSON_GetArrayItem(items, n);
+        const cJSON *it = v[n];
         const cJSON *at = cJSON_GetObjectItemCaseSensitive(it, "at");
         const char *claim = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "claim_id"));
         if (json_is_int(at) && at->valuedouble > (double)horizon) {
@@ -307,12 +308,13 @@ handle_page(struct reconciler *rec, struct pg_conn *c, struct rec_cat *cat, cons
     const char *params[] = {arr.data};
     if (n > 0 && pg_exec(c, &credited, 1, params, &done, &err) != 0) {
         sbuf_cleanup(&arr);
+        free(v);
         return -1;
     }
     sbuf_cleanup(&arr);
     int consumed = 0;
     for (; consumed < n; consumed++) {
-        const cJSON *it = cJSON_GetArrayItem(items, consumed);
+        const cJSON *it = v[consumed];
         const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "type"));
         const char *claim = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "claim_id"));
         const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "code"));
@@ -340,6 +342,7 @@ handle_page(struct reconciler *rec, struct pg_conn *c, struct rec_cat *cat, cons
         }
     }
     pg_result_free(done);
+    free(v);
     return consumed < n ? -1 : consumed;
 }
 
