@@ -301,9 +301,16 @@ tls_failure(struct conn *c, short what, char *out, size_t size)
         snprintf(out, size, "TLS handshake timed out");
         return true;
     }
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    BIO *rbio = ssl ? SSL_get_rbio(ssl) : NULL;
+    if (rbio && BIO_number_read(rbio) == 0) {
+        return false; /* connected and left without a byte: a port probe, not a handshake */
+    }
+    /* libevent lists SSL_get_error()'s code (SSL_ERROR_SSL, SSL_ERROR_SYSCALL: small numbers)
+     * before OpenSSL's own error codes, which carry a library number in their high bits. */
     unsigned long e, first = 0;
     while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
-        if (first == 0) {
+        if (first == 0 && ERR_GET_LIB(e) != 0) {
             first = e;
         }
     }
@@ -317,7 +324,6 @@ tls_failure(struct conn *c, short what, char *out, size_t size)
         snprintf(code, sizeof(code), "error %lx", first);
         reason = code;
     }
-    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
     long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
     if (vr != X509_V_OK) {
         snprintf(out, size, "TLS handshake failed: %s (%s)", reason,
