@@ -37,6 +37,22 @@ command -v openssl >/dev/null 2>&1 || {
 	echo "$0: openssl is not installed" >&2
 	exit 69
 }
+# Bad input changes nothing: every argument is checked before a file is written.
+for spec in "$@"; do
+	role=${spec%%=*}
+	case "$role" in
+	'' | *[!A-Za-z0-9_-]*)
+		echo "$0: bad role name '$role' (letters, digits, - and _)" >&2
+		exit 64
+		;;
+	esac
+	case "$spec" in
+	*=*[!A-Za-z0-9.:,-]* | *=*,,* | *=,* | *=*, | *=)
+		echo "$0: bad names in '$spec' (DNS names or IP addresses, comma-separated)" >&2
+		exit 64
+		;;
+	esac
+done
 CA_DAYS=${GEN_CERTS_CA_DAYS:-3650}
 DAYS=${GEN_CERTS_DAYS:-825}
 RENEW_S=2592000 # renew what expires within 30 days
@@ -117,12 +133,6 @@ for spec in "$@"; do
 	role=${spec%%=*}
 	extra=
 	[ "$role" = "$spec" ] || extra=${spec#*=}
-	case "$role" in
-	'' | *[!A-Za-z0-9_-]*)
-		echo "$0: bad role name '$role' (letters, digits, - and _)" >&2
-		exit 64
-		;;
-	esac
 	names="$role,localhost,127.0.0.1,::1${extra:+,$extra}"
 	mkdir -p "$DIR/$role"
 	if role_ok "$role" "$names"; then

@@ -12,11 +12,10 @@ whose certificates must be refused.
     frames                         a 3 MB request trickled in 400-byte writes is answered
 """
 
-import os
-import re
 import select
 import socket
 import ssl
+import stat
 import subprocess
 import time
 from collections import deque
@@ -139,6 +138,47 @@ def tls_peer_refused(port, d, role, cmd, data, *, with_cert=True):
         with c:
             c.call(cmd, data, timeout=20)
     refused(go)
+
+
+def test_gen_certs_is_idempotent_and_keeps_keys_private(tmp_path):
+    d = tmp_path / "tls"
+
+    def run(*args):
+        p = subprocess.run(["sh", str(GEN_CERTS), str(d)] + list(args), capture_output=True,
+                           text=True, timeout=120)
+        return p
+
+    def snapshot():
+        return {str(f.relative_to(d)): (f.read_bytes(), stat.S_IMODE(f.stat().st_mode))
+                for f in sorted(d.rglob("*")) if f.is_file()}
+
+    assert run().returncode == 0
+    first = snapshot()
+    assert set(first) == {"ca/ca.key", "ca/ca.crt"} | {
+        "%s/%s" % (r, f) for r in ("gateway", "chance", "logger")
+        for f in ("ca.crt", "cert.pem", "key.pem")}
+    for name, (_, mode) in first.items():
+        assert mode == (0o400 if name.endswith(".key") or name.endswith("key.pem") else 0o444), \
+            (name, oct(mode))
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    p = run()
+    assert p.returncode == 0 and snapshot() == first, p.stdout  # nothing rewritten
+    assert p.stdout.count("keeping") == 4
+    # a name added for one role: that role alone gets a new key and certificate
+    p = run("gateway", "chance=chance.internal,10.9.8.7", "logger")
+    assert p.returncode == 0, p.stderr
+    again = snapshot()
+    changed = {n for n in first if first[n] != again[n]}
+    assert changed == {"chance/cert.pem", "chance/key.pem"}, changed
+    text = subprocess.run(["openssl", "x509", "-in", str(d / "chance" / "cert.pem"), "-noout",
+                           "-ext", "subjectAltName"], capture_output=True, text=True).stdout
+    assert "DNS:chance.internal" in text and "IP Address:10.9.8.7" in text, text
+    # bad input changes nothing, even after a good argument
+    p = run("logger=logger.new", "no/slash")
+    assert p.returncode == 64 and "bad role name" in p.stderr
+    p = run("logger=logger.new", "chance=a b")
+    assert p.returncode == 64 and "bad names" in p.stderr
+    assert snapshot() == again
 
 
 # --- chance and logger ---------------------------------------------------------------------
