@@ -40,6 +40,7 @@ struct conn {
     bool output_blocked;                /* too much output queued: no reading */
     bool tls;                           /* the bufferevent is an OpenSSL one */
     bool tls_failed;                    /* closed because the handshake failed */
+    bool got_frame;                     /* a frame was decoded on this conn */
     int64_t partial_since;              /* monotonic ms when a partial frame began, or 0 */
     struct codec_decoder dec;           /* the frame being received */
 };
@@ -254,6 +255,7 @@ on_read(struct bufferevent *bev, void *arg)
             continue;
         }
         c->partial_since = 0; /* the next frame's clock starts with its own first byte */
+        c->got_frame = true;
         c->handler->on_frame(c, frame.json, frame.has_nul, c->arg);
         cJSON_Delete(frame.json); /* the one place a decoded frame is freed */
     }
@@ -382,6 +384,16 @@ on_event(struct bufferevent *bev, short what, void *arg)
             evbuffer_get_length(bufferevent_get_input(bev)) > 0 || codec_decoder_partial(&c->dec);
         conn_close(c, left ? "EOF in the middle of a frame" : "peer closed");
         return;
+    }
+    if (c->tls && !c->got_frame) {
+        /* With TLS 1.3 a client finishes its side of the handshake before the server has
+         * checked the client's certificate: a refusal arrives as the first thing read. */
+        char why[320];
+        if (tls_failure(c, what, why, sizeof(why))) {
+            c->tls_failed = true;
+            conn_close(c, why);
+            return;
+        }
     }
     conn_close(c, c->connected ? "socket error" : "connect failed");
 }

@@ -26,7 +26,7 @@ import pytest
 from conftest import free_port
 from gwclient import GATEWAY_TEST_KEYS, Stack, wait_for
 from gwclient import wait_ready as gw_wait_ready
-from loggerkit import metric, store  # noqa: F401  (store: the fixture)
+from loggerkit import http_get, metric, store  # noqa: F401  (store: the fixture)
 from nest import FrameDecoder, NestClient, NestClosed, NestError, encode_frame, encode_text
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -345,6 +345,8 @@ def test_gateway_does_not_trust_a_chance_of_another_ca(chanced, fresh_postgres_u
     m = metric(gw.addr("gateway_health_listen"), HANDSHAKE_FAILURES,
                'role="gateway",side="client"')
     assert m and m >= 1
+    status, body = http_get(gw.addr("gateway_health_listen"), "/readyz")
+    assert status == 503 and "chance=down" in body, (status, body)
     assert ch.running()
 
 
