@@ -335,6 +335,7 @@ struct raw {
     int fd;
     struct event *ev; /* read watcher on the loop */
     struct sbuf in;   /* bytes received, not yet taken */
+    size_t need;      /* the next frame needs at least this many bytes (codec_decode) */
     bool closed;      /* EOF or reset seen */
 };
 
@@ -412,11 +413,21 @@ static bool
 raw_has_frame(void *arg)
 {
     struct raw *r = arg;
+    if (r->closed) {
+        return true;
+    }
+    if (r->in.len < r->need) {
+        return false; /* a big reply arriving: not decoded again on every tick */
+    }
     struct codec_frame f;
     const char *why;
-    int st = codec_decode(r->in.data ? r->in.data : "", r->in.len, 16 << 20, &f, &why, NULL);
+    size_t need = 0;
+    int st = codec_decode(r->in.data ? r->in.data : "", r->in.len, 16 << 20, &f, &why, &need);
     cJSON_Delete(f.json);
-    return st == CODEC_COMPLETE || r->closed;
+    if (st == CODEC_NEED_MORE) {
+        r->need = need;
+    }
+    return st == CODEC_COMPLETE;
 }
 
 static bool
@@ -443,6 +454,7 @@ raw_next(struct raw *r, char **body)
     }
     memmove(r->in.data, r->in.data + f.consumed, r->in.len - f.consumed + 1);
     r->in.len -= f.consumed;
+    r->need = 0;
     return f.json;
 }
 
