@@ -4,7 +4,8 @@
 # stand-in, announced as such) on free loopback ports, migrates, creates an admin (credentials
 # printed once), runs every role in one process (--role=all) and prints the URL. Ctrl-C stops
 # everything it started. Logs and data of the run live under .run/ (make clean-run removes it);
-# each run starts with empty databases.
+# each run starts with empty databases. The internal links (gateway -> chance, gateway -> logger)
+# run mutual TLS with a private CA made on the first run (deploy/gen-certs.sh, kept in .run/tls/).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -22,8 +23,9 @@ if [ -z "${CHANCED_RUN_NOBUILD:-}" ]; then
     make -s -j"$(nproc)" all
 fi
 
-rm -rf "$RUN"
+# a fresh run directory, except the certificates of the internal links (made once)
 mkdir -p "$RUN"
+find "$RUN" -mindepth 1 -maxdepth 1 ! -name tls -exec rm -rf {} +
 export CHANCED_TEST_DIR="$RUN/servers"
 mkdir -p "$CHANCED_TEST_DIR"
 . test/lib/servers.sh
@@ -59,6 +61,10 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT") 2>/dev/null; then :; else
     say "port 8080 is taken; using $HTTP_PORT"
 fi
 CHANCE_PORT=$(free_port); LOGGER_PORT=$(free_port)
+# One certificate for the process: with --role=all it is the chance and logger listeners'
+# and the gateway's, on loopback.
+sh deploy/gen-certs.sh "$RUN/tls" all >"$RUN/gen-certs.log" 2>&1 ||
+    { cat "$RUN/gen-certs.log"; exit 1; }
 cat >"$RUN/chanced.conf" <<CONF
 # written by make run
 http_listen = 127.0.0.1:$HTTP_PORT
@@ -70,6 +76,9 @@ postgres_url = $CHANCED_TEST_POSTGRES_URL
 redis_url = $CHANCED_TEST_REDIS_URL
 amqp_url = $CHANCED_TEST_AMQP_URL
 mongo_url = $CHANCED_TEST_MONGO_URL
+rpc_tls_ca = $RUN/tls/all/ca.crt
+rpc_tls_cert = $RUN/tls/all/cert.pem
+rpc_tls_key = $RUN/tls/all/key.pem
 CONF
 # The health ports keep their per-role defaults (gateway 9100, chance 9101, logger 9102); the
 # gateway also serves /livez, /readyz and /metrics on the HTTP port.
@@ -93,6 +102,7 @@ cat <<MSG
   admin login: admin / $ADMIN_PASSWORD   (shown once; not stored anywhere)
   API: http://127.0.0.1:$HTTP_PORT/api/v1/openapi.json
   logs: $RUN/chanced.log    config: $RUN/chanced.conf
+  internal links: mutual TLS, CA and certificate in $RUN/tls/ (kept across runs)
   Ctrl-C stops chanced and every server this started.
 
 MSG

@@ -36,6 +36,11 @@ struct role {
     /* The config key (of this role's own module) holding the address that serves /readyz,
      * /livez and /metrics: `chanced healthcheck` probes it. */
     const char *health_key;
+    /* The key of the NestJS TCP listener this role serves, and the keys of the RPC addresses
+     * it calls (NULL-terminated); NULL if none. Their TLS settings are checked before any role
+     * starts (rpc_server_check_conf, rpc_client_check_conf): a failure exits 78. */
+    const char *rpc_listen_key;
+    const char *const *rpc_peer_keys;
 };
 
 /* The role's loop (borrowed; valid until free). */
@@ -44,6 +49,9 @@ struct loop *role_loop(struct role_ctx *ctx);
 const struct conf *role_conf(struct role_ctx *ctx);
 /* The process-wide metrics registry (borrowed; thread-safe). */
 struct metrics *role_metrics(struct role_ctx *ctx);
+/* True when every role runs in this process (--role=all): the internal links stay inside it,
+ * so their listeners bind loopback. */
+bool role_all(struct role_ctx *ctx);
 /* Tells the runtime the role is serving (listeners up, dependencies reachable). Loop thread. */
 void role_ready(struct role_ctx *ctx);
 /* Sets a one-line human status (sd_notify STATUS=; copied). Loop thread. */

@@ -1,7 +1,9 @@
 /*
  * RPC client over the NestJS TCP transport: one connection, many requests in flight matched by
  * id, a deadline per call, reconnect with exponential backoff. Used by the gateway for chance
- * and logger.
+ * and logger. With a TLS CA the connection is TLS: the server's certificate must chain to that
+ * CA and name the host of the address (a DNS name, or an IP address in its IP SANs), and the
+ * client presents its own certificate (mutual TLS).
  */
 #ifndef CHANCED_RPC_CLIENT_H
 #define CHANCED_RPC_CLIENT_H
@@ -9,10 +11,20 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 
+#include "tls.h"
 #include "util.h"
 
+struct core_conf;
 struct loop;
+struct metrics;
 struct rpc_client;
+
+struct rpc_client_opts {
+    size_t max_frame;        /* frame limit in UTF-16 units */
+    struct tls_files tls;    /* ca set: TLS against it, presenting cert/key. Borrowed strings */
+    struct metrics *metrics; /* handshake failures counted here (borrowed), or NULL */
+    const char *role;        /* the role label of that series (borrowed, static) */
+};
 
 enum rpc_status {
     RPC_OK,          /* final response; result is the response */
@@ -26,8 +38,19 @@ enum rpc_status {
 /* Reply callback, on the loop thread. result is borrowed until return; NULL on failures. */
 typedef void (*rpc_reply_fn)(int status, const cJSON *result, void *arg);
 
-/* Creates a client for "host:port" and starts connecting. */
-struct rpc_client *rpc_client_new(struct loop *loop, const char *addr, size_t max_frame);
+/* Fills max_frame and tls from the core keys (max_frame_bytes, rpc_tls_*). */
+void rpc_client_opts_from_core(struct rpc_client_opts *opts, const struct core_conf *core);
+/*
+ * The check before anything starts (a failure is a configuration error, exit 78): the TLS files
+ * load, a certificate is not given without the CA, and an address that is not loopback has
+ * mutual TLS unless rpc_insecure is set. key names the address key in messages.
+ */
+int rpc_client_check_conf(const struct core_conf *core, const char *key, const char *addr,
+                          char *err, size_t errlen) MUSTCHECK;
+/* Creates a client for "host:port" and starts connecting; NULL with err filled on a bad address
+ * or TLS files that do not load. */
+struct rpc_client *rpc_client_new(struct loop *loop, const char *addr,
+                                  const struct rpc_client_opts *opts, char *err, size_t errlen);
 /* Fails every call still pending (RPC_LOST if sent, RPC_UNAVAILABLE if not) and frees. */
 void rpc_client_free(struct rpc_client *cli);
 bool rpc_client_connected(const struct rpc_client *cli);

@@ -2,6 +2,12 @@
  * RPC server over the NestJS TCP transport: accepts conns, routes requests by normalised pattern
  * to handlers, and sends responses, stream items and errors in Nest's shapes.
  *
+ * Per peer: an idle conn (no call in flight, no frame for idle_ms) is closed, and a conn with
+ * max_inflight calls in flight is not read until one finishes (its further requests wait in
+ * its socket buffers; nothing is refused). With TLS files the listener speaks TLS only, and
+ * with a CA every client must present a certificate signed by it (mutual TLS): a peer without
+ * one fails the handshake and never gets a frame decoded.
+ *
  * Ownership: rpc_server -> listener -> conns -> calls. A call lives until its final reply
  * (rpc_reply / rpc_reply_error); if its conn closes first, the reply is dropped silently.
  */
@@ -12,10 +18,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "tls.h"
 #include "util.h"
 
+struct core_conf;
 struct loop;
-struct metrics;
 struct metrics;
 struct rpc_server;
 struct rpc_call;
@@ -41,7 +48,27 @@ struct rpc_server_opts {
     int max_conns;           /* refuse beyond this */
     struct metrics *metrics; /* where calls are counted and timed (borrowed), or NULL */
     const char *role;        /* the role label of those series (borrowed, static) */
+    int idle_ms;             /* close a conn idle this long (no call in flight); 0: never */
+    int max_inflight;        /* calls in flight per conn before it is read no more; 0: no cap */
+    struct tls_files tls;    /* cert (+key): TLS; with ca too: mutual TLS. Borrowed strings */
+    bool insecure;           /* a non-loopback listen address may go without mutual TLS */
+    bool loopback_only;      /* bind the listen port on loopback whatever its host (role=all) */
 };
+
+/* Fills the opts that come from the core keys (frame limits, max_conns, rpc_idle_timeout_ms,
+ * rpc_max_inflight, rpc_tls_*, rpc_insecure); the caller sets listen, metrics, role. */
+void rpc_server_opts_from_core(struct rpc_server_opts *opts, const struct core_conf *core);
+
+/*
+ * The listener check before anything starts (a failure is a configuration error, exit 78):
+ * the TLS files load, and a listen address that is not loopback has mutual TLS (rpc_tls_ca,
+ * rpc_tls_cert, rpc_tls_key) unless rpc_insecure is set. key names the listen key in messages;
+ * loopback_only: the listener will bind loopback anyway. -1 with err filled on failure.
+ */
+int rpc_server_check_conf(const struct core_conf *core, const char *key, const char *listen,
+                          bool loopback_only, char *err, size_t errlen) MUSTCHECK;
+/* True if host (an IP literal, "[v6]" or "localhost") is a loopback address. */
+bool rpc_host_is_loopback(const char *host);
 
 /* Binds and starts accepting; NULL with err filled if it cannot listen. routes are borrowed. */
 struct rpc_server *rpc_server_new(struct loop *loop, const struct rpc_server_opts *opts,

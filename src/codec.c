@@ -147,98 +147,245 @@ json_text_strict(const char *s, size_t len)
     return true;
 }
 
-int
-codec_decode(const char *buf, size_t len, size_t max_units, struct codec_frame *out,
-             const char **why, size_t *need)
+/*
+ * Scans p[*pos..len) as the continuation of the frame d is decoding: the length prefix, the '#'
+ * (then *body_at is where the body starts in p), and the body, counting its UTF-16 units, until
+ * the declared count is reached. Every byte is looked at once. Returns CODEC_COMPLETE with *pos
+ * just past the body, CODEC_NEED_MORE with *pos == len, or CODEC_ERROR.
+ */
+static int
+scan(struct codec_decoder *d, const unsigned char *p, size_t len, size_t *pos, size_t *body_at,
+     const char **why)
 {
-    const unsigned char *p = (const unsigned char *)buf;
-    size_t i = 0;
-    unsigned long long declared = 0;
-
-    out->json = NULL;
-    out->consumed = 0;
-    out->has_nul = false;
-    for (; i < len && p[i] != '#'; i++) {
-        if (p[i] < '0' || p[i] > '9' || i >= CODEC_MAX_DIGITS) {
-            *why = p[i] < '0' || p[i] > '9' ? "malformed length prefix" : "length prefix too long";
-            return CODEC_ERROR;
-        }
-        declared = declared * 10 + (p[i] - '0');
-        if (declared > max_units) {
-            *why = "frame exceeds the size limit";
-            return CODEC_ERROR;
-        }
-    }
-    if (i == len) {
-        if (need) {
-            *need = len + 1;
-        }
-        return CODEC_NEED_MORE;
-    }
-    if (i == 0) {
-        *why = "empty length prefix";
-        return CODEC_ERROR;
-    }
-    if (declared == 0) {
-        *why = "empty frame";
-        return CODEC_ERROR;
-    }
-
-    /* Walk the body counting UTF-16 units until the declared count is reached. */
-    size_t body = i + 1, j = body;
-    unsigned long long units = 0;
-    while (units < declared) {
-        if (j >= len) {
-            if (need) {
-                *need = j + (size_t)(declared - units);
+    size_t i = *pos;
+    if (!d->in_body) {
+        for (; i < len && p[i] != '#'; i++) {
+            if (p[i] < '0' || p[i] > '9' || d->digits >= CODEC_MAX_DIGITS) {
+                *why =
+                    p[i] < '0' || p[i] > '9' ? "malformed length prefix" : "length prefix too long";
+                return CODEC_ERROR;
             }
+            d->declared = d->declared * 10 + (p[i] - '0');
+            d->digits++;
+            if (d->declared > d->max_units) {
+                *why = "frame exceeds the size limit";
+                return CODEC_ERROR;
+            }
+        }
+        d->examined += i - *pos;
+        if (i == len) {
+            *pos = i;
             return CODEC_NEED_MORE;
         }
-        size_t n = utf8_seq_len(p[j]);
+        if (d->digits == 0) {
+            *why = "empty length prefix";
+            return CODEC_ERROR;
+        }
+        if (d->declared == 0) {
+            *why = "empty frame";
+            return CODEC_ERROR;
+        }
+        d->in_body = true;
+        d->examined++;
+        *body_at = ++i;
+    }
+
+    size_t from = i;
+    int st = CODEC_NEED_MORE;
+    if (d->seq_len > 0) { /* finish the character the previous feed cut */
+        while (d->seq_have < d->seq_len && i < len) {
+            d->seq[d->seq_have++] = p[i++];
+        }
+        if (d->seq_have < d->seq_len) {
+            goto out;
+        }
+        if (utf8_decode(d->seq, d->seq_len) < 0) {
+            *why = "invalid UTF-8";
+            return CODEC_ERROR;
+        }
+        d->units += d->seq_len == 4 ? 2 : 1;
+        d->seq_len = d->seq_have = 0;
+    }
+    while (d->units < d->declared) {
+        if (i >= len) {
+            goto out;
+        }
+        if (p[i] < 0x80) { /* ASCII: one byte, one unit */
+            size_t run = len - i;
+            if (run > d->declared - d->units) {
+                run = (size_t)(d->declared - d->units);
+            }
+            size_t k = 0;
+            while (k < run && p[i + k] < 0x80) {
+                k++;
+            }
+            i += k;
+            d->units += k;
+            continue;
+        }
+        size_t n = utf8_seq_len(p[i]);
         if (n == 0) {
             *why = "invalid UTF-8";
             return CODEC_ERROR;
         }
-        if (j + n > len) {
-            if (need) {
-                *need = j + n;
-            }
-            return CODEC_NEED_MORE;
+        if (i + n > len) { /* cut by the end of the input: keep its first bytes */
+            d->seq_len = n;
+            d->seq_have = len - i;
+            memcpy(d->seq, p + i, d->seq_have);
+            i = len;
+            goto out;
         }
-        if (utf8_decode(p + j, n) < 0) {
+        if (utf8_decode(p + i, n) < 0) {
             *why = "invalid UTF-8";
             return CODEC_ERROR;
         }
-        units += n == 4 ? 2 : 1;
-        j += n;
+        d->units += n == 4 ? 2 : 1;
+        i += n;
     }
-    if (units != declared) {
+    if (d->units != d->declared) {
         *why = "length splits a character";
         return CODEC_ERROR;
     }
+    st = CODEC_COMPLETE;
+out:
+    d->examined += i - from;
+    *pos = i;
+    return st;
+}
 
-    if (!json_text_strict(buf + body, j - body)) {
+/* Parses the complete body text of a frame into out (the JSON checks of codec_decode). */
+static int
+finish(struct codec_decoder *d, const char *body, size_t len, struct codec_frame *out,
+       const char **why)
+{
+    d->examined += 2 * len; /* the strictness pass and cJSON's parse */
+    if (!json_text_strict(body, len)) {
         *why = "invalid JSON";
         return CODEC_ERROR;
     }
     const char *end = NULL;
-    cJSON *json = cJSON_ParseWithLengthOpts(buf + body, j - body, &end, 0);
+    cJSON *json = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (json == NULL) {
         *why = "invalid JSON";
         return CODEC_ERROR;
     }
-    while (end < buf + j && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) {
+    while (end < body + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) {
         end++;
     }
-    if (end != buf + j) {
+    if (end != body + len) {
         cJSON_Delete(json);
         *why = "trailing bytes after JSON";
         return CODEC_ERROR;
     }
+    d->examined += len; /* the NUL-escape pass */
     out->json = json;
-    out->consumed = j;
-    out->has_nul = has_nul_escape(buf + body, j - body);
+    out->has_nul = has_nul_escape(body, len);
     return CODEC_COMPLETE;
+}
+
+/* Forgets the frame in progress, keeping the counter and (if small) the held buffer. */
+static void
+frame_reset(struct codec_decoder *d)
+{
+    d->digits = 0;
+    d->in_body = false;
+    d->declared = d->units = 0;
+    d->seq_have = d->seq_len = 0;
+    d->frame_bytes = 0;
+    if (d->held.cap > 65536) {
+        sbuf_cleanup(&d->held);
+    }
+    d->held.len = 0;
+}
+
+void
+codec_decoder_init(struct codec_decoder *d, size_t max_units)
+{
+    memset(d, 0, sizeof(*d));
+    d->max_units = max_units;
+}
+
+void
+codec_decoder_cleanup(struct codec_decoder *d)
+{
+    sbuf_cleanup(&d->held);
+    frame_reset(d);
+}
+
+bool
+codec_decoder_partial(const struct codec_decoder *d)
+{
+    return d->frame_bytes > 0;
+}
+
+int
+codec_decoder_feed(struct codec_decoder *d, const char *buf, size_t len, struct codec_frame *out,
+                   const char **why, size_t *used)
+{
+    bool body_before = d->in_body; /* the body began in an earlier feed */
+    size_t pos = 0, body_at = 0;
+
+    out->json = NULL;
+    out->consumed = 0;
+    out->has_nul = false;
+    int st = scan(d, (const unsigned char *)buf, len, &pos, &body_at, why);
+    d->frame_bytes += pos;
+    *used = pos;
+    if (st == CODEC_ERROR) {
+        frame_reset(d);
+        return CODEC_ERROR;
+    }
+    size_t from = body_before ? 0 : body_at; /* this feed's body bytes: buf[from..pos) */
+    if (st == CODEC_NEED_MORE) {
+        if (d->in_body && pos > from) {
+            sbuf_append(&d->held, buf + from, pos - from);
+            d->examined += pos - from;
+        }
+        return CODEC_NEED_MORE;
+    }
+    size_t total = d->frame_bytes;
+    if (d->held.len > 0) {
+        sbuf_append(&d->held, buf + from, pos - from);
+        d->examined += pos - from;
+        st = finish(d, d->held.data, d->held.len, out, why);
+    } else {
+        st = finish(d, buf + from, pos - from, out, why); /* all in this feed: no copy */
+    }
+    frame_reset(d);
+    if (st == CODEC_COMPLETE) {
+        out->consumed = total;
+    }
+    return st;
+}
+
+int
+codec_decode(const char *buf, size_t len, size_t max_units, struct codec_frame *out,
+             const char **why, size_t *need)
+{
+    struct codec_decoder d;
+    size_t pos = 0, body_at = 0;
+
+    codec_decoder_init(&d, max_units);
+    out->json = NULL;
+    out->consumed = 0;
+    out->has_nul = false;
+    int st = scan(&d, (const unsigned char *)buf, len, &pos, &body_at, why);
+    if (st == CODEC_NEED_MORE && need) {
+        if (!d.in_body) {
+            *need = len + 1;
+        } else if (d.seq_len > 0) {
+            *need = len + (d.seq_len - d.seq_have);
+        } else {
+            *need = len + (size_t)(d.declared - d.units);
+        }
+    }
+    if (st == CODEC_COMPLETE) {
+        st = finish(&d, buf + body_at, pos - body_at, out, why);
+        if (st == CODEC_COMPLETE) {
+            out->consumed = pos;
+        }
+    }
+    return st;
 }
 
 /* True if cJSON prints this number exactly: an integer of at most 15 digits. */

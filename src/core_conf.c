@@ -43,6 +43,20 @@ static const struct conf_key core_keys[] = {
     K(shutdown_timeout_ms, CONF_INT, "10000", 100, 600000, NULL, 0,
       "Bound on draining in-flight work after SIGTERM."),
     K(max_conns, CONF_INT, "4096", 1, 1000000, NULL, 0, "Connections accepted per RPC listener."),
+    K(rpc_idle_timeout_ms, CONF_INT, "300000", 0, 86400000, NULL, 0,
+      "An RPC connection with no call in flight and no request for this long is closed (0: "
+      "never)."),
+    K(rpc_max_inflight, CONF_INT, "256", 1, 100000, NULL, 0,
+      "Calls in flight per RPC connection; beyond it the server reads no more requests from "
+      "that connection until one finishes."),
+    K(rpc_tls_ca, CONF_STR, "", 0, 0, NULL, 0,
+      "CA file of the internal NestJS TCP links: listeners require client certificates signed "
+      "by it, the gateway verifies chance and logger against it (empty: no TLS)."),
+    K(rpc_tls_cert, CONF_STR, "", 0, 0, NULL, 0,
+      "Certificate file this process presents on the internal links (server and client)."),
+    K(rpc_tls_key, CONF_STR, "", 0, 0, NULL, CONF_SECRET, "Private key of rpc_tls_cert."),
+    K(rpc_insecure, CONF_BOOL, "false", 0, 0, NULL, 0,
+      "Allow the internal links without mutual TLS on addresses other than loopback."),
 };
 
 const struct conf_module core_conf_module = {

@@ -12,6 +12,8 @@
 #include "rmq_conf.h"
 #include "log.h"
 #include "role.h"
+#include "rpc_client.h"
+#include "rpc_server.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -140,6 +142,27 @@ select_roles(struct runtime_opts *o, const char *name)
         }
     }
     return o->nroles > 0 ? 0 : -1;
+}
+
+/* The internal links' TLS settings of the selected roles, before any starts (rpc_server.h). */
+static int
+check_rpc_links(const struct runtime_opts *o, char *err, size_t errlen)
+{
+    const struct core_conf *core = conf_module_data(o->conf, "core");
+    for (size_t i = 0; i < o->nroles; i++) {
+        const struct role *r = o->roles[i];
+        const char *key = r->rpc_listen_key;
+        if (key && rpc_server_check_conf(core, key, conf_get_str(o->conf, key), o->nroles > 1, err,
+                                         errlen) != 0) {
+            return -1;
+        }
+        for (const char *const *k = r->rpc_peer_keys; k && *k; k++) {
+            if (rpc_client_check_conf(core, *k, conf_get_str(o->conf, *k), err, errlen) != 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
 }
 
 static int
@@ -283,6 +306,9 @@ main(int argc, char **argv)
     } else if (select_roles(&d, cl.role) != 0) {
         fprintf(stderr, "chanced: unknown role '%s' (want gateway, chance, logger or all)\n",
                 cl.role);
+    } else if (check_rpc_links(&d, err, sizeof(err)) != 0) {
+        fprintf(stderr, "chanced: config error: %s\n", err);
+        rc = EX_CONFIG;
     } else {
         d.flags = cl.flags;
         d.nflags = cl.nflags;

@@ -6,12 +6,16 @@
 #include <string.h>
 
 #include "conn.h"
+#include "core_conf.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
+#include "rpc_server.h"
 
 #define RPC_BUCKETS 1024        /* pending-call hash buckets */
 #define RPC_BACKOFF_MIN_MS 100  /* first reconnect delay */
 #define RPC_BACKOFF_MAX_MS 5000 /* reconnect delay cap */
+#define RPC_LIVED_MS 1000 /* a conn up this long that the server closes is redialled at once */
 
 struct pending {
     uint64_t id;                 /* numeric request id, echoed by the server */
@@ -28,10 +32,14 @@ struct rpc_client {
     char *host;        /* owned */
     int port;
     struct conn_limits limits;
-    struct conn *conn;   /* current conn or NULL */
-    bool connected;      /* conn finished connecting */
-    int backoff_ms;      /* next reconnect delay */
-    struct event *retry; /* reconnect timer */
+    SSL_CTX *tls;            /* owned; NULL: plain TCP */
+    struct metrics *metrics; /* borrowed, or NULL */
+    const char *role;        /* metrics label */
+    struct conn *conn;       /* current conn or NULL */
+    bool connected;          /* conn finished connecting (and its TLS handshake) */
+    int64_t up_since;        /* monotonic ms when the current conn became usable */
+    int backoff_ms;          /* next reconnect delay */
+    struct event *retry;     /* reconnect timer */
     uint64_t next_id;
     struct pending *buckets[RPC_BUCKETS];
     size_t npending;
@@ -128,22 +136,105 @@ schedule_retry(struct rpc_client *cli)
 static void
 start_connect(struct rpc_client *cli)
 {
-    cli->conn = conn_connect(cli->loop, cli->host, cli->port, &cli->limits, &client_handler, cli);
+    cli->conn =
+        conn_connect(cli->loop, cli->host, cli->port, &cli->limits, cli->tls, &client_handler, cli);
     if (cli->conn == NULL) {
         schedule_retry(cli);
     }
 }
 
+static bool
+set(const char *s)
+{
+    return s != NULL && *s != '\0';
+}
+
+void
+rpc_client_opts_from_core(struct rpc_client_opts *o, const struct core_conf *core)
+{
+    o->max_frame = (size_t)core->max_frame_bytes;
+    o->tls.ca = core->rpc_tls_ca;
+    o->tls.cert = core->rpc_tls_cert;
+    o->tls.key = core->rpc_tls_key;
+}
+
+/* The client's TLS context: NULL (and no error) without a CA. */
+static int
+client_tls(const struct tls_files *f, const char *key, SSL_CTX **ctx, char *err, size_t errlen)
+{
+    *ctx = NULL;
+    if (!set(f->ca)) {
+        if (set(f->cert) || set(f->key)) {
+            snprintf(err, errlen,
+                     "rpc_tls_cert/rpc_tls_key are set but rpc_tls_ca is not: %s would be called "
+                     "without TLS (set rpc_tls_ca, the CA its certificate is signed by)",
+                     key);
+            return -1;
+        }
+        return 0;
+    }
+    char why[300];
+    if ((*ctx = tls_client_ctx(f, why, sizeof(why))) == NULL) {
+        snprintf(err, errlen, "rpc_tls_ca/rpc_tls_cert/rpc_tls_key (for %s): %s", key, why);
+        return -1;
+    }
+    return 0;
+}
+
+int
+rpc_client_check_conf(const struct core_conf *core, const char *key, const char *addr, char *err,
+                      size_t errlen)
+{
+    struct rpc_client_opts o = {0};
+    rpc_client_opts_from_core(&o, core);
+    char *host = NULL;
+    int port;
+    if (addr == NULL || util_parse_hostport(addr, &host, &port) != 0) {
+        snprintf(err, errlen, "%s: cannot parse address %s", key, addr ? addr : "");
+        return -1;
+    }
+    bool loopback = rpc_host_is_loopback(host);
+    free(host);
+    SSL_CTX *ctx;
+    if (client_tls(&o.tls, key, &ctx, err, errlen) != 0) {
+        return -1;
+    }
+    SSL_CTX_free(ctx);
+    if (!loopback && !core->rpc_insecure && !(set(o.tls.ca) && set(o.tls.cert) && set(o.tls.key))) {
+        snprintf(err, errlen,
+                 "%s=%s is not a loopback address: the internal links need mutual TLS there "
+                 "(set rpc_tls_ca, rpc_tls_cert and rpc_tls_key), or set rpc_insecure=true to "
+                 "call it without",
+                 key, addr);
+        return -1;
+    }
+    return 0;
+}
+
 struct rpc_client *
-rpc_client_new(struct loop *loop, const char *addr, size_t max_frame)
+rpc_client_new(struct loop *loop, const char *addr, const struct rpc_client_opts *opts, char *err,
+               size_t errlen)
 {
     struct rpc_client *cli = xcalloc(1, sizeof(*cli));
     if (util_parse_hostport(addr, &cli->host, &cli->port) != 0) {
+        snprintf(err, errlen, "cannot parse address %s", addr);
         free(cli);
         return NULL;
     }
+    if (client_tls(&opts->tls, addr, &cli->tls, err, errlen) != 0) {
+        free(cli->host);
+        free(cli);
+        return NULL;
+    }
+    cli->metrics = opts->metrics;
+    cli->role = opts->role ? opts->role : "?";
+    if (cli->metrics) {
+        metrics_describe(cli->metrics, "chanced_rpc_tls_handshake_failures_total", METRICS_COUNTER,
+                         "TLS handshakes that failed on the internal links (no or a bad "
+                         "certificate, not TLS, too slow), by role and side.");
+    }
     cli->loop = loop;
-    cli->limits.max_frame = max_frame;
+    cli->limits.max_frame = opts->max_frame;
     cli->limits.stall_ms = 30000;
     cli->backoff_ms = RPC_BACKOFF_MIN_MS;
     cli->next_id = 1;
@@ -166,6 +257,7 @@ rpc_client_free(struct rpc_client *cli)
         conn_close(c, "client freed");
     }
     fail_all(cli);
+    SSL_CTX_free(cli->tls);
     free(cli->host);
     free(cli);
 }
@@ -181,8 +273,9 @@ on_connect(struct conn *conn, void *arg)
 {
     struct rpc_client *cli = arg;
     cli->connected = true;
+    cli->up_since = time_mono_ms();
     cli->backoff_ms = RPC_BACKOFF_MIN_MS;
-    log_info("rpc_connected", "peer=%s", conn_peer(conn));
+    log_info("rpc_connected", "peer=%s tls=%s", conn_peer(conn), cli->tls ? "on" : "off");
     for (size_t b = 0; b < RPC_BUCKETS; b++) {
         for (struct pending *p = cli->buckets[b]; p; p = p->next) {
             if (p->unsent) {
@@ -200,7 +293,17 @@ static void
 on_close(struct conn *conn, const char *why, void *arg)
 {
     struct rpc_client *cli = arg;
-    if (cli->connected) {
+    bool was_up = cli->connected;
+    if (conn_tls_failed(conn)) {
+        /* Bounded by the reconnect backoff: at most one line every 5 s per peer. */
+        log_warn("rpc_tls_handshake_failed", "side=client peer=%s reason=\"%s\"", conn_peer(conn),
+                 why);
+        if (cli->metrics) {
+            char labels[64];
+            snprintf(labels, sizeof(labels), "role=\"%s\",side=\"client\"", cli->role);
+            metrics_add(cli->metrics, "chanced_rpc_tls_handshake_failures_total", labels, 1);
+        }
+    } else if (was_up) {
         log_warn("rpc_disconnected", "peer=%s reason=\"%s\"", conn_peer(conn), why);
     } else {
         log_debug("rpc_connect_failed", "peer=%s reason=\"%s\"", conn_peer(conn), why);
@@ -211,7 +314,13 @@ on_close(struct conn *conn, const char *why, void *arg)
         return; /* being freed */
     }
     fail_all(cli);
-    schedule_retry(cli);
+    if (was_up && time_mono_ms() - cli->up_since >= RPC_LIVED_MS) {
+        /* A conn that served a while and was closed (the server's idle timeout, a restart):
+         * dial again now, so the next call finds a conn under way rather than none. */
+        start_connect(cli);
+    } else {
+        schedule_retry(cli);
+    }
 }
 
 static void

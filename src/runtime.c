@@ -138,6 +138,12 @@ role_conf(struct role_ctx *ctx)
     return ctx->rt->opts->conf;
 }
 
+bool
+role_all(struct role_ctx *ctx)
+{
+    return ctx->rt->nroles > 1; /* one role, or all of them */
+}
+
 void
 role_ready(struct role_ctx *ctx)
 {

@@ -12,7 +12,8 @@ PACKAGES=(
 	build-essential pkg-config clang libclang-rt-14-dev
 	libevent-dev libhiredis-dev libcjson-dev librabbitmq-dev libmongoc-dev libbson-dev
 	libargon2-dev libcivetweb-dev libinih-dev libssl-dev libpq-dev libsystemd-dev
-	# servers for the tests (and openssl: the store TLS tests make their own CA)
+	# servers for the tests (and openssl: the store TLS tests make
+	# their own CA; deploy/gen-certs.sh, for make run and the internal links' tests, runs it too)
 	redis-server redis-tools postgresql postgresql-contrib rabbitmq-server pgbouncer openssl
 	# test drivers (they run under /usr/bin/python3)
 	wrk bc python3-pytest python3-mockupdb python3-mongomock python3-pika python3-psycopg2 python3-redis python3-yaml

@@ -361,12 +361,11 @@ chance_start(struct role_ctx *ctx)
     }
     redis_on_ready(ch->redis, on_redis_ready, ch);
     ch->metrics = role_metrics(ctx);
-    struct rpc_server_opts opts = {ch->conf->chance_listen,
-                                   (size_t)core->max_frame_bytes,
-                                   (int)core->frame_stall_ms,
-                                   (int)core->max_conns,
-                                   ch->metrics,
-                                   "chance"};
+    struct rpc_server_opts opts = {.listen = ch->conf->chance_listen,
+                                   .metrics = ch->metrics,
+                                   .role = "chance",
+                                   .loopback_only = role_all(ctx)};
+    rpc_server_opts_from_core(&opts, core); /* frame limits, per-peer caps, rpc_tls_* */
     ch->rpc = rpc_server_new(ch->loop, &opts, chance_routes, ARRAY_SIZE(chance_routes), ch, err,
                              sizeof(err));
     if (ch->rpc == NULL) {
@@ -461,4 +460,5 @@ const struct role role_chance = {
     .stop = chance_stop,
     .free = chance_free,
     .health_key = "chance_health_listen",
+    .rpc_listen_key = "chance_listen",
 };

@@ -141,13 +141,16 @@ gateway_start(struct role_ctx *ctx)
     gw->metrics = role_metrics(ctx);
     gwmetrics_init(gw);
     gw->openapi = openapi_build(CHANCED_VERSION);
-    gw->chance = rpc_client_new(gw->loop, c->chance_addr, gw->max_frame);
-    gw->logger = rpc_client_new(gw->loop, c->logger_addr, gw->max_frame);
+    struct rpc_client_opts ro = {.metrics = gw->metrics, .role = "gateway"};
+    rpc_client_opts_from_core(&ro, core); /* frame limit, rpc_tls_* */
+    char err[256] = "";
+    gw->chance = rpc_client_new(gw->loop, c->chance_addr, &ro, err, sizeof(err));
+    gw->logger =
+        gw->chance ? rpc_client_new(gw->loop, c->logger_addr, &ro, err, sizeof(err)) : NULL;
     if (gw->chance == NULL || gw->logger == NULL) {
-        log_error("gateway_start_failed", "reason=\"bad chance_addr or logger_addr\"");
+        log_error("gateway_start_failed", "reason=\"%s\"", err);
         goto fail;
     }
-    char err[256];
     gw->health = health_new(gw->loop, c->gateway_health_listen, gw->metrics, gw_is_ready, gw, err,
                             sizeof(err));
     if (gw->health == NULL) {
@@ -279,4 +282,5 @@ const struct role role_gateway = {
                     "       chanced admin create-user --username U [--admin] [--password-file F] "
                     "[--if-missing]\n",
     .health_key = "gateway_health_listen",
+    .rpc_peer_keys = (const char *const[]){"chance_addr", "logger_addr", NULL},
 };

@@ -386,12 +386,11 @@ logger_start(struct role_ctx *ctx)
     lg->workers = logger_workers_new(lg->loop, (int)lg->conf->store_workers);
     struct rpc_server_opts opts = {
         .listen = lg->conf->logger_listen,
-        .max_frame = (size_t)lg->core->max_frame_bytes,
-        .stall_ms = (int)lg->core->frame_stall_ms,
-        .max_conns = (int)lg->core->max_conns,
         .metrics = lg->metrics,
         .role = "logger",
+        .loopback_only = role_all(ctx),
     };
+    rpc_server_opts_from_core(&opts, lg->core); /* frame limits, per-peer caps, rpc_tls_* */
     lg->rpc = rpc_server_new(lg->loop, &opts, routes, ARRAY_SIZE(routes), lg, err, sizeof(err));
     if (lg->rpc == NULL) {
         log_error("logger_start_failed", "reason=\"%s\"", err);
@@ -438,4 +437,5 @@ const struct role role_logger = {
     .command = NULL,
     .command_help = NULL,
     .health_key = "logger_health_listen",
+    .rpc_listen_key = "logger_listen",
 };

@@ -2,9 +2,11 @@
  * libFuzzer target for codec_decode: arbitrary bytes as a conn receives them, frames decoded
  * back to back. Each decoded frame must be consistent (its length prefix counts its UTF-16
  * units, every strict prefix of it is NEED_MORE) and must re-encode to ASCII that decodes to an
- * equal tree.
+ * equal tree. The incremental decoder (struct codec_decoder), fed the same bytes in slices of
+ * sizes taken from the input, must agree frame for frame and end the same way.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +58,30 @@ same_tree(const cJSON *a, const cJSON *b)
     return x == NULL && y == NULL;
 }
 
+/* The same tree, decoded twice: every number bit for bit (infinities included, which
+ * cJSON_Compare never finds equal). */
+static int
+identical(const cJSON *a, const cJSON *b)
+{
+    if ((a->type & 0xff) != (b->type & 0xff) || (a->string == NULL) != (b->string == NULL) ||
+        (a->string && strcmp(a->string, b->string) != 0)) {
+        return 0;
+    }
+    if (cJSON_IsNumber(a)) {
+        return memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)) == 0;
+    }
+    if (cJSON_IsString(a)) {
+        return strcmp(a->valuestring, b->valuestring) == 0;
+    }
+    const cJSON *x = a->child, *y = b->child;
+    for (; x && y; x = x->next, y = y->next) {
+        if (!identical(x, y)) {
+            return 0;
+        }
+    }
+    return x == NULL && y == NULL;
+}
+
 static void
 check_round_trip(const cJSON *tree)
 {
@@ -84,11 +110,64 @@ check_round_trip(const cJSON *tree)
     free(enc);
 }
 
+/*
+ * Feeds buf to a codec_decoder in slices (each an exact-size copy) and checks that it yields
+ * the trees codec_decode yielded, then ends as it did (last: CODEC_ERROR with the same reason,
+ * or CODEC_NEED_MORE with a partial frame iff bytes were left).
+ */
+static void
+check_stream(const char *buf, size_t size, cJSON **trees, size_t ntrees, int last,
+             const char *last_why, bool left_over)
+{
+    struct codec_decoder d;
+    codec_decoder_init(&d, FUZZ_LIMIT);
+    size_t got = 0, off = 0, k = 0;
+    int st = CODEC_NEED_MORE;
+    const char *why = NULL;
+    while (off < size && st != CODEC_ERROR) {
+        size_t slice = 1 + (size_t)((unsigned char)buf[k++ % size] % 97);
+        if (slice > size - off) {
+            slice = size - off;
+        }
+        char *copy = malloc(slice);
+        FUZZ_ASSERT(copy != NULL);
+        memcpy(copy, buf + off, slice);
+        size_t at = 0;
+        while (at < slice) {
+            struct codec_frame f;
+            size_t used = 0;
+            st = codec_decoder_feed(&d, copy + at, slice - at, &f, &why, &used);
+            FUZZ_ASSERT(used <= slice - at);
+            at += used;
+            if (st != CODEC_COMPLETE) {
+                FUZZ_ASSERT(f.json == NULL && (st == CODEC_ERROR || at == slice));
+                break;
+            }
+            FUZZ_ASSERT(got < ntrees && identical(f.json, trees[got]));
+            got++;
+            cJSON_Delete(f.json);
+        }
+        free(copy);
+        off += slice;
+    }
+    FUZZ_ASSERT(got == ntrees);
+    if (last == CODEC_ERROR) {
+        FUZZ_ASSERT(st == CODEC_ERROR && strcmp(why, last_why) == 0);
+    } else {
+        FUZZ_ASSERT(st != CODEC_ERROR && codec_decoder_partial(&d) == left_over);
+    }
+    codec_decoder_cleanup(&d);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *buf = (const char *)data; /* libFuzzer's buffer is exactly size bytes */
-    size_t off = 0;
+    size_t off = 0, ntrees = 0;
+    cJSON **trees = calloc(size + 1, sizeof(*trees)); /* a frame takes at least 3 bytes */
+    int last = CODEC_NEED_MORE;
+    const char *last_why = "";
+    FUZZ_ASSERT(trees != NULL);
     while (off < size) {
         struct codec_frame f;
         const char *why = NULL;
@@ -100,6 +179,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (st == CODEC_ERROR) {
             FUZZ_ASSERT(f.json == NULL && why != NULL && *why != '\0');
+            last = CODEC_ERROR;
+            last_why = why;
             break;
         }
         FUZZ_ASSERT(st == CODEC_COMPLETE && f.json != NULL);
@@ -121,8 +202,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         CODEC_NEED_MORE);
         }
         check_round_trip(f.json);
-        cJSON_Delete(f.json);
+        trees[ntrees++] = f.json;
         off += f.consumed;
     }
+    check_stream(buf, size, trees, ntrees, last, last_why, last != CODEC_ERROR && off < size);
+    for (size_t i = 0; i < ntrees; i++) {
+        cJSON_Delete(trees[i]);
+    }
+    free(trees);
     return 0;
 }

@@ -6,7 +6,9 @@ debootstrapped stand-in for debian:bookworm-slim, cached in buildah's storage be
     test_roles_run_from_the_image   chance, logger and gateway each run from the image (its
         ENTRYPOINT plus compose.yaml's `command`) with `buildah run --isolation chroot --network
         host`, configured as compose.yaml configures their containers: its `environment`, the
-        image's ENV, secrets as files at /run/secrets/NAME read through CHANCED_*_FILE.  Only the
+        image's ENV, secrets as files at /run/secrets/NAME read through CHANCED_*_FILE, and the
+        internal links' certificates that compose's `certs` one-shot makes in the image (twice:
+        the second run changes nothing), each role mounting its own volume (a host directory).  Only the
         addresses change: every *_LISTEN becomes 127.0.0.1:<free port> and every *_ADDR the peer's
         port, because the containers share the host's network; the secret files hold the URLs of
         test/run.sh's servers.  compose.yaml's healthchecks gate the start order; the image's own
@@ -350,10 +352,19 @@ def compose_service(compose, name):
     if isinstance(command, str):
         command = shlex.split(command)
     tmpfs = svc.get("tmpfs") or []
+    volumes = []  # (named volume, target, read-only)
+    for v in svc.get("volumes") or []:
+        parts = v.split(":") if isinstance(v, str) else [v["source"], v["target"]] + (
+            ["ro"] if v.get("read_only") else [])
+        volumes.append((parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
+    entrypoint = svc.get("entrypoint") or []
+    if isinstance(entrypoint, str):
+        entrypoint = shlex.split(entrypoint)
     return {"env": env, "secrets": secrets, "command": [str(c) for c in command],
             "healthcheck": (svc.get("healthcheck") or {}).get("test"),
             "cap_drop": list(svc.get("cap_drop") or []),
-            "tmpfs": [tmpfs] if isinstance(tmpfs, str) else list(tmpfs)}
+            "tmpfs": [tmpfs] if isinstance(tmpfs, str) else list(tmpfs),
+            "volumes": volumes, "entrypoint": [str(e) for e in entrypoint]}
 
 
 def healthcheck_argv(test, what):
@@ -370,13 +381,15 @@ class Container:
     capabilities and tmpfs mounts.  start() runs the entrypoint plus arguments in the background,
     like `docker run -d`; exec() runs a command to completion, like `docker exec`."""
 
-    def __init__(self, image, label, log_dir, env=None, files=(), cap_drop=(), tmpfs=()):
+    def __init__(self, image, label, log_dir, env=None, files=(), cap_drop=(), tmpfs=(),
+                 volumes=()):
         self.image = image
         self.label = label
         self.name = "%s%s-%s" % (WORK_PREFIX, label, os.urandom(3).hex())
         self.log_path = Path(log_dir) / ("%s.log" % label)
         self.env = dict(env or {})
         self.files = list(files)
+        self.volumes = list(volumes)  # (host directory, target, read-only)
         self.cap_drop = list(cap_drop)
         self.tmpfs = list(tmpfs)
         self.runs = []
@@ -390,6 +403,8 @@ class Container:
             a += ["--env", "%s=%s" % (k, v)]
         for host, target in self.files:
             a += ["--volume", "%s:%s:ro" % (host, target)]
+        for host, target, ro in self.volumes:
+            a += ["--volume", "%s:%s%s" % (host, target, ":ro" if ro else "")]
         for c in self.cap_drop:
             a += ["--cap-drop", c]
         for t in self.tmpfs:
@@ -577,10 +592,34 @@ def test_roles_run_from_the_image(image, compose, containers, fresh_database, am
     for name in ("chance", "logger"):
         envs[name]["CHANCED_AMQP_QUEUE"] = amqp_queue  # not in compose: the broker is shared
 
+    # compose's certs one-shot, run twice (the second run keeps everything): the internal
+    # links' CA and certificates, one host directory per named volume, owned by the image's
+    # uid as a new volume takes the owner of the image's directory
+    certs = compose_service(compose, "certs")
+    volume_dirs = {}
+    for source, _, _ in certs["volumes"]:
+        d = tmp_path / "volumes" / source
+        d.mkdir(parents=True)
+        os.chown(d, 10001, 10001)
+        d.chmod(0o700)
+        volume_dirs[source] = str(d)
+    ctr_certs = containers("certs", cap_drop=certs["cap_drop"], tmpfs=certs["tmpfs"],
+                           volumes=[(volume_dirs[s], t, ro) for s, t, ro in certs["volumes"]])
+    made = None
+    for i in (1, 2):
+        p = ctr_certs.exec(certs["entrypoint"] + certs["command"])
+        assert p.returncode == 0, "certs run %d: exit %d\n%s%s" % (i, p.returncode, p.stdout,
+                                                                  p.stderr)
+        files = {f: f.read_bytes() for f in sorted(Path(tmp_path / "volumes").rglob("*"))
+                 if f.is_file()}
+        assert made is None or files == made, "the second certs run changed files"
+        made = files
+
     def container(name):
         spec = services[name]
         return containers(name, env=envs[name], cap_drop=spec["cap_drop"], tmpfs=spec["tmpfs"],
-                          files=[(secret_files[s], t) for s, t in spec["secrets"]])
+                          files=[(secret_files[s], t) for s, t in spec["secrets"]],
+                          volumes=[(volume_dirs[s], t, ro) for s, t, ro in spec["volumes"]])
 
     assert image.entrypoint, "the image has no ENTRYPOINT"
     assert image.healthcheck, "the image has no HEALTHCHECK (built with --format docker?)"

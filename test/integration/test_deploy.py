@@ -67,6 +67,10 @@ DATABASES = {"redis": "redis/redis-stack-server", "postgres": "postgres", "rabbi
 GENERATOR_READS = ("redis", "rabbitmq")  # committed deploy/ folders the secret generator reads
 SANITIZER_LIB = re.compile(r"^lib(a|ub|l|t|hwa|m)san\.so")
 ONE_SHOT_CONDITIONS = ("service_healthy", "service_completed_successfully")
+# The internal NestJS TCP links: mutual TLS, never EXPOSEd or published (issue 10).
+INTERNAL_LISTEN = ("chance_listen", "logger_listen")
+# Loaded as systemd credentials though not secret: the internal links' certificate files.
+TLS_FILE_CREDENTIALS = {"rpc_tls_ca", "rpc_tls_cert"}
 
 
 def need(condition, why):
@@ -307,8 +311,17 @@ def config_file_of(compose, svc, path):
     return ROOT / compose["configs"][config_mounts(svc)[path]]["file"]
 
 
-def is_one_shot(svc):
-    return str(svc.get("restart", "no")) == "no" and bool(svc.get("profiles"))
+def is_one_shot(svc, compose=None):
+    """A service that runs to its end: restart "no", started by hand (a profile) or before the
+    services that wait for it to complete (service_completed_successfully)."""
+    if str(svc.get("restart", "no")) != "no":
+        return False
+    if svc.get("profiles"):
+        return True
+    return compose is not None and any(
+        (spec or {}).get("condition") == "service_completed_successfully" and
+        services(compose).get(dep) is svc
+        for s in services(compose).values() for dep, spec in (s.get("depends_on") or {}).items())
 
 
 def secret_file_of(compose, generated, name):
@@ -568,7 +581,7 @@ def test_compose_least_privilege_users(compose, generated, defaults):
 def test_compose_every_service_has_a_healthcheck(compose):
     for name, svc in services(compose).items():
         hc = svc.get("healthcheck") or {}
-        if is_one_shot(svc):
+        if is_one_shot(svc, compose):
             continue  # a one-shot (profile, restart: "no") finishes instead of serving
         assert not hc.get("disable"), "%s: healthcheck disabled" % name
         test = hc.get("test")
@@ -615,7 +628,7 @@ def test_compose_roles_depend_on_what_they_connect_to(compose, generated):
             elif var.endswith("_URL_FILE"):
                 url = secret_file_of(compose, generated, secret_mounts(svc)[value]).read_text()
                 hosts.add(urllib.parse.urlsplit(url.strip()).hostname)
-        assert hosts or is_one_shot(svc), "%s connects to nothing?" % name
+        assert hosts or is_one_shot(svc, compose), "%s connects to nothing?" % name
         for host in hosts:
             assert host in svcs, "%s connects to %s, which is not a service" % (name, host)
             assert host in (svc.get("depends_on") or {}), "%s does not wait for %s" % (name, host)
@@ -670,14 +683,22 @@ def test_compose_role_env_and_flags_are_real(role, compose, generated, chanced_b
             "%s mounts %s but no *_FILE variable reads it" % (name, path)
     dump = check_env_accepted(chanced_bin, env, key_names, secret_keys, args=cmd,
                               what="compose service %s" % name)
-    # listeners: every interface inside the container, on the ports the image EXPOSEs
+    # listeners: every interface inside the container, on the ports the image EXPOSEs; the
+    # internal links' ports are not EXPOSEd and need mutual TLS (the binary refuses otherwise)
     exposed = dockerfile_exposed()
     for key, entries in dump.items():
         if key.endswith("_listen") and any(s == "env" for _, s in entries):
             for value, _ in entries:
                 host, port = value.rsplit(":", 1)
                 assert host == "0.0.0.0", "%s: %s=%s" % (name, key, value)
-                assert int(port) in exposed, "%s: %s port not in EXPOSE %s" % (name, key, exposed)
+                if key in INTERNAL_LISTEN:
+                    assert int(port) not in exposed, "%s: %s port EXPOSEd" % (name, key)
+                    for tls in ("rpc_tls_ca", "rpc_tls_cert", "rpc_tls_key"):
+                        assert [s for _, s in dump.get(tls, [])] == ["env"], \
+                            "%s: %s without %s" % (name, key, tls)
+                else:
+                    assert int(port) in exposed, "%s: %s port not in EXPOSE %s" % (
+                        name, key, exposed)
     # in a container, a loopback default is wrong for every listener, peer address and URL of
     # the role: each must be set (a new key of that kind fails here until compose sets it)
     given = {k[len("CHANCED_"):].lower() for k in env}
@@ -805,7 +826,7 @@ def test_compose_redis_healthcheck_authenticates(compose, generated, tmp_path):
 def test_compose_lifecycle_settings(compose, defaults):
     shutdown_ms = int(defaults["shutdown_timeout_ms"]["core"])
     for name, svc in services(compose).items():
-        if is_one_shot(svc):
+        if is_one_shot(svc, compose):
             continue
         assert svc.get("restart") == "unless-stopped", "%s: restart %s" % (name, svc.get("restart"))
     for name, svc in chanced_services(compose).items():
@@ -950,16 +971,18 @@ def test_dockerfile_env_and_expose_match_the_binary(chanced_bin, key_names, secr
         if i == "ENV":
             env.update(kv_args(a))
     check_env_accepted(chanced_bin, env, key_names, secret_keys, what="Dockerfile ENV")
-    # every listener's port, default or set by ENV, is exposed
+    # every listener's port, default or set by ENV, is exposed, but the internal links'
     exposed = dockerfile_exposed()
     for key, by_mod in defaults.items():
-        if key.endswith("_listen"):
+        if key.endswith("_listen") and key not in INTERNAL_LISTEN:
             values = [env.get("CHANCED_" + key.upper())] if "CHANCED_" + key.upper() in env \
                 else by_mod.values()
             for v in values:
                 assert int(v.rsplit(":", 1)[1]) in exposed, "%s port %s not EXPOSEd (%s)" % (
                     key, v, sorted(exposed))
-    assert {8080, 4001, 4002, 9100, 9101, 9102} <= exposed
+    assert {8080, 9100, 9101, 9102} <= exposed and not {4001, 4002} & exposed
+    assert not {"CHANCED_CHANCE_LISTEN", "CHANCED_LOGGER_LISTEN"} & set(env), \
+        "the image's default --role=all keeps the internal links on loopback"
 
 
 def test_dockerignore_sends_only_the_sources():
@@ -971,7 +994,8 @@ def test_dockerignore_sends_only_the_sources():
         if instr == "COPY" and "--from=" not in args:
             for src in shlex.split(args)[:-1]:
                 top = src.rstrip("/").split("/")[0]
-                assert top in allowed, "COPY %s, but .dockerignore does not allow it" % src
+                assert top in allowed or src.rstrip("/") in allowed, \
+                    "COPY %s, but .dockerignore does not allow it" % src
     for secret in ("deploy", "build", ".run", ".git", "test"):
         assert secret not in allowed
 
@@ -1188,9 +1212,10 @@ def test_unit_credentials_are_secret_keys(secret_keys):
     assert creds, "no LoadCredential= for the secrets"
     for c in creds:
         ident, _, src = c.partition(":")
-        assert ident in secret_keys, "LoadCredential %s: %s is not a secret key" % (c, ident)
+        assert ident in secret_keys | TLS_FILE_CREDENTIALS, \
+            "LoadCredential %s: %s is not a secret key" % (c, ident)
         assert "%i" in src, "LoadCredential %s: scope the credential to the role (%%i)" % c
-    assert {c.partition(":")[0] for c in creds} == secret_keys, \
+    assert {c.partition(":")[0] for c in creds} == secret_keys | TLS_FILE_CREDENTIALS, \
         "credentials %s, secret keys %s" % (creds, secret_keys)
 
 
@@ -1367,7 +1392,8 @@ def test_docs_role_env_files_work(role, chanced_bin, keys, key_names, secret_key
             assert m.group(1) == role, "%s.env reads another unit's credential: %s" % (role, value)
             assert m.group(2) in creds, "%s: the unit loads no credential %s" % (var, m.group(2))
             f = tmp_path / m.group(2)
-            f.write_text(list(defaults[m.group(2)].values())[0] + "\n")
+            # the key's default, or (an empty default, e.g. rpc_tls_key) some text
+            f.write_text((list(defaults[m.group(2)].values())[0] or "credential") + "\n")
             env[var] = str(f)
     check_env_accepted(chanced_bin, env, key_names, secret_keys,
                        args=["--role=%s" % role, "--config=%s" % EXAMPLE],

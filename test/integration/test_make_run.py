@@ -6,6 +6,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -78,6 +80,25 @@ def test_make_run_serves_a_claim_and_stops_cleanly(chanced_bin, tmp_path):
         assert status == 201, claim
         status, me = http("GET", api + "/me", token=user)
         assert me["balance"] == claim["reward"], me
+        # that claim went to chance over mutual TLS, with certificates made on the first start
+        conf = (run_dir / "chanced.conf").read_text()
+        for key in ("rpc_tls_ca", "rpc_tls_cert", "rpc_tls_key"):
+            assert re.search(r"^%s = %s/tls/" % (key, re.escape(str(run_dir))), conf, re.M), conf
+        for key_file in (run_dir / "tls" / "all" / "key.pem", run_dir / "tls" / "ca" / "ca.key"):
+            assert stat.S_IMODE(key_file.stat().st_mode) == 0o400, key_file
+        chance = int(re.search(r"^chance_listen = 127\.0\.0\.1:(\d+)$", conf, re.M).group(1))
+        with socket.create_connection(("127.0.0.1", chance), timeout=10) as s:
+            s.sendall(b'56#{"pattern":{"cmd":"chance.categories"},"data":{},"id":1}')
+            got = b""
+            while True:  # chance ends the connection: the bytes are no TLS handshake
+                try:
+                    chunk = s.recv(4096)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                got += chunk
+        assert got == b"" or got[:1] == b"\x15", got  # nothing, or a TLS alert record
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 INTEROP = ROOT / "test" / "interop"
 DOC = ROOT / "docs" / "protocol.md"
-SNIPPETS = ("rmq-emit", "rmq-emit-declare", "rmq-default-fails", "tcp-chance", "tcp-logger")
+SNIPPETS = ("rmq-emit", "rmq-emit-declare", "rmq-default-fails", "tcp-chance", "tcp-logger",
+            "tcp-tls")
 
 
 def _load_integration_fixtures():
@@ -287,3 +289,68 @@ def test_tcp_chance_snippet(chanced, redis_client, run_snippet):
         and p.stderr == "TimeoutError: Timeout has occurred\n", show(p)
     p = run_snippet("tcp-logger", LOGGER_PORT=ch.port)  # log.query sent to chance
     assert p.returncode == 1 and p.stderr == "Error: %s\n" % NO_HANDLER, show(p)
+
+
+# ---- ClientTCP over mutual TLS -------------------------------------------------------------
+
+def gen_certs(top, *roles):
+    p = subprocess.run(["sh", str(ROOT / "deploy" / "gen-certs.sh"), str(top)] + list(roles),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return top
+
+
+def tls_keys(d, role):
+    return {"rpc_tls_ca": str(d / role / "ca.crt"), "rpc_tls_cert": str(d / role / "cert.pem"),
+            "rpc_tls_key": str(d / role / "key.pem")}
+
+
+def test_tcp_tls_snippet(chanced, redis_client, store, run_snippet, tmp_path):
+    """The doc's tlsOptions client against chance and logger with mutual TLS; and each failure
+    the doc names."""
+    ca = gen_certs(tmp_path / "ca", "chance", "logger", "billing")
+    other = gen_certs(tmp_path / "other", "billing")
+    # a category to list (generated through a plain chance on the same Redis; its audit event
+    # travels to the logger through RabbitMQ)
+    plain = chanced("chance")
+    with NestClient(*plain.hostport(), timeout=60) as c:
+        batch = generate_ready(c, {
+            "categories": 1, "codes_per_category": 3, "reward_min": 1000, "reward_max": 1000,
+            "name": "tls", "actor": {"id": "1", "username": "admin", "role": "admin"}})
+    ch = chanced("chance", chance_listen="0.0.0.0:%d" % _fx.free_port(), **tls_keys(ca, "chance"))
+    lg = chanced("logger", mongo_url=store[0], **tls_keys(ca, "logger"))
+    env = {"CHANCE_PORT": ch.port, "LOGGER_PORT": lg.port}
+
+    out = None
+    for _ in range(30):  # until the logger has stored the batch's audit event
+        p = run_snippet("tcp-tls", TLS_DIR=ca / "billing", **env)
+        assert p.returncode == 0, show(p)
+        [out] = lines(p)
+        if out["events"]["items"]:
+            break
+        time.sleep(1)
+    assert [i["id"] for i in out["categories"]["items"]] == batch["categories"], out
+    assert out["events"]["items"][0]["type"] == "batch.generated", out
+
+    def fails_with(p, logged):
+        assert p.returncode == 1 and p.stdout == "", show(p)
+        assert p.stderr.endswith("Error: Connection closed\n"), show(p)
+        assert logged in p.stderr, show(p)
+
+    # a certificate chanced's CA did not sign: chanced refuses the client
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(ca / "billing" / "ca.crt", mixed / "ca.crt")
+    for f in ("cert.pem", "key.pem"):
+        shutil.copy(other / "billing" / f, mixed / f)
+    fails_with(run_snippet("tcp-tls", TLS_DIR=mixed, **env), "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA")
+    # a CA that did not sign chanced's certificate: the client refuses chanced
+    fails_with(run_snippet("tcp-tls", TLS_DIR=other / "billing", **env),
+               "SELF_SIGNED_CERT_IN_CHAIN")
+    # an address the certificate does not name (127.0.0.2 reaches the 0.0.0.0 listener)
+    fails_with(run_snippet("tcp-tls", TLS_DIR=ca / "billing", CHANCE_HOST="127.0.0.2", **env),
+               "ERR_TLS_CERT_ALTNAME_INVALID")
+    # no tlsOptions at all: the plain ClientTCP snippet
+    p = run_snippet("tcp-chance", CHANCE_PORT=ch.port)
+    assert p.returncode == 1 and p.stdout == "" and \
+        p.stderr.endswith("Error: Connection closed\n"), show(p)

@@ -21,6 +21,7 @@ struct frame {
 
 static struct frame frames[256];
 static size_t nframes;
+static bool use_decoder; /* receive() through struct codec_decoder, as conn.c does */
 
 static void add_frame(const char *label, const char *bytes, size_t len);
 static void load_frames(void);
@@ -160,14 +161,73 @@ test_byte_by_byte(void)
     }
 }
 
+/* Feeds one chunk (an exact-size heap copy, so ASan catches a read past it) to d, taking
+ * every frame it completes; returns frames taken, or stops at the first error. */
+static size_t
+feed_chunk(struct codec_decoder *d, const char *chunk, size_t len, cJSON **out, size_t max_out,
+           size_t got, const char **err)
+{
+    char *copy = xmalloc(len ? len : 1);
+    memcpy(copy, chunk, len);
+    size_t off = 0, n = 0;
+    while (off < len) {
+        struct codec_frame fr;
+        const char *why = NULL;
+        size_t used = 0;
+        int st = codec_decoder_feed(d, copy + off, len - off, &fr, &why, &used);
+        CHECK(used <= len - off, "used %zu of %zu", used, len - off);
+        off += used;
+        if (st == CODEC_ERROR) {
+            *err = why;
+            break;
+        }
+        if (st == CODEC_NEED_MORE) {
+            CHECK(off == len, "NEED_MORE with %zu bytes unused", len - off);
+            break;
+        }
+        CHECK(used > 0 && fr.consumed > 0, "a frame from no bytes");
+        if (got + n < max_out) {
+            out[got + n] = fr.json;
+        } else {
+            cJSON_Delete(fr.json);
+        }
+        n++;
+    }
+    free(copy);
+    return n;
+}
+
+/* receive() through the incremental decoder: each cut is one feed. */
+static size_t
+receive_stream(const char *stream, size_t len, const size_t *cuts, size_t ncuts, cJSON **out,
+               size_t max_out, const char **err)
+{
+    struct codec_decoder d;
+    codec_decoder_init(&d, BIG);
+    size_t got = 0, fed = 0;
+    *err = NULL;
+    for (size_t c = 0; c <= ncuts && *err == NULL; c++) {
+        size_t upto = c < ncuts ? cuts[c] : len;
+        got += feed_chunk(&d, stream + fed, upto - fed, out, max_out, got, err);
+        fed = upto;
+    }
+    CHECK(!codec_decoder_partial(&d) || *err != NULL, "a partial frame left over");
+    codec_decoder_cleanup(&d);
+    return got;
+}
+
 /*
  * A receiver that accumulates bytes and decodes as many frames as it can after each feed, like
- * conn.c. Returns the number of frames decoded; trees go to out[] (caller frees).
+ * conn.c did before it had the incremental decoder (and with use_decoder set, through it).
+ * Returns the number of frames decoded; trees go to out[] (caller frees).
  */
 static size_t
 receive(const char *stream, size_t len, const size_t *cuts, size_t ncuts, cJSON **out,
         size_t max_out, const char **err)
 {
+    if (use_decoder) {
+        return receive_stream(stream, len, cuts, ncuts, out, max_out, err);
+    }
     struct sbuf buf = {0};
     size_t got = 0, fed = 0;
     *err = NULL;
@@ -587,6 +647,25 @@ expect_error(const struct bad_case *c)
     if (st == CODEC_COMPLETE) {
         cJSON_Delete(out.json);
     }
+    /* The incremental decoder refuses it for the same reason, whole or byte by byte. */
+    for (size_t step = len; step >= 1; step = step == 1 ? 0 : 1) {
+        struct codec_decoder d;
+        codec_decoder_init(&d, c->max ? c->max : BIG);
+        cJSON *got[2] = {NULL, NULL};
+        const char *derr = NULL;
+        size_t n = 0;
+        for (size_t off = 0; off < len && derr == NULL; off += step) {
+            n += feed_chunk(&d, c->input + off, off + step <= len ? step : len - off, got, 2, n,
+                            &derr);
+        }
+        CHECK(derr != NULL && n == 0, "%s: decoder (step %zu): %zu frames, error %s", c->what, step,
+              n, derr ? derr : "none");
+        CHECK(derr == NULL || why == NULL || strcmp(derr, why) == 0,
+              "%s: decoder (step %zu) says '%s', codec_decode '%s'", c->what, step, derr, why);
+        cJSON_Delete(got[0]);
+        cJSON_Delete(got[1]);
+        codec_decoder_cleanup(&d);
+    }
 }
 
 static void
@@ -746,11 +825,137 @@ free_frames(void)
     nframes = 0;
 }
 
+static void
+test_split_every_offset_stream(void)
+{
+    use_decoder = true;
+    test_split_every_offset();
+    use_decoder = false;
+}
+
+static void
+test_pipelined_stream(void)
+{
+    use_decoder = true;
+    test_pipelined();
+    use_decoder = false;
+}
+
+/*
+ * A frame of about `size` bytes: a request whose data.s is a string of 1-, 2-, 3- and 4-byte
+ * characters (an 11-byte pattern, so slices of most sizes cut characters at every phase). Returns
+ * the frame (caller frees) and the string in *text (caller frees).
+ */
+static char *
+big_frame(size_t size, size_t *len, char **text)
+{
+    static const char pattern[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"
+                                  "b";
+    struct sbuf s = {0};
+    while (s.len + sizeof(pattern) < size) {
+        sbuf_append(&s, pattern, sizeof(pattern) - 1);
+    }
+    *text = xstrdup(s.data);
+    cJSON *msg = cJSON_CreateObject();
+    cJSON_AddItemToObject(cJSON_AddObjectToObject(msg, "pattern"), "cmd",
+                          cJSON_CreateString("chance.claim"));
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(msg, "data"), "s", s.data);
+    cJSON_AddStringToObject(msg, "id", "big-1");
+    char *raw = cJSON_PrintUnformatted(msg); /* raw UTF-8, the way Nest writes it */
+    long long units = codec_utf16_units(raw, strlen(raw));
+    char *frame = xasprintf("%lld#%s", units, raw);
+    *len = strlen(frame);
+    free(raw);
+    cJSON_Delete(msg);
+    sbuf_cleanup(&s);
+    return frame;
+}
+
+/* Feeds frame in slices of `slice` bytes (every slice an exact-size heap copy); checks the one
+ * decoded frame and returns the bytes the decoder examined. */
+static uint64_t
+trickle(const char *frame, size_t len, size_t slice, const char *text)
+{
+    struct codec_decoder d;
+    codec_decoder_init(&d, 64 << 20);
+    cJSON *got[2] = {NULL, NULL};
+    const char *err = NULL;
+    size_t n = 0;
+    for (size_t off = 0; off < len && err == NULL; off += slice) {
+        n += feed_chunk(&d, frame + off, off + slice <= len ? slice : len - off, got, 2, n, &err);
+    }
+    CHECK(err == NULL && n == 1, "slices of %zu: %zu frames, error %s", slice, n,
+          err ? err : "none");
+    const char *s =
+        cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(got[0], "data"), "s"));
+    CHECK(s != NULL && strcmp(s, text) == 0, "slices of %zu: data.s differs", slice);
+    CHECK(!codec_decoder_partial(&d), "slices of %zu: partial frame left", slice);
+    uint64_t examined = d.examined;
+    cJSON_Delete(got[0]);
+    cJSON_Delete(got[1]);
+    codec_decoder_cleanup(&d);
+    return examined;
+}
+
+/*
+ * Linear in the frame size however the bytes arrive: a 3 MB frame trickled in 400-byte slices
+ * (what a slow or hostile peer sends) costs the decoder a small constant number of looks per
+ * byte: one scan, one copy into the frame buffer, the JSON checks and parse. Re-running
+ * codec_decode on the growing buffer after each slice, as conn.c once did, looks at about
+ * len^2 / 800 bytes: 11 billion here.
+ */
+static void
+test_linear_trickle(void)
+{
+    size_t len;
+    char *text;
+    char *frame = big_frame(3 << 20, &len, &text);
+    CHECK(len >= (3u << 20) - 64, "frame of %zu bytes", len);
+    uint64_t whole = trickle(frame, len, len, text);
+    CHECK(whole <= 4 * (uint64_t)len, "whole: examined %llu for %zu bytes",
+          (unsigned long long)whole, len);
+    static const size_t slices[] = {400, 4096, 1 << 16, 999983};
+    for (size_t i = 0; i < ARRAY_SIZE(slices); i++) {
+        uint64_t examined = trickle(frame, len, slices[i], text);
+        CHECK(examined <= 5 * (uint64_t)len, "slices of %zu: examined %llu for %zu bytes (%.1f x)",
+              slices[i], (unsigned long long)examined, len, (double)examined / (double)len);
+    }
+    free(frame);
+    free(text);
+
+    /* The extreme: one byte per feed. */
+    frame = big_frame(100000, &len, &text);
+    uint64_t examined = trickle(frame, len, 1, text);
+    CHECK(examined <= 5 * (uint64_t)len, "byte by byte: examined %llu for %zu bytes",
+          (unsigned long long)examined, len);
+    free(frame);
+    free(text);
+
+    /* Several frames in one feed, the last one cut: each is taken in turn, the cut one kept. */
+    struct codec_decoder d;
+    codec_decoder_init(&d, BIG);
+    const char *three = "2#{}5#[1,2]3#\"a";
+    cJSON *got[4] = {NULL, NULL, NULL, NULL};
+    const char *err = NULL;
+    size_t n = feed_chunk(&d, three, strlen(three), got, 4, 0, &err);
+    CHECK(n == 2 && err == NULL && codec_decoder_partial(&d), "pipelined: %zu frames", n);
+    n += feed_chunk(&d, "\"", 1, got, 4, n, &err);
+    CHECK(n == 3 && cJSON_IsString(got[2]) && strcmp(got[2]->valuestring, "a") == 0,
+          "the cut frame completed: %zu frames", n);
+    for (size_t i = 0; i < ARRAY_SIZE(got); i++) {
+        cJSON_Delete(got[i]);
+    }
+    codec_decoder_cleanup(&d);
+}
+
 static const struct test_case cases[] = {
     {"nest_frames_whole", test_nest_frames_whole},
     {"byte_by_byte", test_byte_by_byte},
     {"split_every_offset", test_split_every_offset},
     {"pipelined", test_pipelined},
+    {"split_every_offset_stream", test_split_every_offset_stream},
+    {"pipelined_stream", test_pipelined_stream},
+    {"linear_trickle", test_linear_trickle},
     {"utf16_units", test_utf16_units},
     {"random_strings_round_trip", test_random_strings_round_trip},
     {"encode", test_encode},

@@ -1,7 +1,9 @@
 /*
  * In-process loopback tests of rpc_server and rpc_client on one loop: replies, errors, streams,
  * Nest's reply shapes (replaying the frames in test/data/nest_frames.txt over raw sockets),
- * events, deadlines, lost servers, malformed and oversize input, stalls, and the blocking call.
+ * events, deadlines, lost servers, malformed and oversize input, stalls, the blocking call, a
+ * frame trickled in small writes, the per-peer caps (calls in flight, idle conns) and mutual
+ * TLS (certificates made by deploy/gen-certs.sh, which needs the openssl command).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "codec.h"
@@ -100,6 +103,22 @@ counted(bool ok)
     return n;
 }
 
+/* The value of one series in the server's metrics (0 if absent). */
+static double
+metric(const char *series)
+{
+    char *text = metrics_render(fx.metrics);
+    double v = 0;
+    size_t n = strlen(series);
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, series, n) == 0 && line[n] == ' ') {
+            v = atof(line + n + 1);
+        }
+    }
+    free(text);
+    return v;
+}
+
 /* --- fixture ----------------------------------------------------------------------------- */
 
 static int
@@ -115,6 +134,30 @@ free_port(void)
     }
     close(fd);
     return ntohs(sa.sin_port);
+}
+
+/* Starts the server with opts (listen, metrics and role are filled in here); host is where it
+ * listens ("127.0.0.1" unless given). */
+static bool
+start_opts(struct rpc_server_opts *opts, const char *host)
+{
+    memset(&fx, 0, sizeof(fx));
+    signal(SIGPIPE, SIG_IGN);
+    log_set_level(getenv("TEST_RPC_DEBUG") ? LOG_DEBUG : LOG_ERROR);
+    fx.loop = loop_new();
+    fx.metrics = metrics_new();
+    CHECK(fx.loop != NULL, "loop_new");
+    char listen[64], err[256] = "";
+    for (int attempt = 0; attempt < 5 && fx.srv == NULL; attempt++) {
+        fx.port = free_port();
+        snprintf(listen, sizeof(listen), "%s:%d", host ? host : "127.0.0.1", fx.port);
+        opts->listen = listen;
+        opts->metrics = fx.metrics;
+        opts->role = "test";
+        fx.srv = rpc_server_new(fx.loop, opts, routes, ARRAY_SIZE(routes), NULL, err, sizeof(err));
+    }
+    CHECK(fx.srv != NULL, "rpc_server_new: %s", err);
+    return fx.srv != NULL;
 }
 
 static bool
@@ -248,8 +291,10 @@ client(void)
 {
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", fx.port);
-    struct rpc_client *cli = rpc_client_new(fx.loop, addr, 1 << 20);
-    CHECK(cli != NULL, "rpc_client_new");
+    struct rpc_client_opts opts = {.max_frame = 1 << 20};
+    char err[256] = "";
+    struct rpc_client *cli = rpc_client_new(fx.loop, addr, &opts, err, sizeof(err));
+    CHECK(cli != NULL, "rpc_client_new: %s", err);
     return cli;
 }
 
@@ -290,6 +335,7 @@ struct raw {
     int fd;
     struct event *ev; /* read watcher on the loop */
     struct sbuf in;   /* bytes received, not yet taken */
+    size_t need;      /* the next frame needs at least this many bytes (codec_decode) */
     bool closed;      /* EOF or reset seen */
 };
 
@@ -367,11 +413,21 @@ static bool
 raw_has_frame(void *arg)
 {
     struct raw *r = arg;
+    if (r->closed) {
+        return true;
+    }
+    if (r->in.len < r->need) {
+        return false; /* a big reply arriving: not decoded again on every tick */
+    }
     struct codec_frame f;
     const char *why;
-    int st = codec_decode(r->in.data ? r->in.data : "", r->in.len, 1 << 20, &f, &why, NULL);
+    size_t need = 0;
+    int st = codec_decode(r->in.data ? r->in.data : "", r->in.len, 16 << 20, &f, &why, &need);
     cJSON_Delete(f.json);
-    return st == CODEC_COMPLETE || r->closed;
+    if (st == CODEC_NEED_MORE) {
+        r->need = need;
+    }
+    return st == CODEC_COMPLETE;
 }
 
 static bool
@@ -387,7 +443,7 @@ raw_next(struct raw *r, char **body)
     CHECK(run_until(raw_has_frame, r, 3000), "no frame arrived");
     struct codec_frame f;
     const char *why = NULL;
-    int st = codec_decode(r->in.data ? r->in.data : "", r->in.len, 1 << 20, &f, &why, NULL);
+    int st = codec_decode(r->in.data ? r->in.data : "", r->in.len, 16 << 20, &f, &why, NULL);
     if (st != CODEC_COMPLETE) {
         CHECK(0, "no complete frame (status %d, %s, closed %d)", st, why ? why : "", r->closed);
         return NULL;
@@ -398,6 +454,7 @@ raw_next(struct raw *r, char **body)
     }
     memmove(r->in.data, r->in.data + f.consumed, r->in.len - f.consumed + 1);
     r->in.len -= f.consumed;
+    r->need = 0;
     return f.json;
 }
 
@@ -733,7 +790,10 @@ test_server_gone(void)
           "fake server");
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(sa.sin_port));
-    struct rpc_client *cli = rpc_client_new(fx.loop, addr, 1 << 20);
+    struct rpc_client_opts copts = {.max_frame = 1 << 20};
+    char err[256] = "";
+    struct rpc_client *cli = rpc_client_new(fx.loop, addr, &copts, err, sizeof(err));
+    CHECK(cli != NULL, "rpc_client_new: %s", err);
     CHECK(run_until(cli_connected, cli, 2000), "not connected");
     struct reply r = {0};
     rpc_client_call(cli, "echo", cJSON_CreateObject(), 5000, on_reply, &r);
@@ -953,6 +1013,399 @@ test_call_sync(void)
     stop(cli);
 }
 
+/* --- a frame trickled in small writes ------------------------------------------------------ */
+
+struct writer {
+    int fd;
+    const char *bytes;
+    size_t len;
+    size_t slice;
+};
+
+static void *
+writer_thread(void *arg)
+{
+    struct writer *w = arg;
+    int flags = fcntl(w->fd, F_GETFL);
+    fcntl(w->fd, F_SETFL, flags & ~O_NONBLOCK);
+    for (size_t off = 0; off < w->len; off += w->slice) {
+        size_t n = off + w->slice <= w->len ? w->slice : w->len - off;
+        if (send(w->fd, w->bytes + off, n, MSG_NOSIGNAL) != (ssize_t)n) {
+            break;
+        }
+        if ((off / w->slice) % 8 == 0) {
+            usleep(20); /* let the server read slices, not one big buffer */
+        }
+    }
+    fcntl(w->fd, F_SETFL, flags);
+    return NULL;
+}
+
+/* A 3 MB request trickled in 400-byte writes is answered, byte for byte (conn.c hands each
+ * received chunk to the incremental decoder once; test_codec proves that is linear). */
+static void
+test_trickled_frame(void)
+{
+    if (!start(4 << 20, 60000, 100)) {
+        return;
+    }
+    struct sbuf text = {0};
+    while (text.len < (3u << 20)) {
+        sbuf_appends(&text, "abc\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80xyz");
+    }
+    cJSON *msg = cJSON_CreateObject();
+    cJSON_AddItemToObject(cJSON_AddObjectToObject(msg, "pattern"), "cmd",
+                          cJSON_CreateString("echo"));
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(msg, "data"), "s", text.data);
+    cJSON_AddStringToObject(msg, "id", "t1");
+    char *json = cJSON_PrintUnformatted(msg);
+    char *frame = xasprintf("%lld#%s", codec_utf16_units(json, strlen(json)), json);
+    struct raw raw;
+    raw_open(&raw, fx.port);
+    struct writer w = {raw.fd, frame, strlen(frame), 400};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, writer_thread, &w) == 0, "pthread_create");
+    CHECK(run_until(raw_has_frame, &raw, 60000), "no reply to the trickled frame");
+    pthread_join(th, NULL);
+    cJSON *m = raw_next(&raw, NULL);
+    const char *got =
+        cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(m, "response"), "s"));
+    CHECK(got != NULL && strcmp(got, text.data) == 0, "echo of the trickled frame differs");
+    cJSON_Delete(m);
+    raw_close(&raw);
+    free(frame);
+    free(json);
+    cJSON_Delete(msg);
+    sbuf_cleanup(&text);
+    stop(NULL);
+}
+
+/* --- per-peer caps ------------------------------------------------------------------------- */
+
+static bool
+held_at_least(void *arg)
+{
+    return fx.nheld >= *(int *)arg;
+}
+
+/* Replies to the first held call and forgets it. */
+static void
+finish_first_held(void)
+{
+    rpc_reply(fx.held[0], NULL);
+    memmove(fx.held, fx.held + 1, (size_t)(fx.nheld - 1) * sizeof(fx.held[0]));
+    fx.nheld--;
+}
+
+static void
+test_max_inflight(void)
+{
+    struct rpc_server_opts opts = {
+        .max_frame = 1 << 20, .stall_ms = 10000, .max_conns = 100, .max_inflight = 2};
+    if (!start_opts(&opts, NULL)) {
+        return;
+    }
+    struct raw raw, other;
+    raw_open(&raw, fx.port);
+    raw_open(&other, fx.port);
+    /* Five requests in one write: two reach the handler, the rest wait unread. */
+    for (int i = 1; i <= 5; i++) {
+        char req[96];
+        snprintf(req, sizeof(req), "{\"pattern\":{\"cmd\":\"hold\"},\"data\":{},\"id\":%d}", i);
+        raw_send_json(&raw, req);
+    }
+    int two = 2, three = 3;
+    CHECK(run_until(held_at_least, &two, 3000), "held %d", fx.nheld);
+    run_for(200);
+    CHECK(fx.nheld == 2, "%d calls in flight on one conn, cap 2", fx.nheld);
+    CHECK(metric("chanced_rpc_conns_throttled_total{role=\"test\"}") >= 1, "not counted");
+    /* Another conn is served meanwhile. */
+    raw_send_json(&other, "{\"pattern\":{\"cmd\":\"echo\"},\"data\":7,\"id\":7}");
+    cJSON *m = raw_next(&other, NULL);
+    CHECK(json_equals(m, "{\"response\":7,\"isDisposed\":true,\"id\":7}"), "other conn");
+    cJSON_Delete(m);
+    /* One finishes: the next request is read. Nothing was refused. */
+    finish_first_held();
+    CHECK(run_until(held_at_least, &two, 3000) && fx.nheld == 2, "held %d after one reply",
+          fx.nheld);
+    m = raw_next(&raw, NULL);
+    CHECK(json_equals(m, "{\"isDisposed\":true,\"id\":1}"), "reply to 1");
+    cJSON_Delete(m);
+    for (int i = 0; i < 3; i++) {
+        finish_first_held();
+        run_until(held_at_least, &three, 300);
+        CHECK(fx.nheld <= 2, "%d calls in flight on one conn, cap 2", fx.nheld);
+    }
+    run_for(100);
+    finish_held();
+    run_for(100);
+    int replies = 1;
+    while (raw_has_frame(&raw) && !raw.closed) {
+        cJSON_Delete(raw_next(&raw, NULL));
+        replies++;
+    }
+    CHECK(replies == 5 && !raw.closed, "%d replies of 5, closed %d", replies, raw.closed);
+    CHECK(rpc_server_inflight(fx.srv) == 0, "inflight %zu", rpc_server_inflight(fx.srv));
+    raw_close(&raw);
+    raw_close(&other);
+    stop(NULL);
+}
+
+static void
+test_idle_timeout(void)
+{
+    struct rpc_server_opts opts = {
+        .max_frame = 1 << 20, .stall_ms = 10000, .max_conns = 100, .idle_ms = 300};
+    if (!start_opts(&opts, NULL)) {
+        return;
+    }
+    struct raw raw;
+    raw_open(&raw, fx.port);
+    int64_t t0 = time_mono_ms();
+    CHECK(run_until(raw_is_closed, &raw, 5000), "idle conn left open");
+    CHECK(time_mono_ms() - t0 >= 250, "closed after %lld ms, before idle_ms",
+          (long long)(time_mono_ms() - t0));
+    CHECK(metric("chanced_rpc_conns_idle_closed_total{role=\"test\"}") == 1, "not counted");
+    raw_close(&raw);
+
+    /* A call in flight is not idleness; the clock starts when it finishes. */
+    raw_open(&raw, fx.port);
+    raw_send_json(&raw, "{\"pattern\":{\"cmd\":\"hold\"},\"data\":{},\"id\":1}");
+    run_for(900);
+    CHECK(!raw.closed && fx.nheld == 1, "closed with a call in flight");
+    finish_held();
+    cJSON_Delete(raw_next(&raw, NULL));
+    CHECK(run_until(raw_is_closed, &raw, 5000), "not closed once idle");
+
+    /* The client dials again by itself after a server closes a conn that served a while. */
+    raw_close(&raw);
+    struct rpc_client *cli = client();
+    struct reply r;
+    call(cli, "echo", "{}", 2000, &r);
+    reply_clear(&r);
+    run_for(1000); /* closed as idle after 300 ms, redialled at once, closed again... */
+    CHECK(metric("chanced_rpc_conns_idle_closed_total{role=\"test\"}") >= 3, "%.0f idle closes",
+          metric("chanced_rpc_conns_idle_closed_total{role=\"test\"}"));
+    CHECK(run_until(cli_connected, cli, 2000), "the client did not dial again");
+    call(cli, "echo", "{\"again\":1}", 2000, &r);
+    CHECK(r.status == RPC_OK, "after idle closes: %s", rpc_client_status_name(r.status));
+    reply_clear(&r);
+    stop(cli);
+}
+
+/* --- mutual TLS ---------------------------------------------------------------------------- */
+
+static char tls_dir[64]; /* certificates: ca/, a/ (the CA), b/ (another CA) */
+
+static bool
+tls_certs(void)
+{
+    if (tls_dir[0]) {
+        return true;
+    }
+    snprintf(tls_dir, sizeof(tls_dir), "/tmp/test_rpc_tls.XXXXXX");
+    if (mkdtemp(tls_dir) == NULL) {
+        CHECK(0, "mkdtemp: %s", strerror(errno));
+        return false;
+    }
+    char *cmd = xasprintf("sh deploy/gen-certs.sh %s/one server client >/dev/null && "
+                          "sh deploy/gen-certs.sh %s/two client >/dev/null",
+                          tls_dir, tls_dir);
+    int rc = system(cmd);
+    free(cmd);
+    CHECK(rc == 0, "deploy/gen-certs.sh failed (%d): is openssl installed?", rc);
+    return rc == 0;
+}
+
+static void
+tls_cleanup(void)
+{
+    if (tls_dir[0]) {
+        char *cmd = xasprintf("rm -rf %s", tls_dir);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "could not remove %s\n", tls_dir);
+        }
+        free(cmd);
+    }
+}
+
+/* "<tls_dir>/<ca>/<role>/<file>" in a static ring of buffers. */
+static const char *
+tls_path(const char *ca, const char *role, const char *file)
+{
+    static char bufs[8][160];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof(bufs[0]), "%s/%s/%s/%s", tls_dir, ca, role, file);
+    return b;
+}
+
+static struct rpc_client *
+tls_client(const char *host, const char *ca, const char *cert_ca, bool with_cert)
+{
+    char addr[80], err[300] = "";
+    snprintf(addr, sizeof(addr), "%s:%d", host, fx.port);
+    struct rpc_client_opts o = {.max_frame = 1 << 20, .metrics = fx.metrics, .role = "testc"};
+    o.tls.ca = tls_path(ca, "client", "ca.crt");
+    if (with_cert) {
+        o.tls.cert = tls_path(cert_ca, "client", "cert.pem");
+        o.tls.key = tls_path(cert_ca, "client", "key.pem");
+    }
+    struct rpc_client *cli = rpc_client_new(fx.loop, addr, &o, err, sizeof(err));
+    CHECK(cli != NULL, "rpc_client_new: %s", err);
+    return cli;
+}
+
+static bool
+server_tls_failed(void *arg)
+{
+    return metric("chanced_rpc_tls_handshake_failures_total{role=\"test\",side=\"server\"}") >=
+           *(double *)arg;
+}
+
+static void
+test_mutual_tls(void)
+{
+    if (!tls_certs()) {
+        return;
+    }
+    struct rpc_server_opts opts = {.max_frame = 1 << 20, .stall_ms = 1000, .max_conns = 100};
+    opts.tls.ca = tls_path("one", "server", "ca.crt");
+    opts.tls.cert = tls_path("one", "server", "cert.pem");
+    opts.tls.key = tls_path("one", "server", "key.pem");
+    /* Every interface: reachable on 127.0.0.2 too, a name the certificate does not carry. */
+    if (!start_opts(&opts, "0.0.0.0")) {
+        return;
+    }
+    /* A client with a certificate from the same CA: served. */
+    struct rpc_client *cli = tls_client("127.0.0.1", "one", "one", true);
+    struct reply r;
+    call(cli, "echo", "{\"over\":\"tls\"}", 5000, &r);
+    CHECK(r.status == RPC_OK && json_equals(r.result, "{\"over\":\"tls\"}"), "mutual TLS: %s",
+          rpc_client_status_name(r.status));
+    reply_clear(&r);
+    rpc_client_free(cli);
+
+    /* Plain TCP: the bytes are no ClientHello; no frame is ever decoded, the conn is closed. */
+    struct raw raw;
+    raw_open(&raw, fx.port);
+    raw_send_json(&raw, "{\"pattern\":{\"cmd\":\"note\"},\"data\":{},\"id\":1}");
+    CHECK(run_until(raw_is_closed, &raw, 5000), "plain TCP peer left open");
+    CHECK(raw.in.len == 0 || (unsigned char)raw.in.data[0] == 0x15,
+          "plain TCP peer got %zu bytes that are not a TLS alert", raw.in.len);
+    raw_close(&raw);
+    double one = 1, two = 2, three = 3;
+    CHECK(run_until(server_tls_failed, &one, 2000), "plain TCP not counted");
+
+    /* TLS without a client certificate, and with one from another CA: refused. */
+    cli = tls_client("127.0.0.1", "one", NULL, false);
+    call(cli, "note", "{}", 3000, &r);
+    CHECK(r.status != RPC_OK, "no client certificate: %s", rpc_client_status_name(r.status));
+    reply_clear(&r);
+    rpc_client_free(cli);
+    CHECK(run_until(server_tls_failed, &two, 2000), "missing certificate not counted");
+    cli = tls_client("127.0.0.1", "one", "two", true);
+    call(cli, "note", "{}", 3000, &r);
+    CHECK(r.status != RPC_OK, "another CA's certificate: %s", rpc_client_status_name(r.status));
+    reply_clear(&r);
+    rpc_client_free(cli);
+    CHECK(run_until(server_tls_failed, &three, 2000), "foreign certificate not counted");
+    CHECK(fx.notes == 0, "a refused peer reached a handler %d times", fx.notes);
+
+    /* The client checks the server: a name its certificate lacks, or a server from another
+     * CA, and nothing is sent. */
+    cli = tls_client("127.0.0.2", "one", "one", true);
+    call(cli, "note", "{}", 3000, &r);
+    CHECK(r.status == RPC_UNAVAILABLE, "127.0.0.2 not in the certificate: %s",
+          rpc_client_status_name(r.status));
+    reply_clear(&r);
+    rpc_client_free(cli);
+    cli = tls_client("127.0.0.1", "two", "one", true);
+    call(cli, "note", "{}", 3000, &r);
+    CHECK(r.status == RPC_UNAVAILABLE, "server from another CA: %s",
+          rpc_client_status_name(r.status));
+    reply_clear(&r);
+    rpc_client_free(cli);
+    CHECK(metric("chanced_rpc_tls_handshake_failures_total{role=\"testc\",side=\"client\"}") >= 2,
+          "client-side failures not counted");
+    CHECK(fx.notes == 0, "a refused peer reached a handler %d times", fx.notes);
+
+    /* A peer that connects and never speaks is dropped at the handshake deadline (1 s). */
+    raw_open(&raw, fx.port);
+    CHECK(run_until(raw_is_closed, &raw, 5000), "silent peer left open");
+    raw_close(&raw);
+    stop(NULL);
+}
+
+/* Listener and client checks: loopback, mutual TLS or rpc_insecure, files that load. */
+static void
+test_tls_conf_checks(void)
+{
+    if (!tls_certs()) {
+        return;
+    }
+    static const char *loop[] = {"127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"};
+    static const char *notloop[] = {"0.0.0.0", "::", "10.0.0.1", "chance", "128.0.0.1", "[::]"};
+    for (size_t i = 0; i < ARRAY_SIZE(loop); i++) {
+        CHECK(rpc_host_is_loopback(loop[i]), "%s not loopback", loop[i]);
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(notloop); i++) {
+        CHECK(!rpc_host_is_loopback(notloop[i]), "%s loopback", notloop[i]);
+    }
+    memset(&fx, 0, sizeof(fx));
+    fx.loop = loop_new();
+    char err[400], any[32], lo[32];
+    int port = free_port();
+    snprintf(any, sizeof(any), "0.0.0.0:%d", port);
+    snprintf(lo, sizeof(lo), "127.0.0.1:%d", port);
+    struct rpc_server_opts opts = {.listen = any, .max_frame = 1024, .role = "t"};
+    CHECK(rpc_server_new(fx.loop, &opts, routes, ARRAY_SIZE(routes), NULL, err, sizeof(err)) ==
+                  NULL &&
+              strstr(err, "rpc_insecure=true") != NULL,
+          "0.0.0.0 without TLS: %s", err);
+    opts.tls.cert = tls_path("one", "server", "cert.pem"); /* TLS, but no client check */
+    opts.tls.key = tls_path("one", "server", "key.pem");
+    CHECK(rpc_server_new(fx.loop, &opts, routes, ARRAY_SIZE(routes), NULL, err, sizeof(err)) ==
+              NULL,
+          "0.0.0.0 with server-only TLS accepted");
+    opts.tls.key = tls_path("two", "client", "key.pem");
+    opts.listen = lo;
+    CHECK(rpc_server_new(fx.loop, &opts, routes, ARRAY_SIZE(routes), NULL, err, sizeof(err)) ==
+                  NULL &&
+              (strstr(err, "does not match") != NULL || strstr(err, "mismatch") != NULL),
+          "a key of another certificate: %s", err);
+    opts.tls.cert = opts.tls.key = NULL;
+    opts.listen = any;
+    opts.insecure = true;
+    struct rpc_server *srv =
+        rpc_server_new(fx.loop, &opts, routes, ARRAY_SIZE(routes), NULL, err, sizeof(err));
+    CHECK(srv != NULL, "rpc_insecure refused: %s", err);
+    rpc_server_free(srv);
+    opts.insecure = false;
+    opts.loopback_only = true; /* --role=all: the same port on loopback, no TLS needed */
+    srv = rpc_server_new(fx.loop, &opts, routes, ARRAY_SIZE(routes), NULL, err, sizeof(err));
+    CHECK(srv != NULL, "loopback_only refused: %s", err);
+    rpc_server_free(srv);
+    struct rpc_client_opts co = {.max_frame = 1024};
+    co.tls.cert = tls_path("one", "client", "cert.pem");
+    co.tls.key = tls_path("one", "client", "key.pem");
+    CHECK(rpc_client_new(fx.loop, "127.0.0.1:1", &co, err, sizeof(err)) == NULL &&
+              strstr(err, "rpc_tls_ca") != NULL,
+          "a client certificate without a CA: %s", err);
+    co.tls.ca = "/nonexistent/ca.crt";
+    CHECK(rpc_client_new(fx.loop, "127.0.0.1:1", &co, err, sizeof(err)) == NULL &&
+              strstr(err, "/nonexistent/ca.crt") != NULL,
+          "a missing CA file: %s", err);
+    loop_free(fx.loop);
+    memset(&fx, 0, sizeof(fx));
+}
+
+static void
+test_tls_teardown(void)
+{
+    tls_cleanup();
+}
+
 static const struct test_case cases[] = {
     {"call_reply", test_call_reply},
     {"error_and_stream", test_error_and_stream},
@@ -964,6 +1417,12 @@ static const struct test_case cases[] = {
     {"stall", test_stall},
     {"max_conns", test_max_conns},
     {"call_sync", test_call_sync},
+    {"trickled_frame", test_trickled_frame},
+    {"max_inflight", test_max_inflight},
+    {"idle_timeout", test_idle_timeout},
+    {"mutual_tls", test_mutual_tls},
+    {"tls_conf_checks", test_tls_conf_checks},
+    {"tls_teardown", test_tls_teardown},
 };
 
 HARNESS_MAIN("rpc", cases)
