@@ -292,10 +292,14 @@ def wait_batch(fetch, batch, restart, timeout=900, redo=False):
 
 def http_batch_fetch(port, token):
     def fetch(bid):
-        st, b, _ = http(port, "GET", "/api/v1/admin/batches/%d" % bid, token=token)
-        if st != 200:
-            raise BenchError("GET /admin/batches: %s %s" % (st, b))
-        return b["batch"]
+        deadline = time.time() + 30
+        while True:
+            st, b, _ = http(port, "GET", "/api/v1/admin/batches/%d" % bid, token=token)
+            if st == 200:
+                return b["batch"]
+            if st != 503 or time.time() > deadline:  # 503: chance is being restarted
+                raise BenchError("GET /admin/batches: %s %s" % (st, b))
+            time.sleep(0.2)
     return fetch
 
 
@@ -917,6 +921,9 @@ def suite_chance(ctx):
         k = "chance:{c%d}" % cat_b
         keys = [k + ":" + w for w in ("meta", "free", "codes", "claims", "users", "events", "log",
                                       "byuser")]
+        # the claim script's ARGV[5]: the oldest assignment-log entry to keep, as the role
+        # passes it (assignment_log_retention_s, 7 days by default)
+        minid = "%d-0" % (time.time() * 1000 - 7 * 86400 * 1000)
         for i in range(RUNS):
             rec = {}
             for lv in levels:
@@ -932,7 +939,7 @@ def suite_chance(ctx):
                 argv = ["redis-benchmark", "-p", str(RPORT)] + extra + [
                     "-n", str(CHANCE_REQUESTS), "-r", "1000000000", "--csv", "EVALSHA", sha, "8"] \
                     + keys + ["rb%s%d__rand_int__" % (name, i), "__rand_int__", "benchuser",
-                              str(cat_b)]
+                              str(cat_b), minid]
                 p = subprocess.run(argv, capture_output=True, text=True)
                 line = [x for x in p.stdout.splitlines() if x.startswith('"EVALSHA')]
                 if p.returncode != 0 or not line:
