@@ -418,7 +418,9 @@ def per_op(w, ops, client_cpu):
     cpu["load generator"] = client_cpu * 1000.0 / ops
     cpu["all of the above"] = sum(cpu.values())
     cpu["machine (every process)"] = w["cpu"]["_busy"] * 1000.0 / ops
-    return {"statements": w["calls"] / ops, "rows_written": w["rows_written"] / ops,
+    share = cpu["all of the above"] / cpu["machine (every process)"] \
+        if cpu["machine (every process)"] > 0 else None
+    return {"cpu_share": share, "statements": w["calls"] / ops, "rows_written": w["rows_written"] / ops,
             "wal_bytes": w["wal_lsn_bytes"] / ops, "wal_records": w["wal_records"] / ops,
             "wal_fpi": w["wal_fpi"] / ops, "cpu_per_1000": cpu,
             "by_statement": [dict(s, per_op=s["calls"] / ops, wal_per_op=s["wal_bytes"] / ops,
@@ -481,6 +483,10 @@ def report_claims(runs):
                                                  for r in runs]),
         runs_row("audit pipeline drained after the HTTP run (s)",
                  [r["http"]["drain_s"] for r in runs], 1),
+        runs_row("our processes' share of the machine's busy CPU, pgbench window",
+                 [100 * r["pgbench_per_op"]["cpu_share"] for r in runs], 0, "%"),
+        runs_row("… HTTP window (the rest: other work on this shared machine)",
+                 [100 * r["http_per_op"]["cpu_share"] for r in runs], 0, "%"),
     ]
     s = ["## 1. Claims over HTTP vs pgbench's plain credit transaction", "",
          "Same tuned PostgreSQL, same concurrency, same duration (%.0f s each), the HTTP run "
@@ -769,6 +775,7 @@ def suite_logger(ctx):
             tag = "lag%dr%d" % (time.time(), i)
             log("logger run %d/%d: %d claims at %d/s through chance, lag to MongoDB" % (
                 i + 1, RUNS, n, LAG_RATE))
+            drain(st, None)  # the previous run's events are all stored
             c0 = meter.snap()
             res, argv = load(tag, n)
             want = n - res["errors"]
