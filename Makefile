@@ -5,6 +5,7 @@
 #   make unit         unit tests only, no servers
 #   make run          install what is missing, build, start private servers, run --role=all
 #   make bench        benchmarks against reference tools measured in the same run
+#   make bench-smoke  every benchmark once on tiny sizes (make test runs it)
 #   make proof        the fault-injection proof suite (build/proof/report.md)
 #   make fuzz         libFuzzer on the codec, the validators and the cluster reply parser
 #   make tsan         ThreadSanitizer build: unit tests and one --role=all scenario under load
@@ -82,8 +83,8 @@ UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/test/unit/%)
 C_SOURCES = src/*.c include/*.h roles/*/*.c roles/*/*.h test/unit/*.c test/unit/*.h \
             test/fuzz/*.c test/bench/*.c test/mongo/*.c tools/*.c
 
-.PHONY: all unit test run bench proof fuzz fuzz-smoke tsan tsan-build format format-check \
-        standin-check headers-check clean clean-run FORCE
+.PHONY: all unit test run bench bench-smoke proof fuzz fuzz-smoke tsan tsan-build format \
+        format-check standin-check headers-check clean clean-run FORCE
 all: $(BUILD)/chanced
 
 $(BUILD)/libcore.a: $(CORE_OBJS)
@@ -142,7 +143,8 @@ unit: $(UNIT_BINS)
 	    echo "unit binaries: $$pass passed, $$fail failed"; [ $$fail -eq 0 ]
 
 # The README's test command: format check, the ASan+UBSan build, the TSan build, the fuzz
-# smoke runs, then every suite on real servers (test/run.sh starts and stops them).
+# smoke runs, the benchmarks once on tiny sizes, then every suite on real servers (test/run.sh
+# starts and stops them).
 test:
 	bash test/deps.sh
 	$(MAKE) format-check
@@ -151,6 +153,7 @@ test:
 	$(MAKE) SAN=thread tsan-build
 	$(MAKE) fuzz-smoke
 	$(MAKE) standin-check
+	$(MAKE) SAN=1 bench-smoke
 	CHANCED_BIN=build/san/chanced CHANCED_TSAN_BIN=build/tsan/chanced TSAN_OPTIONS="$(TSAN_OPTS)" \
 	    CHANCED_UNIT_DIRS="build/san/test/unit build/tsan/test/unit" bash test/run.sh
 
@@ -173,8 +176,16 @@ tsan:
 run:
 	bash deploy/run.sh
 
-bench: all
-	bash test/bench/run.sh
+# Benchmarks (test/bench/README.md): `make bench` measures and prints build/bench/results.md;
+# `make bench-smoke` runs every benchmark once on tiny sizes (part of `make test`, so the
+# scripts cannot rot; its figures mean nothing).
+BENCH_TOOLS := $(BUILD)/chanced $(BUILD)/claim_load $(BUILD)/logger_tool
+bench: $(BENCH_TOOLS)
+	CHANCED_BIN=$(BUILD)/chanced CHANCED_BENCH_TOOLS=$(BUILD) bash test/bench/run.sh
+
+bench-smoke: $(BENCH_TOOLS)
+	CHANCED_BIN=$(BUILD)/chanced CHANCED_BENCH_TOOLS=$(BUILD) CHANCED_BENCH_SMOKE=1 \
+	    bash test/bench/run.sh
 
 proof:
 	bash test/deps.sh
@@ -183,8 +194,12 @@ proof:
 	    CHANCED_PROOF=full CHANCED_TEST_BUDGET=3000 bash test/run.sh
 
 # Benchmark load generators (test code: may link role sources, unlike unit tests).
-build/claim_load: test/bench/claim_load.c roles/chance/scripts.c build/libcore.a
+$(BUILD)/claim_load: test/bench/claim_load.c roles/chance/scripts.c $(BUILD)/libcore.a
 	$(CC) $(ALL_CFLAGS) -Iinclude -Iroles/chance -o $@ $^ $(LDLIBS)
+
+$(BUILD)/logger_tool: test/bench/logger_tool.c
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags libmongoc-1.0 libbson-1.0) -o $@ $< \
+	    $(shell pkg-config --libs libmongoc-1.0 libbson-1.0 librabbitmq)
 
 # The MongoDB stand-in's check program: the real driver against test/mongo/mongo_standin.py.
 build/standin_check: test/mongo/standin_check.c

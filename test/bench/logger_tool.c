@@ -1,12 +1,17 @@
 /*
- * Helpers for test/bench/logger.sh, built by it with the system's libmongoc and librabbitmq:
+ * Helpers for the logger figures of test/bench/bench.py (`make bench` builds build/logger_tool
+ * with the system's libmongoc and librabbitmq):
  *
- *   logger_tool store   MONGO_URL N BATCH    insert N audit-shaped documents into the URL's
- *                                            database directly (insert_many, unordered,
- *                                            journaled, the logger's indexes): the store's own
- *                                            bulk-insert rate, printed as "docs_per_s=<x>"
- *   logger_tool publish AMQP_URL QUEUE N LIMIT   declare the logger's queue and fill it with N
- *                                            events, persistent, confirmed in rounds of 1000
+ *   logger_tool store   MONGO_URL N BATCH [WRITERS]   insert N audit-shaped documents into
+ *                                            the URL's database directly (insert_many of BATCH,
+ *                                            unordered, journaled, the logger's indexes) from
+ *                                            WRITERS threads (default 1; the logger has
+ *                                            store_workers, 4): the store's own bulk-insert
+ *                                            rate, printed as "docs_per_s=<x>"
+ *   logger_tool publish AMQP_URL QUEUE N     declare the logger's queue (quorum, dead-lettered
+ *                                            to QUEUE.dlx: the logger's own arguments, so its
+ *                                            declaration matches) and fill it with N events,
+ *                                            persistent, confirmed in rounds of 1000
  *   logger_tool drain   AMQP_URL QUEUE N     consume N messages as the logger does (prefetch
  *                                            2000, ack every 500) without storing them: the
  *                                            broker's own delivery rate for that queue
@@ -14,6 +19,8 @@
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <mongoc/mongoc.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,19 +56,73 @@ make_doc(long i, long long ts)
                     BCON_UTF8(user), "]", "_cats", "[", BCON_INT64(1 + i % 10), "]");
 }
 
+struct store_job {
+    mongoc_client_pool_t *pool;
+    const char *dbname;
+    long n, batch;
+    long next; /* atomic: first document of the next batch to insert */
+    int failed;
+};
+
+/* One of the store's writers: takes batches until none is left. */
+static void *
+store_worker(void *arg)
+{
+    struct store_job *job = arg;
+    bson_error_t e;
+    mongoc_client_t *client = mongoc_client_pool_pop(job->pool);
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, job->dbname, "events");
+    mongoc_write_concern_t *wc = mongoc_write_concern_new();
+    mongoc_write_concern_set_journal(wc, true);
+    bson_t opts = BSON_INITIALIZER;
+    BSON_APPEND_BOOL(&opts, "ordered", false);
+    mongoc_write_concern_append(wc, &opts);
+    bson_t **docs = calloc((size_t)job->batch, sizeof(*docs));
+    long long ts = 1767225600000LL;
+    for (;;) {
+        long first = __atomic_fetch_add(&job->next, job->batch, __ATOMIC_RELAXED);
+        if (first >= job->n) {
+            break;
+        }
+        long k = job->n - first < job->batch ? job->n - first : job->batch;
+        for (long j = 0; j < k; j++) {
+            docs[j] = make_doc(first + j, ts + first + j);
+        }
+        bool ok =
+            mongoc_collection_insert_many(coll, (const bson_t **)docs, (size_t)k, &opts, NULL, &e);
+        for (long j = 0; j < k; j++) {
+            bson_destroy(docs[j]);
+        }
+        if (!ok) {
+            fprintf(stderr, "store: insert_many: %s\n", e.message);
+            __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+            break;
+        }
+    }
+    free(docs);
+    bson_destroy(&opts);
+    mongoc_write_concern_destroy(wc);
+    mongoc_collection_destroy(coll);
+    mongoc_client_pool_push(job->pool, client);
+    return NULL;
+}
+
 static int
-store(const char *url, long n, long batch)
+store(const char *url, long n, long batch, int writers)
 {
     bson_error_t e;
     mongoc_init();
     mongoc_uri_t *uri = mongoc_uri_new_with_error(url, &e);
-    if (uri == NULL) {
-        fprintf(stderr, "store: %s\n", e.message);
+    if (uri == NULL || writers < 1 || writers > 64) {
+        fprintf(stderr, "store: %s\n", uri ? "1 to 64 writers" : e.message);
         return 2;
     }
-    mongoc_client_t *client = mongoc_client_new_from_uri(uri);
+    mongoc_client_pool_t *pool = mongoc_client_pool_new(uri);
+    mongoc_client_pool_max_size(pool, (uint32_t)writers + 1);
     const char *dbname = mongoc_uri_get_database(uri);
-    mongoc_database_t *db = mongoc_client_get_database(client, dbname ? dbname : "bench");
+    struct store_job job = {pool, dbname ? dbname : "bench", n, batch, 0, 0};
+    mongoc_client_t *client = mongoc_client_pool_pop(pool);
+    mongoc_database_t *db = mongoc_client_get_database(client, job.dbname);
     bson_t *cmd = BCON_NEW(
         "createIndexes", BCON_UTF8("events"), "indexes", "[", "{", "key", "{", "ts", BCON_INT32(-1),
         "_id", BCON_INT32(-1), "}", "name", BCON_UTF8("ts_id"), "}", "{", "key", "{", "type",
@@ -70,45 +131,31 @@ store(const char *url, long n, long batch)
         "{", "key", "{", "_cats", BCON_INT32(1), "ts", BCON_INT32(-1), "}", "name",
         BCON_UTF8("cats_ts"), "}", "{", "key", "{", "subject.code", BCON_INT32(1), "ts",
         BCON_INT32(-1), "}", "name", BCON_UTF8("code_ts"), "}", "]");
-    if (!mongoc_database_write_command_with_opts(db, cmd, NULL, NULL, &e)) {
+    bool ok = mongoc_database_write_command_with_opts(db, cmd, NULL, NULL, &e);
+    bson_destroy(cmd);
+    mongoc_database_destroy(db);
+    mongoc_client_pool_push(pool, client);
+    if (!ok) {
         fprintf(stderr, "store: createIndexes: %s\n", e.message);
         return 2;
     }
-    mongoc_collection_t *coll = mongoc_database_get_collection(db, "events");
-    mongoc_write_concern_t *wc = mongoc_write_concern_new();
-    mongoc_write_concern_set_journal(wc, true);
-    bson_t opts = BSON_INITIALIZER;
-    BSON_APPEND_BOOL(&opts, "ordered", false);
-    mongoc_write_concern_append(wc, &opts);
-    bson_t **docs = calloc((size_t)batch, sizeof(*docs));
-    long long ts = 1767225600000LL;
+    pthread_t *threads = calloc((size_t)writers, sizeof(*threads));
     double t0 = now_s();
-    for (long done = 0; done < n;) {
-        long k = n - done < batch ? n - done : batch;
-        for (long j = 0; j < k; j++) {
-            docs[j] = make_doc(done + j, ts + done + j);
-        }
-        if (!mongoc_collection_insert_many(coll, (const bson_t **)docs, (size_t)k, &opts, NULL,
-                                           &e)) {
-            fprintf(stderr, "store: insert_many: %s\n", e.message);
-            return 2;
-        }
-        for (long j = 0; j < k; j++) {
-            bson_destroy(docs[j]);
-        }
-        done += k;
+    for (int i = 0; i < writers; i++) {
+        pthread_create(&threads[i], NULL, store_worker, &job);
+    }
+    for (int i = 0; i < writers; i++) {
+        pthread_join(threads[i], NULL);
     }
     double dt = now_s() - t0;
-    printf("docs=%ld seconds=%.3f docs_per_s=%.0f\n", n, dt, n / dt);
-    free(docs);
-    bson_destroy(&opts);
-    bson_destroy(cmd);
-    mongoc_write_concern_destroy(wc);
-    mongoc_collection_destroy(coll);
-    mongoc_database_destroy(db);
-    mongoc_client_destroy(client);
+    free(threads);
+    mongoc_client_pool_destroy(pool);
     mongoc_uri_destroy(uri);
     mongoc_cleanup();
+    if (job.failed) {
+        return 2;
+    }
+    printf("docs=%ld writers=%d seconds=%.3f docs_per_s=%.0f\n", n, writers, dt, n / dt);
     return 0;
 }
 
@@ -183,7 +230,7 @@ drain(const char *url, const char *queue, long n)
 }
 
 static int
-publish(const char *url, const char *queue, long n, long limit)
+publish(const char *url, const char *queue, long n)
 {
     struct amqp_connection_info ci;
     char *u = strdup(url), dlx[256];
@@ -206,14 +253,13 @@ publish(const char *url, const char *queue, long n, long limit)
     }
     amqp_channel_open(c, 1);
     snprintf(dlx, sizeof(dlx), "%s.dlx", queue);
-    amqp_table_entry_t args[3] = {
+    amqp_table_entry_t args[2] = {
         {amqp_cstring_bytes("x-queue-type"),
          {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes("quorum")}}},
         {amqp_cstring_bytes("x-dead-letter-exchange"),
          {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes(dlx)}}},
-        {amqp_cstring_bytes("x-delivery-limit"), {AMQP_FIELD_KIND_I64, {.i64 = limit}}},
     };
-    amqp_table_t table = {3, args};
+    amqp_table_t table = {2, args};
     amqp_queue_declare(c, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, table);
     amqp_confirm_select(c, 1);
     if (check(c, "declare/confirm") != 0) {
@@ -275,16 +321,17 @@ publish(const char *url, const char *queue, long n, long limit)
 int
 main(int argc, char **argv)
 {
-    if (argc == 5 && strcmp(argv[1], "store") == 0) {
-        return store(argv[2], atol(argv[3]), atol(argv[4]));
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "store") == 0) {
+        return store(argv[2], atol(argv[3]), atol(argv[4]), argc == 6 ? atoi(argv[5]) : 1);
     }
     if (argc == 5 && strcmp(argv[1], "drain") == 0) {
         return drain(argv[2], argv[3], atol(argv[4]));
     }
-    if (argc == 6 && strcmp(argv[1], "publish") == 0) {
-        return publish(argv[2], argv[3], atol(argv[4]), atol(argv[5]));
+    if (argc == 5 && strcmp(argv[1], "publish") == 0) {
+        return publish(argv[2], argv[3], atol(argv[4]));
     }
-    fprintf(stderr, "usage: logger_tool store MONGO_URL N BATCH | publish AMQP_URL QUEUE N LIMIT | "
-                    "drain AMQP_URL QUEUE N\n");
+    fprintf(stderr,
+            "usage: logger_tool store MONGO_URL N BATCH [WRITERS] | publish AMQP_URL QUEUE N | "
+            "drain AMQP_URL QUEUE N\n");
     return 64;
 }
