@@ -737,6 +737,8 @@ def generated_secrets(directory):
                   re.S)
     assert m, "%s: no ```sh block after <!-- generate-secrets -->" % SECRETS_README
     (directory / "deploy" / "secrets").mkdir(parents=True)
+    for sub in ("redis", "rabbitmq"):  # the committed files the generator reads
+        shutil.copytree(ROOT / "deploy" / sub, directory / "deploy" / sub)
     p = subprocess.run(["sh", "-c", m.group(1)], cwd=directory, capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 0, "secret generator: %s%s" % (p.stdout, p.stderr)
