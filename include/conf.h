@@ -90,6 +90,8 @@ void conf_dump_markdown(const struct conf *conf, FILE *out);
 
 /* Validators for common shapes. */
 const char *conf_check_hostport(const char *value);
+/* A comma-separated list of host:port (the gateway's peers: each a name or an address). */
+const char *conf_check_hostport_list(const char *value);
 const char *conf_check_url_redis(const char *value);
 const char *conf_check_url_postgres(const char *value);
 const char *conf_check_url_amqp(const char *value);

@@ -13,6 +13,7 @@
 #include <event2/util.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <stdint.h>
 
 #include "util.h"
@@ -51,6 +52,12 @@ struct conn *conn_accept(struct loop *loop, evutil_socket_t fd, const struct soc
 struct conn *conn_connect(struct loop *loop, const char *host, int port,
                           const struct conn_limits *limits, SSL_CTX *tls,
                           const struct conn_handler *handler, void *arg);
+/* Like conn_connect, to an address already resolved; host names the peer (its certificate is
+ * checked against it, and logs show it with the address). */
+struct conn *conn_connect_addr(struct loop *loop, const char *host,
+                               const struct sockaddr_storage *addr, socklen_t addrlen,
+                               const struct conn_limits *limits, SSL_CTX *tls,
+                               const struct conn_handler *handler, void *arg);
 
 /* Encodes and queues msg (borrowed). -1 if the conn is closing. */
 int conn_send(struct conn *conn, const cJSON *msg) MUSTCHECK;

@@ -1,7 +1,11 @@
 /*
- * RPC client over the NestJS TCP transport: one connection, many requests in flight matched by
- * id, a deadline per call, reconnect with exponential backoff. Used by the gateway for chance
- * and logger. With a TLS CA the connection is TLS: the server's certificate must chain to that
+ * RPC client over the NestJS TCP transport: a connection to every address of its peer list
+ * ("host:port[,host:port...]"; a name counts once per address it resolves to, and is resolved
+ * again every few seconds off the loop), many requests in flight matched by id, a deadline per
+ * call, reconnect with exponential backoff per address. Each call goes to the next connected
+ * address (per request, not per connection); a call never sent is failed as unavailable, one
+ * sent on a connection that then drops as lost (its outcome is unknown: never retried here).
+ * Used by the gateway for chance and logger. With a TLS CA the connection is TLS: the server's certificate must chain to that
  * CA and name the host of the address (a DNS name, or an IP address in its IP SANs), and the
  * client presents its own certificate (mutual TLS).
  */
@@ -47,12 +51,13 @@ void rpc_client_opts_from_core(struct rpc_client_opts *opts, const struct core_c
  */
 int rpc_client_check_conf(const struct core_conf *core, const char *key, const char *addr,
                           char *err, size_t errlen) MUSTCHECK;
-/* Creates a client for "host:port" and starts connecting; NULL with err filled on a bad address
- * or TLS files that do not load. */
+/* Creates a client for the address list and starts connecting; NULL with err filled on a bad
+ * address or TLS files that do not load. */
 struct rpc_client *rpc_client_new(struct loop *loop, const char *addr,
                                   const struct rpc_client_opts *opts, char *err, size_t errlen);
 /* Fails every call still pending (RPC_LOST if sent, RPC_UNAVAILABLE if not) and frees. */
 void rpc_client_free(struct rpc_client *cli);
+/* True if at least one address is connected. */
 bool rpc_client_connected(const struct rpc_client *cli);
 const char *rpc_client_status_name(int status);
 /* The stable `code` of an RPC error object ({"code": ...}), or "" if it has none. Borrowed. */

@@ -530,6 +530,23 @@ conf_check_hostport(const char *value)
     return NULL;
 }
 
+const char *
+conf_check_hostport_list(const char *value)
+{
+    char *copy = xstrdup(value), *save = NULL;
+    const char *why = NULL;
+    int n = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok && !why; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') {
+            tok++;
+        }
+        why = conf_check_hostport(tok) ? "expected host:port[,host:port...]" : NULL;
+        n++;
+    }
+    free(copy);
+    return why ? why : n == 0 ? "expected host:port[,host:port...]" : NULL;
+}
+
 static const char *
 check_scheme(const char *value, const char *const *schemes, const char *why)
 {

@@ -31,7 +31,7 @@ struct conn {
     struct conn_limits limits;          /* copied */
     const struct conn_handler *handler; /* borrowed static table */
     void *arg;                          /* handler's argument (borrowed) */
-    char peer[64];                      /* "ip:port" */
+    char peer[128];                     /* "ip:port", or "name(ip):port" */
     bool closing;                       /* conn_close called: no more callbacks but the free */
     bool flushing;                      /* waiting for output to drain before closing */
     bool connected;                     /* connect (and TLS handshake) finished */
@@ -150,24 +150,20 @@ conn_connect(struct loop *loop, const char *host, int port, const struct conn_li
              SSL_CTX *tls, const struct conn_handler *handler, void *arg)
 {
     struct sockaddr_storage ss;
-    int sslen = sizeof(ss);
-    char spec[300];
-    snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
-    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sslen) != 0) {
-        /* Not a literal address: resolve synchronously (once per reconnect, names are local). */
-        struct evutil_addrinfo hints = {0}, *res = NULL;
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        char portstr[16];
-        snprintf(portstr, sizeof(portstr), "%d", port);
-        if (evutil_getaddrinfo(host, portstr, &hints, &res) != 0 || res == NULL) {
-            log_warn("resolve_failed", "host=%s", host);
-            return NULL;
-        }
-        memcpy(&ss, res->ai_addr, res->ai_addrlen);
-        sslen = (int)res->ai_addrlen;
-        evutil_freeaddrinfo(res);
+    socklen_t sslen;
+    /* A name is resolved synchronously (once per reconnect; names are local). */
+    if (util_resolve(host, port, &ss, &sslen) != 0) {
+        log_warn("resolve_failed", "host=%s", host);
+        return NULL;
     }
+    return conn_connect_addr(loop, host, &ss, sslen, limits, tls, handler, arg);
+}
+
+struct conn *
+conn_connect_addr(struct loop *loop, const char *host, const struct sockaddr_storage *addr,
+                  socklen_t addrlen, const struct conn_limits *limits, SSL_CTX *tls,
+                  const struct conn_handler *handler, void *arg)
+{
     struct bufferevent *bev;
     if (tls) {
         SSL *ssl = tls_client_ssl(tls, host); /* checks the certificate names host */
@@ -184,13 +180,29 @@ conn_connect(struct loop *loop, const char *host, int port, const struct conn_li
         return NULL;
     }
     struct conn *c = conn_new(loop, bev, limits, handler, arg);
-    snprintf(c->peer, sizeof(c->peer), "%s:%d", host, port);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (addr->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)addr;
+        inet_ntop(AF_INET6, &a6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(a6->sin6_port);
+    } else if (addr->ss_family == AF_INET) {
+        const struct sockaddr_in *a4 = (const struct sockaddr_in *)addr;
+        inet_ntop(AF_INET, &a4->sin_addr, ip, sizeof(ip));
+        port = ntohs(a4->sin_port);
+    }
+    if (strcmp(ip, host) == 0) {
+        snprintf(c->peer, sizeof(c->peer), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, port);
+    } else {
+        snprintf(c->peer, sizeof(c->peer), strchr(ip, ':') ? "%s([%s]):%d" : "%s(%s):%d", host, ip,
+                 port);
+    }
     if (tls) {
         c->tls = true;
         bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
         set_handshake_deadline(c); /* also bounds a server that accepts and never answers */
     }
-    if (bufferevent_socket_connect(bev, (struct sockaddr *)&ss, sslen) != 0) {
+    if (bufferevent_socket_connect(bev, (const struct sockaddr *)addr, (int)addrlen) != 0) {
         codec_decoder_cleanup(&c->dec);
         bufferevent_free(bev);
         free(c);

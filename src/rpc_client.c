@@ -15,7 +15,13 @@
 #define RPC_BUCKETS 1024        /* pending-call hash buckets */
 #define RPC_BACKOFF_MIN_MS 100  /* first reconnect delay */
 #define RPC_BACKOFF_MAX_MS 5000 /* reconnect delay cap */
-#define RPC_LIVED_MS 1000 /* a conn up this long that the server closes is redialled at once */
+#define RPC_LIVED_MS 1000    /* a conn up this long that the server closes is redialled at once */
+#define RPC_RESOLVE_MS 5000  /* names in the address list are resolved again this often */
+#define RPC_MAX_PEERS 64     /* addresses one client dials at most */
+#define RPC_MAX_ENDPOINTS 16 /* entries of the address list */
+#define RPC_MAX_PER_NAME 16  /* addresses taken from one name */
+
+struct peer;
 
 struct pending {
     uint64_t id;                 /* numeric request id, echoed by the server */
@@ -23,23 +29,48 @@ struct pending {
     void *arg;                   /* its argument */
     struct event *timer;         /* deadline */
     struct rpc_client *cli;      /* borrowed back-pointer */
-    cJSON *unsent;               /* frame waiting for the connect, or NULL once sent */
+    struct peer *peer;           /* where it was sent, or NULL while unsent */
+    cJSON *unsent;               /* frame waiting for a connect, or NULL once sent */
     struct pending *next, *prev; /* bucket chain */
+};
+
+/* One address of the list (a name may resolve to several: each is a peer of its own). */
+struct endpoint {
+    char *host; /* as configured: an IP literal or a name (the TLS name to check) */
+    int port;
+    bool name; /* not an IP literal: resolved again every RPC_RESOLVE_MS */
+};
+
+/* One connection to one address. */
+struct peer {
+    struct rpc_client *cli;
+    const struct endpoint *ep;  /* borrowed from cli->eps */
+    struct sockaddr_storage ss; /* the address dialled */
+    socklen_t sslen;
+    struct conn *conn;   /* current conn or NULL */
+    bool connected;      /* conn finished connecting (and its TLS handshake) */
+    bool gone;           /* the name no longer resolves to it: closed once idle */
+    int64_t up_since;    /* monotonic ms when the current conn became usable */
+    int backoff_ms;      /* next reconnect delay */
+    struct event *retry; /* reconnect timer */
+    size_t inflight;     /* calls sent on it and not finished */
 };
 
 struct rpc_client {
     struct loop *loop; /* borrowed */
-    char *host;        /* owned */
-    int port;
+    char *addr;        /* owned: the configured list, for messages */
+    struct endpoint *eps;
+    int neps;
+    struct peer *peers[RPC_MAX_PEERS];
+    int npeers;
+    unsigned rr; /* round-robin position over the peers */
     struct conn_limits limits;
     SSL_CTX *tls;            /* owned; NULL: plain TCP */
     struct metrics *metrics; /* borrowed, or NULL */
     const char *role;        /* metrics label */
-    struct conn *conn;       /* current conn or NULL */
-    bool connected;          /* conn finished connecting (and its TLS handshake) */
-    int64_t up_since;        /* monotonic ms when the current conn became usable */
-    int backoff_ms;          /* next reconnect delay */
-    struct event *retry;     /* reconnect timer */
+    struct event *resolve;   /* re-resolution timer (names only) */
+    struct resolution *res;  /* the lookup under way, or NULL */
+    pthread_t resolver;      /* its thread (joined when done or at free) */
     uint64_t next_id;
     struct pending *buckets[RPC_BUCKETS];
     size_t npending;
@@ -48,7 +79,7 @@ struct rpc_client {
 static void on_frame(struct conn *conn, cJSON *msg, bool has_nul, void *arg);
 static void on_close(struct conn *conn, const char *why, void *arg);
 static void on_connect(struct conn *conn, void *arg);
-static void start_connect(struct rpc_client *cli);
+static void start_connect(struct peer *peer);
 
 static const struct conn_handler client_handler = {on_frame, on_close, on_connect};
 
@@ -79,6 +110,9 @@ pending_unlink(struct rpc_client *cli, struct pending *p)
         p->next->prev = p->prev;
     }
     cli->npending--;
+    if (p->peer) {
+        p->peer->inflight--;
+    }
 }
 
 static struct pending *
@@ -105,15 +139,51 @@ pending_finish(struct rpc_client *cli, struct pending *p, int status, const cJSO
     fn(status, result, arg);
 }
 
+/*
+ * Fails the calls sent on peer (RPC_LOST: the outcome is unknown) and, with unsent, the calls
+ * waiting for a connect (RPC_UNAVAILABLE: nothing happened). peer NULL: every sent call.
+ */
 static void
-fail_all(struct rpc_client *cli)
+fail_calls(struct rpc_client *cli, const struct peer *peer, bool unsent)
 {
+    uint64_t upto = cli->next_id; /* calls a callback makes meanwhile are not ours to fail */
     for (size_t b = 0; b < RPC_BUCKETS; b++) {
-        while (cli->buckets[b]) {
-            struct pending *p = cli->buckets[b];
-            pending_finish(cli, p, p->unsent ? RPC_UNAVAILABLE : RPC_LOST, NULL);
+        struct pending *p = cli->buckets[b];
+        while (p) {
+            struct pending *next = p->next;
+            if (p->id < upto && (p->unsent ? unsent : (peer == NULL || p->peer == peer))) {
+                pending_finish(cli, p, p->unsent ? RPC_UNAVAILABLE : RPC_LOST, NULL);
+                next = cli->buckets[b]; /* the callback may have changed the chain */
+            }
+            p = next;
         }
     }
+}
+
+static bool
+any_peer(const struct rpc_client *cli, bool connecting_counts)
+{
+    for (int i = 0; i < cli->npeers; i++) {
+        const struct peer *pe = cli->peers[i];
+        if (!pe->gone && (pe->connected || (connecting_counts && pe->conn))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The next usable peer, round-robin: calls spread over every connected address. */
+static struct peer *
+pick(struct rpc_client *cli)
+{
+    for (int k = 0; k < cli->npeers; k++) {
+        struct peer *pe = cli->peers[(cli->rr + (unsigned)k) % (unsigned)cli->npeers];
+        if (pe->connected && !pe->gone && pe->conn) {
+            cli->rr = (cli->rr + (unsigned)k + 1) % (unsigned)cli->npeers;
+            return pe;
+        }
+    }
+    return NULL;
 }
 
 static void
@@ -125,22 +195,183 @@ on_retry(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-schedule_retry(struct rpc_client *cli)
+schedule_retry(struct peer *pe)
 {
-    struct timeval tv = {cli->backoff_ms / 1000, (cli->backoff_ms % 1000) * 1000};
-    event_add(cli->retry, &tv);
-    cli->backoff_ms =
-        cli->backoff_ms * 2 > RPC_BACKOFF_MAX_MS ? RPC_BACKOFF_MAX_MS : cli->backoff_ms * 2;
+    struct timeval tv = {pe->backoff_ms / 1000, (pe->backoff_ms % 1000) * 1000};
+    event_add(pe->retry, &tv);
+    pe->backoff_ms =
+        pe->backoff_ms * 2 > RPC_BACKOFF_MAX_MS ? RPC_BACKOFF_MAX_MS : pe->backoff_ms * 2;
 }
 
 static void
-start_connect(struct rpc_client *cli)
+start_connect(struct peer *pe)
 {
-    cli->conn =
-        conn_connect(cli->loop, cli->host, cli->port, &cli->limits, cli->tls, &client_handler, cli);
-    if (cli->conn == NULL) {
-        schedule_retry(cli);
+    struct rpc_client *cli = pe->cli;
+    pe->conn = conn_connect_addr(cli->loop, pe->ep->host, &pe->ss, pe->sslen, &cli->limits,
+                                 cli->tls, &client_handler, pe);
+    if (pe->conn == NULL) {
+        schedule_retry(pe);
     }
+}
+
+static void
+peer_free(struct peer *pe)
+{
+    event_free(pe->retry);
+    pe->retry = NULL;
+    if (pe->conn) {
+        struct conn *c = pe->conn;
+        pe->conn = NULL;
+        conn_close(c, "client freed");
+    }
+    free(pe);
+}
+
+static void
+peer_add(struct rpc_client *cli, const struct endpoint *ep, const struct sockaddr_storage *ss,
+         socklen_t len)
+{
+    if (cli->npeers == RPC_MAX_PEERS) {
+        log_warn("rpc_too_many_peers", "addr=%s max=%d", cli->addr, RPC_MAX_PEERS);
+        return;
+    }
+    struct peer *pe = xcalloc(1, sizeof(*pe));
+    pe->cli = cli;
+    pe->ep = ep;
+    memcpy(&pe->ss, ss, len);
+    pe->sslen = len;
+    pe->backoff_ms = RPC_BACKOFF_MIN_MS;
+    pe->retry = event_new(loop_base(cli->loop), -1, 0, on_retry, pe);
+    cli->peers[cli->npeers++] = pe;
+    start_connect(pe);
+}
+
+/* Drops peers marked gone that have nothing in flight. */
+static void
+reap_gone(struct rpc_client *cli)
+{
+    for (int i = 0; i < cli->npeers;) {
+        struct peer *pe = cli->peers[i];
+        if (pe->gone && pe->inflight == 0) {
+            log_info("rpc_peer_removed", "addr=%s reason=\"no longer in DNS\"", cli->addr);
+            cli->peers[i] = cli->peers[--cli->npeers];
+            peer_free(pe);
+        } else {
+            i++;
+        }
+    }
+    cli->rr = 0;
+}
+
+/* ---- names resolved off the loop ---- */
+
+/* A lookup of every name of the list, on a thread of its own; the loop polls done. */
+struct resolution {
+    int neps;
+    char *hosts[RPC_MAX_ENDPOINTS]; /* copies: the thread never touches the client */
+    int ports[RPC_MAX_ENDPOINTS];
+    bool names[RPC_MAX_ENDPOINTS];
+    int n[RPC_MAX_ENDPOINTS]; /* addresses found per endpoint */
+    struct sockaddr_storage addrs[RPC_MAX_ENDPOINTS][RPC_MAX_PER_NAME];
+    socklen_t lens[RPC_MAX_ENDPOINTS][RPC_MAX_PER_NAME];
+    int done; /* atomic: the thread finished */
+};
+
+static void
+resolution_free(struct resolution *r)
+{
+    for (int e = 0; e < r->neps; e++) {
+        free(r->hosts[e]);
+    }
+    free(r);
+}
+
+static bool
+same_addr(const struct peer *pe, const struct sockaddr_storage *ss, socklen_t len)
+{
+    return pe->sslen == len && memcmp(&pe->ss, ss, len) == 0;
+}
+
+/* On the loop: peers for new addresses, gone for vanished ones (a failed lookup keeps all). */
+static void
+apply_resolution(struct rpc_client *cli, const struct resolution *r)
+{
+    for (int e = 0; e < cli->neps; e++) {
+        if (!cli->eps[e].name || r->n[e] == 0) {
+            continue;
+        }
+        for (int i = 0; i < cli->npeers; i++) {
+            struct peer *pe = cli->peers[i];
+            if (pe->ep != &cli->eps[e]) {
+                continue;
+            }
+            bool still = false;
+            for (int k = 0; k < r->n[e] && !still; k++) {
+                still = same_addr(pe, &r->addrs[e][k], r->lens[e][k]);
+            }
+            pe->gone = !still;
+        }
+        for (int k = 0; k < r->n[e]; k++) {
+            bool known = false;
+            for (int i = 0; i < cli->npeers && !known; i++) {
+                known = cli->peers[i]->ep == &cli->eps[e] &&
+                        same_addr(cli->peers[i], &r->addrs[e][k], r->lens[e][k]);
+            }
+            if (!known) {
+                log_info("rpc_peer_added", "addr=%s host=%s", cli->addr, cli->eps[e].host);
+                peer_add(cli, &cli->eps[e], &r->addrs[e][k], r->lens[e][k]);
+            }
+        }
+    }
+    reap_gone(cli);
+}
+
+static void *
+resolver(void *arg)
+{
+    struct resolution *r = arg;
+    for (int e = 0; e < r->neps; e++) {
+        if (r->names[e]) {
+            r->n[e] = util_resolve_all(r->hosts[e], r->ports[e], r->addrs[e], r->lens[e],
+                                       RPC_MAX_PER_NAME);
+        }
+    }
+    __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Collects a finished lookup, or starts the next one; polls quickly while one is out. */
+static void
+on_resolve_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct rpc_client *cli = arg;
+    UNUSED(fd);
+    UNUSED(what);
+    int next_ms = RPC_RESOLVE_MS;
+    if (cli->res && __atomic_load_n(&cli->res->done, __ATOMIC_ACQUIRE)) {
+        pthread_join(cli->resolver, NULL);
+        apply_resolution(cli, cli->res);
+        resolution_free(cli->res);
+        cli->res = NULL;
+    } else if (cli->res) {
+        next_ms = 100;
+    } else {
+        struct resolution *r = xcalloc(1, sizeof(*r));
+        r->neps = cli->neps;
+        for (int e = 0; e < cli->neps; e++) {
+            r->hosts[e] = xstrdup(cli->eps[e].host);
+            r->ports[e] = cli->eps[e].port;
+            r->names[e] = cli->eps[e].name;
+        }
+        if (pthread_create(&cli->resolver, NULL, resolver, r) == 0) {
+            cli->res = r;
+            next_ms = 100;
+        } else {
+            resolution_free(r);
+        }
+    }
+    struct timeval tv = {next_ms / 1000, (next_ms % 1000) * 1000};
+    event_add(cli->resolve, &tv);
 }
 
 static bool
@@ -181,20 +412,75 @@ client_tls(const struct tls_files *f, const char *key, SSL_CTX **ctx, char *err,
     return 0;
 }
 
+/* Splits "a:1,b:2" into endpoints; -1 with err on a bad entry or too many. */
+static int
+parse_list(const char *addr, struct endpoint **eps, int *neps, char *err, size_t errlen)
+{
+    *eps = NULL;
+    *neps = 0;
+    char *copy = xstrdup(addr), *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') {
+            tok++;
+        }
+        struct endpoint ep = {0};
+        if (*neps == RPC_MAX_ENDPOINTS) {
+            snprintf(err, errlen, "more than %d addresses in %s", RPC_MAX_ENDPOINTS, addr);
+            rc = -1;
+        } else if (util_parse_hostport(tok, &ep.host, &ep.port) != 0) {
+            snprintf(err, errlen, "cannot parse address '%s' of %s", tok, addr);
+            rc = -1;
+        } else {
+            struct sockaddr_storage ss;
+            int len = sizeof(ss);
+            char spec[300];
+            snprintf(spec, sizeof(spec), strchr(ep.host, ':') ? "[%s]:%d" : "%s:%d", ep.host,
+                     ep.port);
+            ep.name = evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &len) != 0;
+            *eps = xrealloc(*eps, (size_t)(*neps + 1) * sizeof(**eps));
+            (*eps)[(*neps)++] = ep;
+        }
+    }
+    if (rc == 0 && *neps == 0) {
+        snprintf(err, errlen, "no address in '%s'", addr);
+        rc = -1;
+    }
+    free(copy);
+    return rc;
+}
+
+static void
+free_list(struct endpoint *eps, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(eps[i].host);
+    }
+    free(eps);
+}
+
 int
 rpc_client_check_conf(const struct core_conf *core, const char *key, const char *addr, char *err,
                       size_t errlen)
 {
     struct rpc_client_opts o = {0};
     rpc_client_opts_from_core(&o, core);
-    char *host = NULL;
-    int port;
-    if (addr == NULL || util_parse_hostport(addr, &host, &port) != 0) {
-        snprintf(err, errlen, "%s: cannot parse address %s", key, addr ? addr : "");
+    struct endpoint *eps = NULL;
+    int neps = 0;
+    if (addr == NULL || parse_list(addr, &eps, &neps, err, errlen) != 0) {
+        if (addr == NULL) {
+            snprintf(err, errlen, "%s: no address", key);
+        } else {
+            size_t n = strlen(err);
+            snprintf(err + n, errlen - n, " (%s)", key);
+        }
         return -1;
     }
-    bool loopback = rpc_host_is_loopback(host);
-    free(host);
+    bool loopback = true;
+    for (int i = 0; i < neps; i++) {
+        loopback = loopback && rpc_host_is_loopback(eps[i].host);
+    }
+    free_list(eps, neps);
     SSL_CTX *ctx;
     if (client_tls(&o.tls, key, &ctx, err, errlen) != 0) {
         return -1;
@@ -216,16 +502,13 @@ rpc_client_new(struct loop *loop, const char *addr, const struct rpc_client_opts
                size_t errlen)
 {
     struct rpc_client *cli = xcalloc(1, sizeof(*cli));
-    if (util_parse_hostport(addr, &cli->host, &cli->port) != 0) {
-        snprintf(err, errlen, "cannot parse address %s", addr);
+    if (parse_list(addr, &cli->eps, &cli->neps, err, errlen) != 0 ||
+        client_tls(&opts->tls, addr, &cli->tls, err, errlen) != 0) {
+        free_list(cli->eps, cli->neps);
         free(cli);
         return NULL;
     }
-    if (client_tls(&opts->tls, addr, &cli->tls, err, errlen) != 0) {
-        free(cli->host);
-        free(cli);
-        return NULL;
-    }
+    cli->addr = xstrdup(addr);
     cli->metrics = opts->metrics;
     cli->role = opts->role ? opts->role : "?";
     if (cli->metrics) {
@@ -236,10 +519,28 @@ rpc_client_new(struct loop *loop, const char *addr, const struct rpc_client_opts
     cli->loop = loop;
     cli->limits.max_frame = opts->max_frame;
     cli->limits.stall_ms = 30000;
-    cli->backoff_ms = RPC_BACKOFF_MIN_MS;
     cli->next_id = 1;
-    cli->retry = event_new(loop_base(loop), -1, 0, on_retry, cli);
-    start_connect(cli);
+    /* Every address of every entry is a peer: names resolve now (at start, blocking is fine)
+     * and again every RPC_RESOLVE_MS off the loop, so instances that come and go are found. */
+    bool names = false;
+    for (int e = 0; e < cli->neps; e++) {
+        struct sockaddr_storage ss[RPC_MAX_PER_NAME];
+        socklen_t lens[RPC_MAX_PER_NAME];
+        int n = util_resolve_all(cli->eps[e].host, cli->eps[e].port, ss, lens, RPC_MAX_PER_NAME);
+        if (n == 0) {
+            log_warn("resolve_failed", "host=%s note=\"tried again every %d ms\"", cli->eps[e].host,
+                     RPC_RESOLVE_MS);
+        }
+        for (int k = 0; k < n; k++) {
+            peer_add(cli, &cli->eps[e], &ss[k], lens[k]);
+        }
+        names = names || cli->eps[e].name;
+    }
+    cli->resolve = event_new(loop_base(loop), -1, 0, on_resolve_timer, cli);
+    if (names) {
+        struct timeval tv = {RPC_RESOLVE_MS / 1000, (RPC_RESOLVE_MS % 1000) * 1000};
+        event_add(cli->resolve, &tv);
+    }
     return cli;
 }
 
@@ -249,51 +550,80 @@ rpc_client_free(struct rpc_client *cli)
     if (cli == NULL) {
         return;
     }
-    event_free(cli->retry);
-    cli->retry = NULL;
-    if (cli->conn) {
-        struct conn *c = cli->conn;
-        cli->conn = NULL;
-        conn_close(c, "client freed");
+    if (cli->resolve) {
+        event_free(cli->resolve);
+        cli->resolve = NULL;
     }
-    fail_all(cli);
+    for (int i = 0; i < cli->npeers; i++) {
+        event_free(cli->peers[i]->retry);
+        cli->peers[i]->retry = NULL; /* on_close: being freed */
+    }
+    for (int i = 0; i < cli->npeers; i++) {
+        struct peer *pe = cli->peers[i];
+        if (pe->conn) {
+            struct conn *c = pe->conn;
+            pe->conn = NULL;
+            conn_close(c, "client freed");
+        }
+    }
+    fail_calls(cli, NULL, true);
+    if (cli->res) {
+        pthread_join(cli->resolver, NULL); /* a lookup: bounded by the resolver's timeouts */
+        resolution_free(cli->res);
+    }
+    for (int i = 0; i < cli->npeers; i++) {
+        free(cli->peers[i]);
+    }
     SSL_CTX_free(cli->tls);
-    free(cli->host);
+    free_list(cli->eps, cli->neps);
+    free(cli->addr);
     free(cli);
 }
 
 bool
 rpc_client_connected(const struct rpc_client *cli)
 {
-    return cli->connected;
+    return any_peer(cli, false);
 }
 
+/* Sends the calls waiting for a connect on pe. */
 static void
-on_connect(struct conn *conn, void *arg)
+flush_unsent(struct rpc_client *cli, struct peer *pe)
 {
-    struct rpc_client *cli = arg;
-    cli->connected = true;
-    cli->up_since = time_mono_ms();
-    cli->backoff_ms = RPC_BACKOFF_MIN_MS;
-    log_info("rpc_connected", "peer=%s tls=%s", conn_peer(conn), cli->tls ? "on" : "off");
     for (size_t b = 0; b < RPC_BUCKETS; b++) {
         for (struct pending *p = cli->buckets[b]; p; p = p->next) {
-            if (p->unsent) {
-                if (conn_send(conn, p->unsent) != 0) {
-                    break;
+            /* a JSON null marks a call that is failing as never sent: it is not a frame */
+            if (p->unsent && !cJSON_IsNull(p->unsent)) {
+                if (conn_send(pe->conn, p->unsent) != 0) {
+                    return;
                 }
                 cJSON_Delete(p->unsent);
                 p->unsent = NULL;
+                p->peer = pe;
+                pe->inflight++;
             }
         }
     }
 }
 
 static void
+on_connect(struct conn *conn, void *arg)
+{
+    struct peer *pe = arg;
+    struct rpc_client *cli = pe->cli;
+    pe->connected = true;
+    pe->up_since = time_mono_ms();
+    pe->backoff_ms = RPC_BACKOFF_MIN_MS;
+    log_info("rpc_connected", "peer=%s tls=%s", conn_peer(conn), cli->tls ? "on" : "off");
+    flush_unsent(cli, pe);
+}
+
+static void
 on_close(struct conn *conn, const char *why, void *arg)
 {
-    struct rpc_client *cli = arg;
-    bool was_up = cli->connected;
+    struct peer *pe = arg;
+    struct rpc_client *cli = pe->cli;
+    bool was_up = pe->connected;
     if (conn_tls_failed(conn)) {
         /* Bounded by the reconnect backoff: at most one line every 5 s per peer. */
         log_warn("rpc_tls_handshake_failed", "side=client peer=%s reason=\"%s\"", conn_peer(conn),
@@ -308,25 +638,30 @@ on_close(struct conn *conn, const char *why, void *arg)
     } else {
         log_debug("rpc_connect_failed", "peer=%s reason=\"%s\"", conn_peer(conn), why);
     }
-    cli->connected = false;
-    cli->conn = NULL;
-    if (cli->retry == NULL) {
+    pe->connected = false;
+    pe->conn = NULL;
+    if (pe->retry == NULL) {
         return; /* being freed */
     }
-    fail_all(cli);
-    if (was_up && time_mono_ms() - cli->up_since >= RPC_LIVED_MS) {
+    /* What was sent on it has an unknown outcome; what waits for a connect fails at once
+     * unless another peer may still take it. */
+    fail_calls(cli, pe, !any_peer(cli, true));
+    if (pe->gone) {
+        reap_gone(cli);
+    } else if (was_up && time_mono_ms() - pe->up_since >= RPC_LIVED_MS) {
         /* A conn that served a while and was closed (the server's idle timeout, a restart):
          * dial again now, so the next call finds a conn under way rather than none. */
-        start_connect(cli);
+        start_connect(pe);
     } else {
-        schedule_retry(cli);
+        schedule_retry(pe);
     }
 }
 
 static void
 on_frame(struct conn *conn, cJSON *msg, bool has_nul, void *arg)
 {
-    struct rpc_client *cli = arg;
+    struct peer *pe = arg;
+    struct rpc_client *cli = pe->cli;
     UNUSED(has_nul); /* replies come from our own services; a truncated string is harmless */
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
     if (!cJSON_IsNumber(id) || id->valuedouble < 1) {
@@ -334,7 +669,7 @@ on_frame(struct conn *conn, cJSON *msg, bool has_nul, void *arg)
         return;
     }
     struct pending *p = pending_find(cli, (uint64_t)id->valuedouble);
-    if (p == NULL) {
+    if (p == NULL || p->peer != pe) {
         log_debug("rpc_reply_late", "peer=%s id=%.0f", conn_peer(conn), id->valuedouble);
         return;
     }
@@ -347,6 +682,9 @@ on_frame(struct conn *conn, cJSON *msg, bool has_nul, void *arg)
         pending_finish(cli, p, RPC_OK, resp);
     } else if (resp != NULL) {
         p->fn(RPC_PARTIAL, resp, p->arg);
+    }
+    if (pe->gone && pe->inflight == 0) {
+        reap_gone(cli);
     }
 }
 
@@ -400,12 +738,16 @@ rpc_client_call(struct rpc_client *cli, const char *cmd, cJSON *data, int timeou
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     event_add(p->timer, &tv);
 
-    if (cli->connected && cli->conn && conn_send(cli->conn, frame) == 0) {
+    /* Per request, not per connection: each call goes to the next connected peer. */
+    struct peer *pe = pick(cli);
+    if (pe && conn_send(pe->conn, frame) == 0) {
+        p->peer = pe;
+        pe->inflight++;
         cJSON_Delete(frame);
         return;
     }
-    if (cli->conn != NULL && !cli->connected) {
-        p->unsent = frame; /* a connect is under way: send when it completes */
+    if (any_peer(cli, true)) {
+        p->unsent = frame; /* a connect is under way: send when one completes */
         return;
     }
     cJSON_Delete(frame);
@@ -413,8 +755,11 @@ rpc_client_call(struct rpc_client *cli, const char *cmd, cJSON *data, int timeou
     p->unsent = cJSON_CreateNull(); /* marks "never sent" */
     struct timeval now = {0, 0};
     event_add(p->timer, &now);
-    if (cli->conn == NULL && !event_pending(cli->retry, EV_TIMEOUT, NULL)) {
-        start_connect(cli);
+    for (int i = 0; i < cli->npeers; i++) {
+        struct peer *q = cli->peers[i];
+        if (q->conn == NULL && !event_pending(q->retry, EV_TIMEOUT, NULL)) {
+            start_connect(q);
+        }
     }
 }
 
@@ -422,7 +767,8 @@ int
 rpc_client_emit(struct rpc_client *cli, const char *cmd, cJSON *data)
 {
     cJSON *frame = build_frame(cmd, data, NULL);
-    int rc = cli->connected && cli->conn ? conn_send(cli->conn, frame) : -1;
+    struct peer *pe = pick(cli);
+    int rc = pe ? conn_send(pe->conn, frame) : -1;
     cJSON_Delete(frame);
     return rc;
 }

@@ -14,7 +14,9 @@ PACKAGES=(
 	libargon2-dev libcivetweb-dev libinih-dev libssl-dev libpq-dev libsystemd-dev
 	# servers for the tests (and openssl: the store TLS tests make
 	# their own CA; deploy/gen-certs.sh, for make run and the internal links' tests, runs it too)
-	redis-server redis-tools postgresql postgresql-contrib rabbitmq-server pgbouncer openssl
+	redis-server redis-tools postgresql postgresql-contrib rabbitmq-server pgbouncer
+	# a name with several addresses for the gateway's endpoint tests (LD_PRELOAD nss_wrapper)
+	libnss-wrapper openssl
 	# test drivers (they run under /usr/bin/python3)
 	wrk bc python3-pytest python3-mockupdb python3-mongomock python3-pika python3-psycopg2 python3-redis python3-yaml
 	# NestJS interop peers

@@ -20,10 +20,12 @@ static const struct conf_key gateway_keys[] = {
       "Deadline for reading a request and writing its response."),
     K(max_body_bytes, CONF_INT, "1048576", 1024, 64 << 20, NULL, 0,
       "Largest accepted request body; larger ones get 413."),
-    K(chance_addr, CONF_STR, "127.0.0.1:4001", 0, 0, conf_check_hostport, 0,
-      "The chance role the gateway calls (NestJS TCP)."),
-    K(logger_addr, CONF_STR, "127.0.0.1:4002", 0, 0, conf_check_hostport, 0,
-      "The logger role the gateway calls (NestJS TCP)."),
+    K(chance_addr, CONF_STR, "127.0.0.1:4001", 0, 0, conf_check_hostport_list, 0,
+      "The chance instances the gateway calls (NestJS TCP): host:port, a comma-separated list, "
+      "or a name with several addresses (each is an instance; names are resolved again every "
+      "5 s). Each call goes to the next connected instance."),
+    K(logger_addr, CONF_STR, "127.0.0.1:4002", 0, 0, conf_check_hostport_list, 0,
+      "The logger instances the gateway calls, as chance_addr."),
     K(rpc_timeout_ms, CONF_INT, "3000", 50, 600000, NULL, 0,
       "Deadline of a claim and of reads from chance; a claim past it answers 202 pending."),
     K(logger_timeout_ms, CONF_INT, "10000", 100, 600000, NULL, 0,
