@@ -85,8 +85,14 @@ CONF
 
 "$BIN" migrate --config="$RUN/chanced.conf" >"$RUN/migrate.log" 2>&1 ||
     { cat "$RUN/migrate.log"; exit 1; }
-ADMIN_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=' | head -c 20)
-printf '%s\n' "$ADMIN_PASSWORD" | "$BIN" admin create-user --username admin --admin \
+# The first admin's password goes to a file only its owner can read (never to a log or the
+# terminal); a later run with the same database keeps it.
+ADMIN_FILE=$RUN/admin-password
+if [ ! -s "$ADMIN_FILE" ]; then
+    (umask 0377 && head -c 18 /dev/urandom | base64 | tr -d '/+=' | head -c 20 >"$ADMIN_FILE")
+fi
+chmod 0400 "$ADMIN_FILE"
+"$BIN" admin create-user --username admin --admin --if-missing --password-file "$ADMIN_FILE" \
     --config="$RUN/chanced.conf" >"$RUN/admin.log" 2>&1 || { cat "$RUN/admin.log"; exit 1; }
 
 "$BIN" --role=all --config="$RUN/chanced.conf" --log_format=text >"$RUN/chanced.log" 2>&1 &
@@ -99,7 +105,7 @@ done
 cat <<MSG
 
   chanced is running: http://127.0.0.1:$HTTP_PORT/
-  admin login: admin / $ADMIN_PASSWORD   (shown once; not stored anywhere)
+  admin login: admin, password in $ADMIN_FILE (mode 0400)
   API: http://127.0.0.1:$HTTP_PORT/api/v1/openapi.json
   logs: $RUN/chanced.log    config: $RUN/chanced.conf
   internal links: mutual TLS, CA and certificate in $RUN/tls/ (kept across runs)

@@ -119,12 +119,15 @@ class Client:
         return self.post("/claims", {"category": category}, headers=headers, **kw)
 
 
-def create_user(binary, postgres_url, username, password, admin=False, via="stdin"):
+def create_user(binary, postgres_url, username, password, admin=False, via="stdin",
+                if_missing=False):
     """`chanced admin create-user`; returns the CompletedProcess."""
     argv = [binary, "admin", "create-user", "--username", username,
             "--postgres_url=%s" % postgres_url, "--log_format=json"]
     if admin:
         argv.append("--admin")
+    if if_missing:
+        argv.append("--if-missing")
     stdin = ""
     if via == "stdin":
         stdin = password + "\n"

@@ -301,7 +301,17 @@ def test_migrate_and_create_user(chanced_bin, fresh_postgres_url, tmp_path):
     assert p.returncode == 1 and "exists" in p.stderr  # case-folded uniqueness
     p = create_user(chanced_bin, fresh_postgres_url, "shorty", "short")
     assert p.returncode == 64
-    rows = pg_query(fresh_postgres_url, "SELECT username, role, password_hash FROM users")
+    # --if-missing: an existing admin is success; a plain user of that name is refused loudly
+    p = create_user(chanced_bin, fresh_postgres_url, "boss", "another pass 1", admin=True,
+                    if_missing=True)
+    assert p.returncode == 0 and "already exists" in p.stdout, p.stdout + p.stderr
+    p = create_user(chanced_bin, fresh_postgres_url, "plain", "plain pass 12")
+    assert p.returncode == 0, p.stderr
+    p = create_user(chanced_bin, fresh_postgres_url, "plain", "plain pass 12", admin=True,
+                    if_missing=True)
+    assert p.returncode == 1 and "not an admin" in p.stderr, p.stdout + p.stderr
+    rows = pg_query(fresh_postgres_url, "SELECT username, role, password_hash FROM users"
+                    " WHERE role = 'admin'")
     assert len(rows) == 1 and rows[0][:2] == ("Boss", "admin")
     assert rows[0][2].startswith("$argon2id$v=19$m=19456,t=2,p=1$")
 

@@ -55,7 +55,10 @@ def test_make_run_serves_a_claim_and_stops_cleanly(chanced_bin, tmp_path):
             log.seek(0)
             text = log.read()
         url = re.search(r"chanced is running: (http://\S+?)/\s", text).group(1)
-        password = re.search(r"admin login: admin / (\S+)", text).group(1)
+        pwfile = re.search(r"admin login: admin, password in (\S+) \(mode 0400\)", text).group(1)
+        assert os.stat(pwfile).st_mode & 0o777 == 0o400, oct(os.stat(pwfile).st_mode)
+        password = open(pwfile).read().strip()
+        assert password and password not in text  # the password itself is shown nowhere
         api = url + "/api/v1"
         status, body = http("POST", api + "/auth/login", {"username": "admin", "password": password})
         assert status == 200, body
