@@ -9,6 +9,7 @@
 
 #include "rabbit.h"
 #include "event.h"
+#include "backoff.h"
 #include "log.h"
 #include "logger_conf.h"
 #include "rmq_conf.h"
@@ -18,7 +19,6 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define IDLE_WAIT_MS 200    /* how long an empty batch waits for a first delivery */
-#define LOG_REPEAT_MS 30000 /* a failure that persists is logged again this often */
 
 /* One delivery of the current round. */
 struct item {
@@ -42,10 +42,8 @@ struct logger_consumer {
     struct logger_amqp *link;        /* thread-owned connection, NULL while disconnected */
     struct item *items;              /* thread-owned: the deliveries of this round */
     size_t n, cap;                   /* items used / allocated (cap = prefetch) */
-    int backoff_ms;                  /* next wait after a failure */
+    struct backoff bo;               /* retry pacing and throttled failure logs */
     int64_t paused_at;               /* monotonic ms when the store stopped answering, or 0 */
-    char last_err[256];              /* last failure logged, to avoid repeating it */
-    int64_t last_err_at;             /* when it was logged */
     struct logger_consumer_stats st; /* counters, updated with atomics */
 };
 
@@ -73,20 +71,14 @@ nap(struct logger_consumer *c, int ms)
 static void
 backoff(struct logger_consumer *c)
 {
-    nap(c, c->backoff_ms);
-    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+    nap(c, backoff_next(&c->bo));
 }
 
-/* Logs a failure once, and again only if it changes or persists for LOG_REPEAT_MS. */
+/* Logs a failure once, and again only if it changes or persists (the backoff helper's rule). */
 static void
 log_failure(struct logger_consumer *c, const char *event, const char *why)
 {
-    int64_t now = time_mono_ms();
-    if (strcmp(c->last_err, why) != 0 || now - c->last_err_at >= LOG_REPEAT_MS) {
-        log_warn(event, "reason=\"%s\" retry_ms=%d", why, c->backoff_ms);
-        snprintf(c->last_err, sizeof(c->last_err), "%s", why);
-        c->last_err_at = now;
-    }
+    (void)backoff_fail(&c->bo, event, why);
 }
 
 static int
@@ -100,7 +92,7 @@ ensure_store(struct logger_consumer *c)
         return -1;
     }
     SET(c, store_up, true);
-    c->last_err[0] = '\0';
+    backoff_reset(&c->bo);
     log_info("store_ready", "ns=%s retention_days=%lld", logger_mongo_namespace(c->store),
              c->conf->retention_days);
     return 0;
@@ -128,7 +120,7 @@ open_link(struct logger_consumer *c)
     pthread_mutex_unlock(&c->link_lock);
     SET(c, amqp_up, true);
     BUMP(c, reconnects, 1);
-    c->last_err[0] = '\0';
+    backoff_reset(&c->bo);
     log_info("amqp_consuming", "queue=%s prefetch=%lld batch=%lld", c->rmq->amqp_queue,
              c->conf->amqp_prefetch, c->conf->insert_batch);
     /* Ready means both ends work: the store answered (checked first) and we consume. */
@@ -244,7 +236,7 @@ static int
 insert_held(struct logger_consumer *c, const cJSON **evs, size_t *idx, unsigned char *outcome,
             size_t *k, char *err, size_t errlen)
 {
-    c->backoff_ms = BACKOFF_MIN_MS;
+    backoff_reset(&c->bo);
     for (;;) {
         char why[256];
         *k = gather(c, evs, idx);
@@ -267,8 +259,9 @@ insert_held(struct logger_consumer *c, const cJSON **evs, size_t *idx, unsigned 
             return -1;
         }
         /* Waiting on the link keeps heartbeats going; the prefetch window caps what arrives. */
-        int64_t until = time_mono_ms() + c->backoff_ms;
-        for (int64_t left = c->backoff_ms; left > 0 && !stopping(c);
+        int wait_ms = backoff_next(&c->bo);
+        int64_t until = time_mono_ms() + wait_ms;
+        for (int64_t left = wait_ms; left > 0 && !stopping(c);
              left = until - time_mono_ms()) {
             if (c->n >= c->cap) { /* the broker sends no more: nothing to read but beats */
                 nap(c, (int)left);
@@ -281,7 +274,6 @@ insert_held(struct logger_consumer *c, const cJSON **evs, size_t *idx, unsigned 
         if (screen(c, err, errlen) != 0) {
             return -1;
         }
-        c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
     }
 }
 
@@ -379,7 +371,7 @@ consumer_main(void *arg)
     bool ready = false;
     char err[256];
     log_set_role("logger");
-    c->backoff_ms = BACKOFF_MIN_MS;
+    backoff_reset(&c->bo);
     while (!stopping(c)) {
         /* Consume only once the store answers: a delivery we cannot store would sit unacked. */
         if (!ready) {
@@ -388,14 +380,14 @@ consumer_main(void *arg)
                 continue;
             }
             ready = true;
-            c->backoff_ms = BACKOFF_MIN_MS;
+            backoff_reset(&c->bo);
         }
         if (c->link == NULL) {
             if (open_link(c) != 0) {
                 backoff(c);
                 continue;
             }
-            c->backoff_ms = BACKOFF_MIN_MS;
+            backoff_reset(&c->bo);
         }
         if (collect(c, IDLE_WAIT_MS, (size_t)c->conf->insert_batch, err, sizeof(err)) != 0 ||
             (c->n > 0 && process(c, err, sizeof(err)) != 0)) {
@@ -413,6 +405,7 @@ logger_consumer_new(const struct logger_conf *conf, const struct rmq_conf *rmq,
                     loop_fn on_exit, void *arg)
 {
     struct logger_consumer *c = xcalloc(1, sizeof(*c));
+    backoff_init(&c->bo, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
     c->conf = conf;
     c->rmq = rmq;
     c->store = store;
