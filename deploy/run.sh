@@ -46,8 +46,14 @@ cleanup() {
     stop_all
     exit "$rc"
 }
+# The first INT/TERM ignores the next ones before it exits: with Ctrl-C, or a TERM sent to the
+# process group, make forwards a second signal, which must not cut the cleanup short.
+on_signal() {
+    trap '' INT TERM
+    exit 130
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap on_signal INT TERM
 
 say "starting PostgreSQL, Redis, RabbitMQ and MongoDB under $RUN (this takes ~15 s)"
 start_redis && start_postgres && start_rabbitmq && start_mongo
