@@ -58,8 +58,11 @@ static const struct conf_key gateway_keys[] = {
     K(argon2_parallelism, CONF_INT, "1", 1, 64, NULL, 0, "argon2id lanes."),
     K(argon2_max_inflight, CONF_INT, "2", 1, 256, NULL, 0,
       "Password hashes computed at once; bounds memory and CPU spent on logins."),
-    K(argon2_queue_ms, CONF_INT, "5000", 10, 600000, NULL, 0,
-      "Wait for a hashing slot before answering 503."),
+    K(argon2_queue_ms, CONF_INT, "100", 10, 600000, NULL, 0,
+      "Wait for a hashing slot before answering 503 with Retry-After (short: a waiting login "
+      "holds an HTTP worker)."),
+    K(argon2_queue_max, CONF_INT, "4", 0, 4096, NULL, 0,
+      "Logins and signups that may wait for a hashing slot at once; more get 503 at once."),
     K(login_rate_user, CONF_INT, "10", 1, 1000000, NULL, 0,
       "Login attempts per minute for one username (429 beyond)."),
     K(login_rate_ip, CONF_INT, "300", 1, 10000000, NULL, 0,

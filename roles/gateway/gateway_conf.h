@@ -32,6 +32,7 @@ struct gateway_conf {
     long long argon2_parallelism;        /* argon2id p */
     long long argon2_max_inflight;       /* hashes computed at once */
     long long argon2_queue_ms;           /* wait for a hashing slot before 503 */
+    long long argon2_queue_max;          /* callers waiting for a slot; more get 503 at once */
     long long login_rate_user;           /* login attempts per minute per username */
     long long login_rate_ip;             /* login attempts per minute per client address */
     long long signup_rate_ip;            /* signups per minute per client address */
