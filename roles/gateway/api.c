@@ -129,7 +129,11 @@ api_dispatch(struct http_req *req, void *arg)
         snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow.data);
         http_problem(req, 405, "method_not_allowed", "this path does not accept that method", hdr);
     } else if (r == NULL) {
-        if (!assets_serve(req)) { /* the web app's pages and files, else 404 */
+        if (strcmp(http_path(req), "/metrics") == 0) {
+            /* Not the app's page either: a scraper pointed here should fail, not read HTML. */
+            http_problem(req, 404, "route_not_found",
+                         "metrics are served on the health port (gateway_health_listen)", NULL);
+        } else if (!assets_serve(req)) { /* the web app's pages and files, else 404 */
             http_problem(req, 404, "route_not_found", "no such route", NULL);
         }
     } else {
