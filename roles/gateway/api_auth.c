@@ -378,11 +378,13 @@ login_delay(struct api_call *call, int64_t ms)
 {
     if (__atomic_add_fetch(&delayed_logins, 1, __ATOMIC_RELAXED) > LOGIN_DELAYED_MAX) {
         __atomic_sub_fetch(&delayed_logins, 1, __ATOMIC_RELAXED);
+        gwmetrics_count(call->gw->metrics, M_LOGIN_BUSY, 1);
         http_problem(call->req, 503, "busy",
                      "too many logins for throttled usernames are waiting; retry after 1 s",
                      "Retry-After: 1\r\n");
         return -1;
     }
+    gwmetrics_count(call->gw->metrics, M_LOGIN_SLOWED, 1);
     struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0) {
     }
@@ -489,6 +491,7 @@ api_auth_login(struct api_call *call)
     int rc = passwd_verify(gw->passwd, known ? pg_text(res, 0, BYNAME_COL_HASH) : NULL, pass,
                            strlen(pass));
     if (rc == PASSWD_BUSY) {
+        gwmetrics_count(gw->metrics, M_LOGIN_BUSY, 1);
         hashing_busy(call);
         goto out;
     }

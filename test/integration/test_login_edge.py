@@ -13,6 +13,7 @@ import time
 import pytest
 
 from gwclient import API, GATEWAY_TEST_KEYS, Stack, pg_query, wait_ready
+from loggerkit import metric
 from test_pgbouncer import bouncer  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.e2e]
@@ -153,6 +154,10 @@ def test_login_flood_fails_fast(chanced, chanced_bin, fresh_postgres_url, redis_
         # a refused login waited at most about the queue time, not for a slot
         fast = sorted(a.seconds for a in answers if a.status == 503)
         assert fast[len(fast) // 2] < 1.0, fast
+        # counted for the operator, on the health port
+        busy = metric(s.gateway.addr("gateway_health_listen"), "chanced_gateway_logins_total",
+                      'result="busy"')
+        assert busy == statuses.count(503), (busy, statuses.count(503))
     # the flood is over: the user logs in normally from another address
     assert login(s.port, "flooded", "correct horse 1", source="127.0.0.9").status == 200
 
@@ -205,6 +210,7 @@ def test_strangers_cannot_lock_a_user_out(chanced, chanced_bin, fresh_postgres_u
     a = login(g2.port, "victim2", "correct horse 1", source="127.0.0.1")
     assert a.status == 200, a
     assert delay_ms / 1000 * 0.9 <= a.seconds < delay_ms / 1000 + 3.0, a
+    assert metric(g2.addr("gateway_health_listen"), "chanced_gateway_logins_slowed_total") == 5
     # the table holds one row per bucket, keyed by address and name (lower case)
     keys = {k for (k,) in pg_query(fresh_postgres_url, "SELECT key FROM rate_limits")}
     assert {"login.pair:127.0.0.2 victim", "login.user:victim2", "login.ip:127.0.0.3"} <= keys, keys
