@@ -87,7 +87,7 @@ rpc_tls_cert = $RUN/tls/all/cert.pem
 rpc_tls_key = $RUN/tls/all/key.pem
 CONF
 # The health ports keep their per-role defaults (gateway 9100, chance 9101, logger 9102); the
-# gateway also serves /livez, /readyz and /metrics on the HTTP port.
+# gateway's HTTP port serves /livez and a bare /readyz status only.
 
 "$BIN" migrate --config="$RUN/chanced.conf" >"$RUN/migrate.log" 2>&1 ||
     { cat "$RUN/migrate.log"; exit 1; }

@@ -14,7 +14,6 @@
 #include "json.h"
 #include "log.h"
 #include "gwmetrics.h"
-#include "metrics.h"
 #include "pg.h"
 #include "rpc_client.h"
 
@@ -27,8 +26,7 @@
 /* clang-format off */
 const struct api_route api_routes[] = {
     {"GET", "/livez", API_PUBLIC, api_ops_livez, "ops", "Liveness: the process answers.", NULL, NULL, "Status", 200, ""},
-    {"GET", "/readyz", API_PUBLIC, api_ops_readyz, "ops", "Readiness: PostgreSQL and chance reachable, not draining.", NULL, NULL, "Status", 200, "503"},
-    {"GET", "/metrics", API_PUBLIC, api_ops_metrics, "ops", "Prometheus metrics (text format).", NULL, NULL, NULL, 200, ""},
+    {"GET", "/readyz", API_PUBLIC, api_ops_readyz, "ops", "Readiness for load balancers: PostgreSQL and chance reachable, not draining (status only; the reasons and /metrics are on the health port).", NULL, NULL, "Status", 200, "503"},
     {"GET", "/api/v1/openapi.json", API_PUBLIC, api_ops_openapi, "ops", "This document.", NULL, NULL, NULL, 200, ""},
     {"POST", "/api/v1/auth/signup", API_PUBLIC, api_auth_signup, "auth", "Create an account and sign in.", NULL, "Credentials", "Session", 201, E_BODY " 409 429 503"},
     {"POST", "/api/v1/auth/login", API_PUBLIC, api_auth_login, "auth", "Sign in; returns a bearer token and sets the session cookie.", NULL, "Credentials", "Session", 200, E_BODY " 401 403 429 503"},
@@ -55,7 +53,7 @@ const struct api_route api_routes[] = {
 const size_t api_nroutes = ARRAY_SIZE(api_routes);
 
 const char *const api_route_names[] = {
-    "GET /livez", "GET /readyz", "GET /metrics", "GET /api/v1/openapi.json",
+    "GET /livez", "GET /readyz", "GET /api/v1/openapi.json",
     "POST /api/v1/auth/signup", "POST /api/v1/auth/login", "POST /api/v1/auth/logout",
     "GET /api/v1/me", "GET /api/v1/categories", "POST /api/v1/claims", "GET /api/v1/claims",
     "GET /api/v1/claims/{id}", "GET /api/v1/wallet", "POST /api/v1/admin/batches",
@@ -131,7 +129,11 @@ api_dispatch(struct http_req *req, void *arg)
         snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow.data);
         http_problem(req, 405, "method_not_allowed", "this path does not accept that method", hdr);
     } else if (r == NULL) {
-        if (!assets_serve(req)) { /* the web app's pages and files, else 404 */
+        if (strcmp(http_path(req), "/metrics") == 0) {
+            /* Not the app's page either: a scraper pointed here should fail, not read HTML. */
+            http_problem(req, 404, "route_not_found",
+                         "metrics are served on the health port (gateway_health_listen)", NULL);
+        } else if (!assets_serve(req)) { /* the web app's pages and files, else 404 */
             http_problem(req, 404, "route_not_found", "no such route", NULL);
         }
     } else {
@@ -361,6 +363,8 @@ api_ops_livez(struct api_call *call)
     api_reply(call, 200, b, NULL);
 }
 
+/* The bare status for a load balancer on the public port: which dependency is down, and the
+ * metrics, are for operators (gateway_health_listen), not for whoever can reach the API. */
 void
 api_ops_readyz(struct api_call *call)
 {
@@ -368,25 +372,10 @@ api_ops_readyz(struct api_call *call)
     bool stopping = __atomic_load_n(&gw->stopping, __ATOMIC_RELAXED);
     bool pg = __atomic_load_n(&gw->pg_up, __ATOMIC_RELAXED);
     bool chance = __atomic_load_n(&gw->chance_up, __ATOMIC_RELAXED);
-    bool logger = __atomic_load_n(&gw->logger_up, __ATOMIC_RELAXED);
     bool ready = !stopping && pg && chance;
     cJSON *b = cJSON_CreateObject();
-    cJSON_AddStringToObject(b, "status", stopping ? "stopping" : ready ? "ready" : "not_ready");
-    cJSON *checks = cJSON_AddObjectToObject(b, "checks");
-    cJSON_AddBoolToObject(checks, "postgres", pg);
-    cJSON_AddBoolToObject(checks, "chance", chance);
-    /* The logger is reported but not required: audit events wait in the outbox meanwhile. */
-    cJSON_AddBoolToObject(checks, "logger", logger);
+    cJSON_AddStringToObject(b, "status", ready ? "ready" : "not_ready");
     api_reply(call, ready ? 200 : 503, b, NULL);
-}
-
-void
-api_ops_metrics(struct api_call *call)
-{
-    char *text = metrics_render(call->gw->metrics);
-    http_reply(call->req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text,
-               strlen(text));
-    free(text);
 }
 
 void

@@ -94,7 +94,6 @@ void api_rate_limited(struct api_call *call, int retry_after_s, const char *what
 /* Handlers, by file. */
 void api_ops_livez(struct api_call *call);
 void api_ops_readyz(struct api_call *call);
-void api_ops_metrics(struct api_call *call);
 void api_ops_openapi(struct api_call *call);
 void api_auth_signup(struct api_call *call);
 void api_auth_login(struct api_call *call);

@@ -1,9 +1,11 @@
 /* Accounts: signup, login, logout, /me. Passwords never leave this file unwiped. */
 #include <ctype.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api.h"
 #include "audit.h"
@@ -40,6 +42,105 @@ static const struct pg_stmt me = {
     "SELECT u.id, u.username, u.role, (extract(epoch FROM u.created_at) * 1000)::bigint,"
     " coalesce(w.balance, 0) FROM users u LEFT JOIN wallets w ON w.user_id = u.id WHERE u.id = $1"};
 enum { ME_COL_ID, ME_COL_NAME, ME_COL_ROLE, ME_COL_CREATED, ME_COL_BALANCE };
+
+/*
+ * Login and signup limits shared by every gateway of the database: token buckets in the UNLOGGED
+ * table rate_limits (migration 5), refilled by the database's clock, one statement per bucket and
+ * no session state (so a transaction pooler is fine). A refused take leaves the bucket as it is.
+ */
+static const struct pg_stmt limit_take = {
+    "auth_limit_take",
+    "INSERT INTO rate_limits AS r (key, tokens, ok, at) VALUES ($1, $3::float8 - 1, true, now())"
+    " ON CONFLICT (key) DO UPDATE SET (tokens, ok, at) ="
+    " (SELECT t - CASE WHEN t >= 1 THEN 1 ELSE 0 END, t >= 1, now() FROM (SELECT least($3::float8,"
+    "  r.tokens + $2::float8 * greatest(0, extract(epoch FROM now() - r.at))::float8) AS t) s)"
+    " RETURNING ok, tokens"};
+static const struct pg_stmt limit_refund = {
+    "auth_limit_refund",
+    "UPDATE rate_limits SET tokens = least($2::float8, tokens + 1) WHERE key = $1"};
+static const struct pg_stmt limit_clear = {"auth_limit_clear",
+                                           "DELETE FROM rate_limits WHERE key = $1"};
+static const struct pg_stmt limit_prune = {
+    "auth_limit_prune",
+    "DELETE FROM rate_limits WHERE at < now() - make_interval(secs => $1::float8)"};
+
+#define LIMIT_PRUNE_MS 10000 /* each gateway prunes full buckets at most this often */
+#define LOGIN_DELAYED_MAX 8  /* slowed logins asleep at once; each holds an HTTP worker */
+
+static int64_t next_prune_ms; /* atomic; one gateway role per process */
+static int delayed_logins;    /* atomic: slowed logins asleep now */
+
+/* Takes a token from the shared bucket key (per_min a minute, burst at once): 0 if taken, else
+ * the milliseconds until one is due; -1 if PostgreSQL failed (err filled). */
+static int64_t
+shared_take(struct pg_conn *c, const char *key, long long per_min, long long burst,
+            struct pg_error *err)
+{
+    char rate[32], cap[32];
+    snprintf(rate, sizeof(rate), "%.17g", (double)per_min / 60.0);
+    snprintf(cap, sizeof(cap), "%lld", burst);
+    const char *params[] = {key, rate, cap};
+    struct pg_result *res = NULL;
+    if (pg_exec(c, &limit_take, 3, params, &res, err) != 0) {
+        return -1;
+    }
+    int64_t wait = 0;
+    if (!pg_bool(res, 0, 0)) {
+        double ms = (1.0 - strtod(pg_text(res, 0, 1), NULL)) * 60000.0 / (double)per_min;
+        wait = ms < 1.0 ? 1 : (int64_t)ceil(ms);
+    }
+    pg_result_free(res);
+    return wait;
+}
+
+/* Bookkeeping after the answer is decided: a failure only costs a log line. */
+static void
+shared_update(struct pg_conn *c, const struct pg_stmt *stmt, const char *key, long long burst)
+{
+    char cap[32];
+    struct pg_error err;
+    snprintf(cap, sizeof(cap), "%lld", burst);
+    const char *params[] = {key, cap};
+    if (pg_exec(c, stmt, stmt == &limit_refund ? 2 : 1, params, NULL, &err) != 0) {
+        log_warn("rate_limit_update_failed", "reason=\"%s\"", err.message);
+    }
+}
+
+/* Drops buckets untouched for longer than any takes to refill: such a row says nothing an absent
+ * one does not. The per-minute buckets are full after a minute; the address bucket after
+ * login_burst_ip / login_rate_ip minutes. */
+static void
+shared_prune(struct gw *gw, struct pg_conn *c)
+{
+    int64_t now = time_mono_ms(), due = __atomic_load_n(&next_prune_ms, __ATOMIC_RELAXED);
+    if (now < due || !__atomic_compare_exchange_n(&next_prune_ms, &due, now + LIMIT_PRUNE_MS, false,
+                                                  __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        return;
+    }
+    const struct gateway_conf *cf = gw->conf;
+    char secs[32];
+    struct pg_error err;
+    snprintf(secs, sizeof(secs), "%.0f",
+             fmax(60.0, 60.0 * (double)cf->login_burst_ip / (double)cf->login_rate_ip) + 1.0);
+    const char *params[] = {secs};
+    if (pg_exec(c, &limit_prune, 1, params, NULL, &err) != 0) {
+        log_warn("rate_limit_prune_failed", "reason=\"%s\"", err.message);
+    }
+}
+
+static void
+rate_limited_ms(struct api_call *call, int64_t wait_ms, const char *what)
+{
+    api_rate_limited(call, (int)((wait_ms + 999) / 1000), what);
+}
+
+static void
+hashing_busy(struct api_call *call)
+{
+    http_problem(call->req, 503, "busy",
+                 "too many passwords are being checked at once; retry after 1 s",
+                 "Retry-After: 1\r\n");
+}
 
 bool
 api_username_ok(const char *u)
@@ -149,8 +250,10 @@ api_auth_signup(struct api_call *call)
 {
     struct gw *gw = call->gw;
     const char *user = NULL, *pass = NULL;
+    char addr[RATELIMIT_ADDR_MAX], key[RATELIMIT_ADDR_MAX + 16];
     char hash[PASSWD_ENCODED_MAX], token[AUTH_TOKEN_LEN + 1], csrf[AUTH_TOKEN_LEN + 1];
-    int wait = ratelimit_take(gw->rl_signup_ip, http_client_addr(call->req));
+    ratelimit_addr_key(http_client_addr(call->req), addr, sizeof(addr));
+    int wait = ratelimit_take(gw->rl_signup_ip, addr);
     if (wait > 0) {
         api_rate_limited(call, wait, "signups from this address");
         return;
@@ -173,10 +276,25 @@ api_auth_signup(struct api_call *call)
                      NULL);
         goto out;
     }
+    if ((c = api_pg(call)) == NULL) {
+        goto out;
+    }
+    snprintf(key, sizeof(key), "signup.ip:%s", addr);
+    int64_t wait_ms = shared_take(c, key, gw->conf->signup_rate_ip, gw->conf->signup_rate_ip, &err);
+    if (wait_ms != 0) {
+        if (wait_ms < 0) {
+            api_pg_problem(call, &err);
+        } else {
+            rate_limited_ms(call, wait_ms, "signups from this address");
+        }
+        goto out;
+    }
+    /* No connection is held while hashing: the pool is for statements, not for waiting. */
+    pg_release(gw->pg, c);
+    c = NULL;
     int rc = passwd_hash(gw->passwd, pass, strlen(pass), hash);
     if (rc != PASSWD_OK) {
-        http_problem(call->req, 503, "busy", "password hashing is saturated; retry",
-                     "Retry-After: 1\r\n");
+        hashing_busy(call);
         goto out;
     }
     if ((c = api_pg(call)) == NULL) {
@@ -253,13 +371,88 @@ apply_login(struct pg_conn *c, void *arg, char **event, struct pg_error *err)
     return 1;
 }
 
+/* Sleeps ms for a login of a username past login_rate_user: slowed, not refused, so strangers
+ * cannot lock its owner out. -1 (answered 503) if too many slowed logins already sleep. */
+static int
+login_delay(struct api_call *call, int64_t ms)
+{
+    if (__atomic_add_fetch(&delayed_logins, 1, __ATOMIC_RELAXED) > LOGIN_DELAYED_MAX) {
+        __atomic_sub_fetch(&delayed_logins, 1, __ATOMIC_RELAXED);
+        gwmetrics_count(call->gw->metrics, M_LOGIN_BUSY, 1);
+        http_problem(call->req, 503, "busy",
+                     "too many logins for throttled usernames are waiting; retry after 1 s",
+                     "Retry-After: 1\r\n");
+        return -1;
+    }
+    gwmetrics_count(call->gw->metrics, M_LOGIN_SLOWED, 1);
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    __atomic_sub_fetch(&delayed_logins, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* The shared login limits, in order: attempts from the address (429), failures for this name
+ * from this address (429, that address only), failures for this name from anywhere (a delay).
+ * 0 to go on (*delay_ms set, *user_taken if the name's bucket gave a token), -1 if answered. */
+static int
+login_limits(struct api_call *call, struct pg_conn *c, const char *addr, const char *name,
+             int64_t *delay_ms, bool *user_taken)
+{
+    const struct gateway_conf *cf = call->gw->conf;
+    char key[RATELIMIT_ADDR_MAX + 128];
+    struct pg_error err;
+    int64_t w;
+    snprintf(key, sizeof(key), "login.ip:%s", addr);
+    if ((w = shared_take(c, key, cf->login_rate_ip, cf->login_burst_ip, &err)) > 0) {
+        rate_limited_ms(call, w, "login attempts from this address");
+        return -1;
+    }
+    if (w == 0) {
+        snprintf(key, sizeof(key), "login.pair:%s %s", addr, name);
+        if ((w = shared_take(c, key, cf->login_fail_rate, cf->login_fail_rate, &err)) > 0) {
+            rate_limited_ms(call, w, "failed logins for this username from this address");
+            return -1;
+        }
+    }
+    if (w == 0) {
+        snprintf(key, sizeof(key), "login.user:%s", name);
+        w = shared_take(c, key, cf->login_rate_user, cf->login_rate_user, &err);
+    }
+    if (w < 0) {
+        api_pg_problem(call, &err);
+        return -1;
+    }
+    *user_taken = w == 0;
+    *delay_ms = w < cf->login_user_delay_ms ? w : cf->login_user_delay_ms;
+    shared_prune(call->gw, c);
+    return 0;
+}
+
+/* A successful login clears the failures of its (name, address) and gives back the name's token:
+ * the limits count failures. */
+static void
+login_forgive(struct gw *gw, struct pg_conn *c, const char *addr, const char *name, bool user_taken)
+{
+    char key[RATELIMIT_ADDR_MAX + 128];
+    snprintf(key, sizeof(key), "login.pair:%s %s", addr, name);
+    shared_update(c, &limit_clear, key, 0);
+    if (user_taken) {
+        snprintf(key, sizeof(key), "login.user:%s", name);
+        shared_update(c, &limit_refund, key, gw->conf->login_rate_user);
+    }
+}
+
 void
 api_auth_login(struct api_call *call)
 {
     struct gw *gw = call->gw;
     const char *user = NULL, *pass = NULL;
-    char key[96], token[AUTH_TOKEN_LEN + 1], csrf[AUTH_TOKEN_LEN + 1], rehash[PASSWD_ENCODED_MAX];
-    int wait = ratelimit_take(gw->rl_login_ip, http_client_addr(call->req));
+    char addr[RATELIMIT_ADDR_MAX], name[96], token[AUTH_TOKEN_LEN + 1], csrf[AUTH_TOKEN_LEN + 1],
+        rehash[PASSWD_ENCODED_MAX];
+    ratelimit_addr_key(http_client_addr(call->req), addr, sizeof(addr));
+    /* This process's bucket first: a flood from one address costs no PostgreSQL round trip. */
+    int wait = ratelimit_take(gw->rl_login_ip, addr);
     if (wait > 0) {
         api_rate_limited(call, wait, "login attempts from this address");
         return;
@@ -272,15 +465,14 @@ api_auth_login(struct api_call *call)
     struct pg_result *res = NULL;
     struct pg_error err = {0};
     size_t i = 0;
-    for (; user[i] && i + 1 < sizeof(key); i++) {
-        key[i] = (char)tolower((unsigned char)user[i]);
+    for (; user[i] && i + 1 < sizeof(name); i++) {
+        name[i] = (char)tolower((unsigned char)user[i]);
     }
-    key[i] = '\0';
-    if ((wait = ratelimit_take(gw->rl_login_user, key)) > 0) {
-        api_rate_limited(call, wait, "login attempts for this user");
-        goto out;
-    }
-    if ((c = api_pg(call)) == NULL) {
+    name[i] = '\0';
+    int64_t delay_ms = 0;
+    bool user_taken = false;
+    if ((c = api_pg(call)) == NULL ||
+        login_limits(call, c, addr, name, &delay_ms, &user_taken) != 0) {
         goto out;
     }
     const char *params[] = {user};
@@ -288,13 +480,22 @@ api_auth_login(struct api_call *call)
         api_pg_problem(call, &err);
         goto out;
     }
+    /* No connection is held while sleeping or hashing. */
+    pg_release(gw->pg, c);
+    c = NULL;
+    if (delay_ms > 0 && login_delay(call, delay_ms) != 0) {
+        goto out;
+    }
     bool known = pg_rows(res) == 1;
     /* Unknown users are verified against a dummy hash: same work, same answer. */
     int rc = passwd_verify(gw->passwd, known ? pg_text(res, 0, BYNAME_COL_HASH) : NULL, pass,
                            strlen(pass));
     if (rc == PASSWD_BUSY) {
-        http_problem(call->req, 503, "busy", "password hashing is saturated; retry",
-                     "Retry-After: 1\r\n");
+        gwmetrics_count(gw->metrics, M_LOGIN_BUSY, 1);
+        hashing_busy(call);
+        goto out;
+    }
+    if ((c = api_pg(call)) == NULL) {
         goto out;
     }
     if (rc != PASSWD_OK) {
@@ -316,6 +517,7 @@ api_auth_login(struct api_call *call)
         goto out;
     }
     gwmetrics_count(gw->metrics, M_LOGIN_OK, 1);
+    login_forgive(gw, c, addr, name, user_taken);
     session_reply(call, 200, pg_text(res, 0, BYNAME_COL_ID), pg_text(res, 0, BYNAME_COL_NAME),
                   pg_text(res, 0, BYNAME_COL_ROLE), token, csrf, l.expires);
 out:

@@ -87,7 +87,6 @@ gw_release(struct gw *gw)
     rpc_client_free(gw->logger);
     pg_pool_free(gw->pg);
     passwd_free(gw->passwd);
-    ratelimit_free(gw->rl_login_user);
     ratelimit_free(gw->rl_login_ip);
     ratelimit_free(gw->rl_signup_ip);
     ratelimit_free(gw->rl_claim);
@@ -128,10 +127,10 @@ gateway_start(struct role_ctx *ctx)
     if ((gw->passwd = gw_passwd_new(c)) == NULL) {
         goto fail;
     }
-    gw->rl_login_user =
-        ratelimit_new((double)c->login_rate_user / 60.0, (double)c->login_rate_user, 100000);
+    /* In-process first lines before the shared buckets (api_auth.c): a flood from one address
+     * is refused here without a PostgreSQL round trip. */
     gw->rl_login_ip =
-        ratelimit_new((double)c->login_rate_ip / 60.0, (double)c->login_rate_ip, 100000);
+        ratelimit_new((double)c->login_rate_ip / 60.0, (double)c->login_burst_ip, 100000);
     gw->rl_signup_ip =
         ratelimit_new((double)c->signup_rate_ip / 60.0, (double)c->signup_rate_ip, 100000);
     gw->rl_claim = ratelimit_new((double)c->claim_rate, (double)c->claim_burst, 100000);

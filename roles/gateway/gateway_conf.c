@@ -10,7 +10,8 @@
 
 static const struct conf_key gateway_keys[] = {
     K(http_listen, CONF_STR, "127.0.0.1:8080", 0, 0, conf_check_hostport, 0,
-      "Where the gateway serves the HTTP API, /livez, /readyz and /metrics."),
+      "Where the gateway serves the HTTP API, /livez and a bare /readyz status (for load "
+      "balancers; the reasons and /metrics are on gateway_health_listen only)."),
     K(gateway_health_listen, CONF_STR, "127.0.0.1:9100", 0, 0, conf_check_hostport, 0,
       "HTTP port of the gateway for /livez, /readyz (with the reason) and /metrics; keep it "
       "off the public network."),
@@ -58,14 +59,26 @@ static const struct conf_key gateway_keys[] = {
     K(argon2_parallelism, CONF_INT, "1", 1, 64, NULL, 0, "argon2id lanes."),
     K(argon2_max_inflight, CONF_INT, "2", 1, 256, NULL, 0,
       "Password hashes computed at once; bounds memory and CPU spent on logins."),
-    K(argon2_queue_ms, CONF_INT, "5000", 10, 600000, NULL, 0,
-      "Wait for a hashing slot before answering 503."),
+    K(argon2_queue_ms, CONF_INT, "100", 10, 600000, NULL, 0,
+      "Wait for a hashing slot before answering 503 with Retry-After (short: a waiting login "
+      "holds an HTTP worker)."),
+    K(argon2_queue_max, CONF_INT, "4", 0, 4096, NULL, 0,
+      "Logins and signups that may wait for a hashing slot at once; more get 503 at once."),
+    K(login_rate_ip, CONF_INT, "60", 1, 10000000, NULL, 0,
+      "Login attempts per minute from one client address (an IPv6 client: its /64), counted "
+      "across all gateways of the database; 429 beyond."),
+    K(login_burst_ip, CONF_INT, "10", 1, 10000000, NULL, 0,
+      "Login attempts one client address may make at once before login_rate_ip applies."),
+    K(login_fail_rate, CONF_INT, "10", 1, 1000000, NULL, 0,
+      "Failed logins per minute for one username from one client address, across all gateways; "
+      "429 beyond for that address only. A success from the address clears its count."),
     K(login_rate_user, CONF_INT, "10", 1, 1000000, NULL, 0,
-      "Login attempts per minute for one username (429 beyond)."),
-    K(login_rate_ip, CONF_INT, "300", 1, 10000000, NULL, 0,
-      "Login attempts per minute from one client address (429 beyond)."),
+      "Failed logins per minute for one username from all addresses, across all gateways; "
+      "beyond it logins for that name are slowed (login_user_delay_ms), not refused."),
+    K(login_user_delay_ms, CONF_INT, "2000", 0, 60000, NULL, 0,
+      "Longest delay of a login for a username past login_rate_user."),
     K(signup_rate_ip, CONF_INT, "60", 1, 10000000, NULL, 0,
-      "Signups per minute from one client address (429 beyond)."),
+      "Signups per minute from one client address, across all gateways (429 beyond)."),
     K(claim_rate, CONF_INT, "5", 1, 1000000, NULL, 0, "Sustained claims per second per user."),
     K(claim_burst, CONF_INT, "10", 1, 1000000, NULL, 0, "Claims one user may make at once."),
     K(claim_secret, CONF_STR, "", 0, 0, NULL, CONF_SECRET,

@@ -32,8 +32,12 @@ struct gateway_conf {
     long long argon2_parallelism;        /* argon2id p */
     long long argon2_max_inflight;       /* hashes computed at once */
     long long argon2_queue_ms;           /* wait for a hashing slot before 503 */
-    long long login_rate_user;           /* login attempts per minute per username */
+    long long argon2_queue_max;          /* callers waiting for a slot; more get 503 at once */
     long long login_rate_ip;             /* login attempts per minute per client address */
+    long long login_burst_ip;            /* ... of which this many at once */
+    long long login_fail_rate;           /* failures per minute per (username, address) */
+    long long login_rate_user;           /* failures per minute per username, then delay */
+    long long login_user_delay_ms;       /* longest such delay */
     long long signup_rate_ip;            /* signups per minute per client address */
     long long claim_rate;                /* claims per second per user */
     long long claim_burst;               /* claims a user may make at once */

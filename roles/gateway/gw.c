@@ -45,9 +45,10 @@ gw_pool_new(const struct gateway_conf *conf, int size)
 struct passwd_hasher *
 gw_passwd_new(const struct gateway_conf *conf)
 {
-    struct passwd_params pp = {(unsigned)conf->argon2_memory_kib, (unsigned)conf->argon2_iterations,
-                               (unsigned)conf->argon2_parallelism, (int)conf->argon2_max_inflight,
-                               (int)conf->argon2_queue_ms};
+    struct passwd_params pp = {
+        (unsigned)conf->argon2_memory_kib,  (unsigned)conf->argon2_iterations,
+        (unsigned)conf->argon2_parallelism, (int)conf->argon2_max_inflight,
+        (int)conf->argon2_queue_ms,         (int)conf->argon2_queue_max};
     return passwd_new(&pp);
 }
 

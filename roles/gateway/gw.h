@@ -47,9 +47,8 @@ struct gw {
     struct rpc_client *logger;       /* owned: logger role */
     struct pg_pool *pg;              /* owned */
     struct passwd_hasher *passwd;    /* owned: argon2id with bounded concurrency */
-    struct ratelimit *rl_login_user; /* owned: login attempts per username */
-    struct ratelimit *rl_login_ip;   /* owned: login attempts per client address */
-    struct ratelimit *rl_signup_ip;  /* owned: signups per client address */
+    struct ratelimit *rl_login_ip;   /* owned: login attempts per client address (this process) */
+    struct ratelimit *rl_signup_ip;  /* owned: signups per client address (this process) */
     struct ratelimit *rl_claim;      /* owned: claims per user */
     struct authcache *authcache;     /* owned: verified tokens, or NULL when disabled */
     struct metrics *metrics;         /* borrowed: the process-wide registry */

@@ -26,6 +26,8 @@ static const char *const counters[M_COUNTER_COUNT][2] = {
     {"chanced_gateway_over_limit_releases_total", ""},
     {"chanced_gateway_forged_claims_total", ""},
     {"chanced_gateway_outbox_conflicts_total", ""},
+    {"chanced_gateway_logins_total", "result=\"busy\""},
+    {"chanced_gateway_logins_slowed_total", ""},
 };
 
 static void
@@ -60,7 +62,10 @@ gwmetrics_init(struct gw *gw)
                      "Audit events acknowledged by the logger.");
     metrics_describe(m, "chanced_gateway_outbox_rejected_total", METRICS_COUNTER,
                      "Audit events the logger refused as malformed.");
-    metrics_describe(m, "chanced_gateway_logins_total", METRICS_COUNTER, "Logins by result.");
+    metrics_describe(m, "chanced_gateway_logins_total", METRICS_COUNTER,
+                     "Logins by result (busy: 503, no hashing slot in time).");
+    metrics_describe(m, "chanced_gateway_logins_slowed_total", METRICS_COUNTER,
+                     "Logins delayed because their username is past login_rate_user.");
     metrics_describe(m, "chanced_gateway_rate_limited_total", METRICS_COUNTER,
                      "Requests answered 429.");
     metrics_describe(m, "chanced_gateway_http_requests_total", METRICS_COUNTER,

@@ -29,6 +29,8 @@ enum gw_counter {
     M_OVER_LIMIT,         /* codes given back because the ledger says the user is at the limit */
     M_FORGED_CLAIM,       /* assignments under claim ids no gateway issued (never credited) */
     M_OUTBOX_CONFLICT,    /* audit events whose id another event already holds in the store */
+    M_LOGIN_BUSY,         /* logins answered 503: hashing slots or slowed-login places full */
+    M_LOGIN_SLOWED,       /* logins delayed by the per-username cap */
     M_COUNTER_COUNT,
 };
 

@@ -126,6 +126,16 @@ static const struct migration migrations[] = {
      "INSERT INTO gateway_meta VALUES ('claim_secret', encode(sha256(convert_to("
      "  gen_random_uuid()::text || gen_random_uuid()::text || clock_timestamp()::text,"
      "  'UTF8')), 'hex')) ON CONFLICT (key) DO NOTHING;"},
+
+    /* Login and signup token buckets shared by every gateway of the database (api_auth.c), so N
+     * gateways do not give an attacker N budgets. UNLOGGED: no WAL for one upsert per attempt;
+     * a crash empties it, which only forgives recent attempts. Rows are pruned once full. */
+    {5, "login and signup rate limits shared by the gateways",
+     "CREATE UNLOGGED TABLE rate_limits ("
+     "  key    TEXT PRIMARY KEY,"
+     "  tokens DOUBLE PRECISION NOT NULL,"
+     "  ok     BOOLEAN NOT NULL,"
+     "  at     TIMESTAMPTZ NOT NULL);"},
 };
 
 int

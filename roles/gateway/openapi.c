@@ -19,7 +19,7 @@ static const char schemas[] =
 "  \"type\":{\"type\":\"string\"},\"title\":{\"type\":\"string\"},\"status\":{\"type\":\"integer\"},"
 "  \"code\":{\"type\":\"string\"},\"detail\":{\"type\":\"string\"},\"instance\":{\"type\":\"string\"},"
 "  \"request_id\":{\"type\":\"string\"}}},"
-"\"Status\":{\"type\":\"object\",\"properties\":{\"status\":{\"type\":\"string\"},\"checks\":{\"type\":\"object\"}}},"
+"\"Status\":{\"type\":\"object\",\"properties\":{\"status\":{\"type\":\"string\"}}},"
 "\"Credentials\":{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"username\",\"password\"],"
 "  \"properties\":{\"username\":{\"type\":\"string\",\"minLength\":3,\"maxLength\":32,\"pattern\":\"^[A-Za-z0-9][A-Za-z0-9._-]*$\"},"
 "  \"password\":{\"type\":\"string\",\"minLength\":8,\"maxLength\":256}}},"

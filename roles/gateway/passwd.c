@@ -19,12 +19,27 @@ struct passwd_hasher {
     struct passwd_params params;    /* copied at creation */
     sem_t slots;                    /* free hashing slots */
     int inflight;                   /* hashes running (atomic) */
+    int waiting;                    /* callers waiting for a slot (atomic) */
     char dummy[PASSWD_ENCODED_MAX]; /* hash of a random secret, for unknown users */
 };
 
+/*
+ * A free slot at once, else a short wait in a short queue: a login flood must be answered 503
+ * within about queue_ms, not park most of the HTTP workers behind two hashes. Past queue_max
+ * waiters the caller gives up without waiting at all.
+ */
 static int
 acquire(struct passwd_hasher *pw)
 {
+    if (sem_trywait(&pw->slots) == 0) {
+        __atomic_add_fetch(&pw->inflight, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (__atomic_add_fetch(&pw->waiting, 1, __ATOMIC_RELAXED) > pw->params.queue_max) {
+        __atomic_sub_fetch(&pw->waiting, 1, __ATOMIC_RELAXED);
+        return -1;
+    }
+    int rc = 0;
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += pw->params.queue_ms / 1000;
@@ -35,11 +50,15 @@ acquire(struct passwd_hasher *pw)
     }
     while (sem_timedwait(&pw->slots, &deadline) != 0) {
         if (errno != EINTR) {
-            return -1;
+            rc = -1;
+            break;
         }
     }
-    __atomic_add_fetch(&pw->inflight, 1, __ATOMIC_RELAXED);
-    return 0;
+    __atomic_sub_fetch(&pw->waiting, 1, __ATOMIC_RELAXED);
+    if (rc == 0) {
+        __atomic_add_fetch(&pw->inflight, 1, __ATOMIC_RELAXED);
+    }
+    return rc;
 }
 
 static void

@@ -19,6 +19,7 @@ struct passwd_params {
     unsigned parallelism; /* p */
     int max_inflight;     /* concurrent hashes */
     int queue_ms;         /* wait for a slot before giving up */
+    int queue_max;        /* callers waiting at once; more give up at once */
 };
 
 #define PASSWD_ENCODED_MAX 160 /* room for any PHC string we produce */
@@ -26,7 +27,7 @@ struct passwd_params {
 enum passwd_result {
     PASSWD_OK = 0,       /* hashed, or verified: match */
     PASSWD_MISMATCH = 1, /* verified: wrong password */
-    PASSWD_BUSY = -1,    /* no hashing slot within queue_ms */
+    PASSWD_BUSY = -1,    /* no hashing slot within queue_ms, or queue full */
     PASSWD_FAILED = -2,  /* libargon2 refused (logged) */
 };
 

@@ -122,7 +122,10 @@ class Stack:
                     "--logger_addr=127.0.0.1:%d" % self.logger[i][1],
                     "--postgres_url=" + pg_url(DB), "--claim_rate=1000000",
                     "--claim_burst=1000000", "--signup_rate_ip=1000000",
-                    "--login_rate_ip=1000000", "--cookie_secure=false"] + common)
+                    "--login_rate_ip=1000000", "--login_burst_ip=1000000",
+                    # sign-ups come 16 at a time: let them queue for the argon2 slots
+                    "--argon2_queue_ms=10000", "--argon2_queue_max=64",
+                    "--cookie_secure=false"] + common)
                 self.gateway.append(d)
                 self.gw_ports.append(gp)
                 self.gw_health.append(gh)

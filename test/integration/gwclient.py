@@ -21,10 +21,15 @@ import pytest
 
 API = "/api/v1"
 
-# Gateway keys for tests: generous rate limits (they are tested on their own), a fast reconciler.
+# Gateway keys for tests: generous rate limits and a longer argon2 queue (they are tested on their
+# own, in test_login_edge.py), a fast reconciler.
 GATEWAY_TEST_KEYS = {
     "login_rate_ip": 100000,
+    "login_burst_ip": 100000,
+    "login_fail_rate": 1000,
     "login_rate_user": 1000,
+    "argon2_queue_ms": 2000,
+    "argon2_queue_max": 64,
     "signup_rate_ip": 100000,
     "claim_rate": 1000,
     "claim_burst": 1000,
@@ -99,7 +104,7 @@ class Client:
     def req(self, method, path, body=None, **kw):
         """path is relative to /api/v1 unless it starts with /api/ or is an ops path."""
         kw.setdefault("token", self.token)
-        if not path.startswith("/api/") and path not in ("/livez", "/readyz", "/metrics"):
+        if not path.startswith("/api/") and path not in ("/livez", "/readyz"):
             path = API + path
         return request(self.port, method, path, body=body, **kw)
 

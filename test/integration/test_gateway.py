@@ -9,6 +9,7 @@ import pytest
 
 from gwclient import (API, Stack, create_user, gw_stack, pg_query, redis_codes,  # noqa: F401
                                  request, wait_for)
+from loggerkit import http_get
 
 pytestmark = pytest.mark.e2e
 
@@ -231,7 +232,7 @@ def test_openapi_matches_routes(gw_stack):
         ("GET", "/api/v1/admin/categories"), ("PATCH", "/api/v1/admin/categories/{id}"),
         ("GET", "/api/v1/admin/codes"), ("GET", "/api/v1/admin/users/{id}/wallet"),
         ("GET", "/api/v1/admin/logs"), ("GET", "/api/v1/admin/logs.csv"),
-        ("GET", "/livez"), ("GET", "/readyz"), ("GET", "/metrics"),
+        ("GET", "/livez"), ("GET", "/readyz"),
     }
     assert design <= ops, design - ops
     for method, path in sorted(ops):
@@ -248,23 +249,28 @@ def test_openapi_matches_routes(gw_stack):
 
 
 def test_ops_endpoints(gw_stack):
+    """The API port answers /livez and a bare /readyz (for load balancers); which dependency is
+    down and /metrics are only on the health port."""
     s = gw_stack
+    health = s.gateway.addr("gateway_health_listen")
     assert request(s.port, "GET", "/livez").json == {"status": "ok"}
-    ready = request(s.port, "GET", "/readyz").json
-    assert ready["checks"]["postgres"] and ready["checks"]["chance"]
+    assert request(s.port, "GET", "/readyz").json == {"status": "ready"}
+    r = request(s.port, "GET", "/metrics")
+    assert r.status == 404 and r.code == "route_not_found" and "chanced_" not in r.body
+    assert http_get(health, "/readyz")[0] == 200
     s.signup()
     want = 'chanced_gateway_http_requests_total{route="POST /api/v1/auth/signup",code="201"} 1'
     # the request is counted after its response has been written: allow a moment
     deadline = time.time() + 5
     while True:
-        m = request(s.port, "GET", "/metrics")
-        if want in m.body or time.time() > deadline:
+        status, text = http_get(health, "/metrics")
+        if want in text or time.time() > deadline:
             break
         time.sleep(0.05)
-    assert m.status == 200 and m.headers["content-type"].startswith("text/plain")
-    assert want in m.body
-    assert "# TYPE chanced_gateway_http_request_duration_seconds histogram" in m.body
-    assert "chanced_gateway_pg_connections" in m.body
+    assert status == 200
+    assert want in text
+    assert "# TYPE chanced_gateway_http_request_duration_seconds histogram" in text
+    assert "chanced_gateway_pg_connections" in text
 
 
 def test_readyz_follows_chance(chanced, chanced_bin, fresh_postgres_url, redis_client):
@@ -274,6 +280,10 @@ def test_readyz_follows_chance(chanced, chanced_bin, fresh_postgres_url, redis_c
     user = s.signup()
     s.chance.stop()
     wait_for(lambda: request(s.port, "GET", "/readyz").status == 503, what="readyz 503")
+    # the public port says only that; the health port says why
+    assert request(s.port, "GET", "/readyz").json == {"status": "not_ready"}
+    status, body = http_get(s.gateway.addr("gateway_health_listen"), "/readyz")
+    assert status == 503 and "chance=down" in body, body
     before = pg_query(s.postgres_url, "SELECT count(*) FROM claims")[0][0]
     r = user.claim(batch["categories"][0], key="down")
     assert r.status == 503 and r.code == "unavailable" and "retry-after" in r.headers

@@ -224,7 +224,7 @@ def test_unknown_user_and_wrong_password_look_alike(gw_stack):
 
 def test_login_flood_is_limited_and_others_are_served(chanced, chanced_bin, fresh_postgres_url,
                                                       redis_client):
-    s = Stack(chanced, chanced_bin, fresh_postgres_url, with_logger=False, login_rate_user=5,
+    s = Stack(chanced, chanced_bin, fresh_postgres_url, with_logger=False, login_fail_rate=5,
               claim_rate=1, claim_burst=2)
     s.signup("victim", "victim password")
     other = s.signup("bystander", "bystander pass")

@@ -13,7 +13,8 @@ load crosses every thread boundary the process has:
     once, some users sharing a key string (gateway workers -> chance over RPC -> Redis, the
     outbox, the reconciler; chance -> RabbitMQ -> logger -> MongoDB for the audit trail);
   - admin log queries (log.query, log.stats, the streamed CSV) while events arrive;
-  - /metrics and /readyz polled on the four ports all along (the shared metrics registry);
+  - /metrics and /readyz polled on the three health ports all along (the shared metrics
+    registry), /readyz and /livez on the API port;
   - SIGHUP twice mid-load: the log file renamed away and reopened, log_level changed to debug
     and back through the config file (main thread vs. every thread that logs);
   - a graceful SIGTERM with requests still arriving.
@@ -135,8 +136,9 @@ class Pollers:
     recorded per (addr, path) apart from those after `draining` was set (SIGTERM sent), when
     refusals and cut connections are expected."""
 
-    def __init__(self, addrs, n=2):
+    def __init__(self, addrs, n=2, api_addr=None):
         self.addrs = addrs
+        self.api_addr = api_addr  # the public port: no /metrics there (the health port has it)
         self.stop_flag = threading.Event()
         self.draining = threading.Event()
         self.seen = {}  # (addr, path) -> {status: count}, before the SIGTERM
@@ -151,6 +153,8 @@ class Pollers:
             addr = self.addrs[k % len(self.addrs)]
             path = paths[(k // len(self.addrs)) % len(paths)]
             k += 1
+            if addr == self.api_addr and path == "/metrics":
+                path = "/livez"
             try:
                 status, body = http_get(addr, path, timeout=30)
             except Exception as e:  # noqa: B902 - a cut answer, recorded like a status
@@ -223,7 +227,7 @@ def test_role_all_under_load_is_race_free(chanced, store, fresh_postgres_url, re
     addrs = [d.addr(k) for k in ("http_listen", "gateway_health_listen", "chance_health_listen",
                                  "logger_health_listen")]
 
-    with Pollers(addrs) as pollers:
+    with Pollers(addrs, api_addr=d.addr("http_listen")) as pollers:
         admin = s.admin()
 
         # --- a batch generating while users sign up and log in -------------------------------
