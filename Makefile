@@ -191,7 +191,8 @@ proof:
 	bash test/deps.sh
 	$(MAKE) SAN=1 all
 	CHANCED_BIN=build/san/chanced CHANCED_UNIT_DIRS= CHANCED_PYTEST_PATHS=test/proof \
-	    CHANCED_PROOF=full CHANCED_TEST_BUDGET=3000 bash test/run.sh
+	    CHANCED_PROOF=full CHANCED_TEST_BUDGET=3000 bash test/run.sh; rc=$$?; \
+	    cat build/proof/report.md 2>/dev/null || echo "make proof: no report written"; exit $$rc
 
 # Benchmark load generators (test code: may link role sources, unlike unit tests).
 $(BUILD)/claim_load: test/bench/claim_load.c roles/chance/scripts.c $(BUILD)/libcore.a
