@@ -43,7 +43,8 @@ LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
 
 CORE_SRCS := src/util.c src/log.c src/conf.c src/core_conf.c src/codec.c src/json.c src/loop.c \
              src/metrics.c src/health.c src/backoff.c src/rmq.c src/rmq_conf.c src/tls.c \
-             src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c src/runtime.c
+             src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c src/runtime.c \
+             src/failpoint.c
 MAIN_SRCS := src/main.c
 
 include roles/chance/role.mk

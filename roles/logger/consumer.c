@@ -9,6 +9,7 @@
 
 #include "rabbit.h"
 #include "event.h"
+#include "failpoint.h"
 #include "log.h"
 #include "logger_conf.h"
 #include "rmq_conf.h"
@@ -316,6 +317,7 @@ settle(struct logger_consumer *c, size_t *idx, const unsigned char *outcome, siz
                               (long)(c->conf->test_ack_delay_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
+    failpoint("logger_after_insert_before_ack");
     /* Every delivery up to max_tag belongs to this round and is stored or already rejected. */
     if (max_tag > 0 && logger_amqp_ack(c->link, max_tag, true) != 0) {
         snprintf(err, errlen, "ack failed: connection lost");
