@@ -52,10 +52,13 @@ Daemon, free_port = _it.Daemon, _it.free_port
 # lease takeover after a gateway dies, the relay's takeover of a dead chance's stream entries.
 GATEWAY_KEYS = dict(GATEWAY_TEST_KEYS, reconcile_interval_ms=200, reconcile_grace_ms=500,
                     pending_settle_ms=1000, reconcile_verify_delay_ms=4000, lease_ttl_ms=2000,
-                    outbox_interval_ms=100, rpc_timeout_ms=2000, logger_timeout_ms=3000,
-                    claim_rate=100000, claim_burst=100000)
+                    outbox_interval_ms=100, rpc_timeout_ms=2000, claim_rate=100000,
+                    claim_burst=100000,
+                    # the MongoDB stand-in (mongomock) inserts in O(stored events): small
+                    # batches and a long deadline, or a large backlog never fits in one call
+                    logger_timeout_ms=30000, outbox_batch=100)
 CHANCE_KEYS = {"relay_claim_idle_ms": 3000, "redis_timeout_ms": 2000, "relay_sweep_ms": 500}
-LOGGER_KEYS = {"mongo_timeout_ms": 5000}
+LOGGER_KEYS = {"mongo_timeout_ms": 30000, "insert_batch": 100}
 
 
 class Cluster:
@@ -85,7 +88,8 @@ class Cluster:
         admin.close()
         self.postgres_url = base.rsplit("/", 1)[0] + "/" + self.dbname
         m = urlsplit(self.env["CHANCED_TEST_MONGO_URL"])
-        self.mongo_url = urlunsplit((m.scheme, m.netloc, "/" + self.dbname, m.query, ""))
+        query = m.query.replace("socketTimeoutMS=5000", "socketTimeoutMS=30000")
+        self.mongo_url = urlunsplit((m.scheme, m.netloc, "/" + self.dbname, query, ""))
         self.amqp_url = self.env["CHANCED_TEST_AMQP_URL"]
         self.amqp_port = int(urlsplit(self.amqp_url).port)
 

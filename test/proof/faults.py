@@ -2,8 +2,9 @@
 `hold` seconds.  FAULTS lists them all (`make proof`); SHORT is the subset `make test` runs.
 
 Roles are killed (SIGKILL) and restarted, or stopped (SIGSTOP) and continued, one instance at a
-time: its twin keeps serving.  The gateway is also crashed at its failpoint between chance's
-assignment and the credit (CHANCED_FAILPOINT=after_assign_before_credit).  Servers: Redis killed
+time: its twin keeps serving.  They are also crashed at failpoints: the gateway between chance's
+assignment and the credit, chance's relay between the broker's confirm and XACK, the logger
+between MongoDB's insert and the broker ack.  Servers: Redis killed
 (it reloads its AOF, appendfsync everysec) or rolled back to a snapshot taken seconds earlier
 (what a crash losing its last second of writes, or a failover to a lagging replica, leaves);
 PostgreSQL shut down immediately (SIGQUIT: no checkpoint, crash recovery on start); RabbitMQ
@@ -54,23 +55,29 @@ def stop_role(name):
     return Fault("stop %s" % name, inject, heal, what="SIGSTOP, SIGCONT")
 
 
-def gateway_failpoint(point="after_assign_before_credit"):
+def failpoint(name, point):
+    """Restart the instance armed with CHANCED_FAILPOINT=point: it crashes when it gets there
+    (gateway: roles/gateway/gw.c; relay and logger: src/failpoint.c), stays down for the hold,
+    then comes back unarmed."""
     def inject(c):
-        d = c.daemons["gateway-a"]
+        d = c.daemons[name]
         d.stop()
         d.extra_env = {"CHANCED_FAILPOINT": point}
         d.start()
 
     def heal(c):
-        d = c.daemons["gateway-a"]
-        if d.running():
-            d.kill(signal.SIGKILL)  # no claim reached it: crash it anyway
-        else:
+        d = c.daemons[name]
+        crashed = not d.running()
+        if crashed:
             d.wait_exit()
+        else:
+            d.kill(signal.SIGKILL)  # it never got there: crash it anyway
         d.extra_env = {}
         d.start()
-    return Fault("gateway-a at failpoint %s" % point, inject, heal,
-                 what="SIGKILL between assignment and credit, restart")
+        if not crashed:
+            raise AssertionError("%s never reached failpoint %s" % (name, point))
+    return Fault("%s at failpoint %s" % (name, point), inject, heal,
+                 what="crash at the failpoint, restart")
 
 
 def logger_crash_loop(times=10):
@@ -81,10 +88,12 @@ def logger_crash_loop(times=10):
         c.daemons["logger-a"].kill(signal.SIGKILL)
         time.sleep(2.0)  # the backlog builds
         d = c.daemons["logger-a"]
+        d.keys["test_ack_delay_ms"] = 300  # so that a kill lands between insert and ack
         for _ in range(times):
             d.start()
             time.sleep(0.6)
             d.kill(signal.SIGKILL)
+        d.keys["test_ack_delay_ms"] = None
 
     def heal(c):
         c.daemons["logger-a"].start()
@@ -178,7 +187,9 @@ def proxy(link, mode, arg=None, hold=3.0):
 
 
 FAULTS = [
-    gateway_failpoint(),
+    failpoint("gateway-a", "after_assign_before_credit"),
+    failpoint("chance-a", "relay_after_publish_before_xack@3"),
+    failpoint("logger-a", "logger_after_insert_before_ack@2"),
     kill_role("gateway-a"), kill_role("chance-a"), kill_role("logger-a"),
     stop_role("gateway-a"), stop_role("chance-a"), stop_role("logger-a"),
     redis_kill(), redis_lost_writes(), redis_stop(),

@@ -87,6 +87,7 @@ class State:
         client.close()
         self.claim_secret = pg(url, "SELECT value FROM gateway_meta"
                                " WHERE key = 'claim_secret'")[0][0]
+        self.op_claims = None  # claim id -> ops, built when a counter-example needs it
         self.dlq = queue_depth(cluster.amqp_url, cluster.queue + ".dlq")
 
 
@@ -242,8 +243,13 @@ def check_audit(s):
 
 
 def _events_of(s, claim):
-    ops = [o for o in s.ops if o.claim_id == claim or
-           (o.key is not None and claim_id(s.claim_secret, o.user, o.key) == claim)]
+    """What a counter-example shows of a claim: its requests and its audit events."""
+    if s.op_claims is None:
+        s.op_claims = collections.defaultdict(list)
+        for o in s.ops:
+            cid = o.claim_id or (o.key and claim_id(s.claim_secret, o.user, o.key))
+            s.op_claims[cid].append(o)
+    ops = s.op_claims.get(claim, [])
     events = [e for e in s.events if (e.get("subject") or {}).get("claim_id") == claim]
     return ["requests: %r" % ops[:4]] + sorted(
         "%s %s" % (e.get("type"), (e.get("subject") or {}).get("code")) for e in events)

@@ -110,12 +110,13 @@ class Workload:
     """Runs claims from `threads` workers until stop(); recorded into recorder under phase."""
 
     def __init__(self, gateways, users, categories, recorder, threads=6, timeout=12.0,
-                 sample=None):
+                 sample=None, think=0.0):
         self.gateways = gateways  # callables -> current HTTP port of gateway i
         self.users = users
         self.categories = categories  # [category id]
         self.rec = recorder
         self.nthreads = threads
+        self.think = think
         self.timeout = timeout
         self.sample = sample  # callable -> None or a counter-example (money sampled mid-load)
         self.samples = []
@@ -161,7 +162,7 @@ class Workload:
 
     def _worker(self, i):
         rnd = random.Random(i * 7919 + int(time.time()))
-        while not self._stop.is_set():
+        while not self._stop.wait(self.think):
             user = rnd.choice(self.users)
             gw = rnd.randrange(len(self.gateways))
             r = rnd.random()
