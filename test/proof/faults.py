@@ -35,6 +35,15 @@ def _server(name):
     return integration_conftest().Server(name)
 
 
+def _alive(pid):
+    """The process exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(") ", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 # -- roles ----------------------------------------------------------------------------------
 
 def kill_role(name):
@@ -154,11 +163,10 @@ def redis_lost_writes():
 
 def postgres_immediate():
     def inject(c):
-        s = _server("postgres")
-        pid = s.pid()
+        pid = _server("postgres").pid()
         os.kill(pid, signal.SIGQUIT)  # immediate shutdown: no checkpoint
         deadline = time.monotonic() + 30
-        while s.pid() is not None and time.monotonic() < deadline:
+        while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def heal(c):

@@ -79,14 +79,15 @@ class Proof:
         self.load.samples, self.load.sample_violations = [], []
         self.load.start(name)
         time.sleep(PRE_S)
-        t_inject = t_heal = None
+        t_heal = None
         error = None
         try:
             if fault:
-                t_inject = time.monotonic()
-                fault.inject(self.c)
-                time.sleep(fault.hold)
-                fault.heal(self.c)
+                try:
+                    fault.inject(self.c)
+                    time.sleep(fault.hold)
+                finally:
+                    fault.heal(self.c)  # whatever happened, the next scenario needs it healed
                 t_heal = time.monotonic()
             time.sleep(POST_S)
         except Exception as e:  # the fault itself failed: still stop the load and report
