@@ -43,7 +43,8 @@ LDLIBS   := $(shell pkg-config --libs $(PKGS)) -lm -pthread
 
 CORE_SRCS := src/util.c src/log.c src/conf.c src/core_conf.c src/codec.c src/json.c src/loop.c \
              src/metrics.c src/health.c src/backoff.c src/rmq.c src/rmq_conf.c src/tls.c \
-             src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c src/runtime.c
+             src/conn.c src/rpc_server.c src/rpc_client.c src/notify.c src/runtime.c \
+             src/failpoint.c
 MAIN_SRCS := src/main.c
 
 include roles/chance/role.mk
@@ -193,7 +194,8 @@ proof:
 	bash test/deps.sh
 	$(MAKE) SAN=1 all
 	CHANCED_BIN=build/san/chanced CHANCED_UNIT_DIRS= CHANCED_PYTEST_PATHS=test/proof \
-	    CHANCED_PROOF=full CHANCED_TEST_BUDGET=3000 bash test/run.sh
+	    CHANCED_PROOF=full CHANCED_TEST_BUDGET=3000 bash test/run.sh; rc=$$?; \
+	    cat build/proof/report.md 2>/dev/null || echo "make proof: no report written"; exit $$rc
 
 # Benchmark load generators (test code: may link role sources, unlike unit tests).
 $(BUILD)/claim_load: test/bench/claim_load.c roles/chance/scripts.c $(BUILD)/libcore.a

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "chance.h"
+#include "failpoint.h"
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
@@ -402,6 +403,7 @@ static void
 on_published(struct pub_item *items, void *arg)
 {
     struct relay *r = arg;
+    failpoint("relay_after_publish_before_xack");
     struct redis_batch *b = redis_batch_new(r->redis);
     long long done = 0;
     while (items) {

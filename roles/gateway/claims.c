@@ -156,6 +156,25 @@ lookup_existing(struct pg_conn *c, const struct credit *in, struct credit_row *r
     return CREDIT_EXISTING;
 }
 
+/*
+ * The count refused a credit whose guard saw no ledger row: the user is at the limit, or a
+ * racing credit of this same claim (the same key sent twice at once, or to two gateways) committed
+ * after the guard looked and took the last slot. The ledger tells which: a credited claim is
+ * never answered "over the limit", nor its code given back.
+ */
+static enum credit_result
+over_limit_or_raced(struct pg_conn *c, const struct credit *in, struct credit_row *row,
+                    struct pg_error *err)
+{
+    enum credit_result rc = lookup_existing(c, in, row, err);
+    if (rc == CREDIT_FAILED && err->cls == PG_ERR_RETRY) { /* no ledger row: the limit */
+        memset(err, 0, sizeof(*err));
+        memset(row, 0, sizeof(*row));
+        return CREDIT_OVER_LIMIT;
+    }
+    return rc;
+}
+
 enum credit_result
 claims_credit(struct gw *gw, struct pg_conn *c, const struct credit *in, struct credit_row *row,
               int64_t *held, struct pg_error *err)
@@ -189,7 +208,7 @@ claims_credit(struct gw *gw, struct pg_conn *c, const struct credit *in, struct 
     pg_result_free(res);
     if (!credited) {
         /* Seen before (the guard), or new but the user is at the limit (the count). */
-        return fresh ? CREDIT_OVER_LIMIT : lookup_existing(c, in, row, err);
+        return fresh ? over_limit_or_raced(c, in, row, err) : lookup_existing(c, in, row, err);
     }
     snprintf(row->claim_id, sizeof(row->claim_id), "%s", in->claim_id);
     snprintf(row->code, sizeof(row->code), "%s", in->code);

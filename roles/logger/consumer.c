@@ -10,6 +10,7 @@
 #include "rabbit.h"
 #include "event.h"
 #include "backoff.h"
+#include "failpoint.h"
 #include "log.h"
 #include "logger_conf.h"
 #include "rmq_conf.h"
@@ -18,7 +19,7 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define IDLE_WAIT_MS 200    /* how long an empty batch waits for a first delivery */
+#define IDLE_WAIT_MS 200 /* how long an empty batch waits for a first delivery */
 
 /* One delivery of the current round. */
 struct item {
@@ -261,8 +262,7 @@ insert_held(struct logger_consumer *c, const cJSON **evs, size_t *idx, unsigned 
         /* Waiting on the link keeps heartbeats going; the prefetch window caps what arrives. */
         int wait_ms = backoff_next(&c->bo);
         int64_t until = time_mono_ms() + wait_ms;
-        for (int64_t left = wait_ms; left > 0 && !stopping(c);
-             left = until - time_mono_ms()) {
+        for (int64_t left = wait_ms; left > 0 && !stopping(c); left = until - time_mono_ms()) {
             if (c->n >= c->cap) { /* the broker sends no more: nothing to read but beats */
                 nap(c, (int)left);
                 break;
@@ -308,6 +308,7 @@ settle(struct logger_consumer *c, size_t *idx, const unsigned char *outcome, siz
                               (long)(c->conf->test_ack_delay_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
+    failpoint("logger_after_insert_before_ack");
     /* Every delivery up to max_tag belongs to this round and is stored or already rejected. */
     if (max_tag > 0 && logger_amqp_ack(c->link, max_tag, true) != 0) {
         snprintf(err, errlen, "ack failed: connection lost");
