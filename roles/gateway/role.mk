@@ -12,5 +12,4 @@ GATEWAY_SRCS := roles/gateway/gateway.c roles/gateway/gw.c roles/gateway/gateway
                 roles/gateway/lease.c \
                 roles/gateway/usercmd.c
 GATEWAY_CFLAGS := $(shell pkg-config --cflags libpq libargon2 libcrypto)
-# civetweb ships no .pc file in Debian.
-GATEWAY_LIBS := $(shell pkg-config --libs libpq libargon2 libcrypto) -lcivetweb
+GATEWAY_LIBS := $(shell pkg-config --libs libpq libargon2 libcrypto)
