@@ -243,6 +243,10 @@ http_server_new(const struct http_options *opt, http_handler_fn fn, void *arg)
      * above max_body_bytes get evhttp's 413 before they are buffered. */
     evhttp_set_max_headers_size(srv->http, (ev_ssize_t)(2 * opt->max_header_bytes));
     evhttp_set_max_body_size(srv->http, (ev_ssize_t)opt->max_body_bytes);
+    /* Read (and drop) a too-large declared body before answering 413: closing with unread data
+     * makes the kernel send a reset, and the client may lose the answer. conn->deadline still
+     * bounds how long that takes. */
+    evhttp_set_flags(srv->http, EVHTTP_SERVER_LINGERING_CLOSE);
     /* A write (or read) making no progress this long closes the connection. Reading a whole
      * request has its own, shorter bound: conn->deadline. */
     struct timeval tv = {opt->request_timeout_ms / 1000, (opt->request_timeout_ms % 1000) * 1000};

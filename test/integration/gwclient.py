@@ -21,8 +21,10 @@ import pytest
 
 API = "/api/v1"
 
-# Gateway keys for tests: generous rate limits (they are tested on their own), a fast reconciler.
+# Gateway keys for tests: generous rate limits and connection caps (they are tested on their own:
+# every test client is 127.0.0.1), a fast reconciler.
 GATEWAY_TEST_KEYS = {
+    "http_max_conns_per_addr": 100000,
     "login_rate_ip": 100000,
     "login_rate_user": 1000,
     "signup_rate_ip": 100000,
