@@ -1,7 +1,7 @@
 /*
  * The HTTP API: the route table (also the source of the OpenAPI document), the dispatcher, and
  * helpers every handler uses to read input and map failures to problem+json answers.
- * Handlers run on the HTTP worker threads (http.h); they may block on PostgreSQL and synchronous RPC.
+ * Handlers run on HTTP worker threads (http.h); they may block on PostgreSQL and synchronous RPC.
  */
 #ifndef CHANCED_GATEWAY_API_H
 #define CHANCED_GATEWAY_API_H
