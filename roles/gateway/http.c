@@ -123,7 +123,7 @@ struct http_req {
     int status;     /* status sent, 0 before */
     bool streaming; /* a chunked response is open */
     /* front thread only */
-    bool ended; /* the whole response went to evhttp */
+    bool ended; /* the whole response went to evhttp; conn is NULL from then on */
     /* stream flow control: a worker waits for its chunk to leave before it sends more */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -831,14 +831,26 @@ on_flushed(struct evhttp_connection *evcon, void *arg)
     pthread_mutex_unlock(&req->lock);
 }
 
+/*
+ * The whole response is with evhttp: the connection no longer waits for this request's worker
+ * (which may still log and count), so a quick client's next request on it is served at once.
+ */
+static void
+req_detach(struct http_req *req)
+{
+    req->ended = true;
+    req->conn->active = NULL;
+    req->conn = NULL;
+}
+
 static void
 run_step(void *arg)
 {
     struct step *s = arg;
     struct http_req *req = s->req;
-    struct conn *c = req->conn;
+    struct conn *c = req->conn; /* NULL once detached: then only STEP_DONE may come */
     struct http_server *srv = req->srv;
-    struct evhttp_request *ev = c->ev; /* NULL once the connection closed */
+    struct evhttp_request *ev = c ? c->ev : NULL; /* NULL once the connection closed */
     switch (s->kind) {
     case STEP_REPLY:
     case STEP_START:
@@ -850,7 +862,7 @@ run_step(void *arg)
             }
             struct evbuffer *b = evbuffer_new();
             evbuffer_add(b, s->body, s->len);
-            req->ended = true;
+            req_detach(req); /* first: evhttp may finish, and close, from inside the call */
             evhttp_send_reply(ev, s->status, http_status_text(s->status), b);
             evbuffer_free(b);
         }
@@ -871,18 +883,20 @@ run_step(void *arg)
         break;
     case STEP_END:
         if (ev) {
-            req->ended = true;
+            req_detach(req); /* first: evhttp may finish, and close, from inside the call */
             evhttp_send_reply_end(ev);
         }
         break;
     case STEP_DONE:
-        c->active = NULL;
-        if (c->evcon == NULL) {
-            conn_free(c); /* closed while the worker had it */
-        } else if (!req->ended) {
-            /* A stream left unterminated (the source failed mid-way): only closing the
-             * connection tells the client the body is incomplete. */
-            evhttp_connection_free(c->evcon); /* on_closed frees c */
+        if (!req->ended) {
+            c->active = NULL;
+            if (c->evcon == NULL) {
+                conn_free(c); /* closed while the worker had it */
+            } else {
+                /* A stream left unterminated (the source failed mid-way): only closing the
+                 * connection tells the client the body is incomplete. */
+                evhttp_connection_free(c->evcon); /* on_closed frees c */
+            }
         }
         req_free(req);
         break;

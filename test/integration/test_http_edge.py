@@ -326,3 +326,36 @@ def test_forwarded_for_drives_the_per_address_rate_limit(chanced, chanced_bin,
     assert signup("198.51.100.1").status == 201
     assert signup("198.51.100.1").status == 429
     assert signup("198.51.100.2").status == 201
+
+
+def test_keep_alive_and_pipelined_requests_are_all_answered_in_order(chanced, chanced_bin,
+                                                                     fresh_postgres_url):
+    # The next request on a connection may arrive (or already wait, pipelined) the moment the
+    # previous response is written, while that request's worker is still finishing.
+    s = Stack(chanced, chanced_bin, fresh_postgres_url)
+    c = connect_from("127.0.0.1", s.port)
+    try:
+        n = 100
+        c.sendall(b"".join(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Request-Id: p%d\r\n\r\n" % i
+                           for i in range(n)))
+        buf = b""
+        c.settimeout(10)
+        while buf.count(b"HTTP/1.1 ") < n or not buf.endswith(b"}"):
+            chunk = c.recv(65536)
+            assert chunk, "closed after %d responses" % buf.count(b"HTTP/1.1 ")
+            buf += chunk
+        heads = [h for h in buf.split(b"HTTP/1.1 ")[1:]]
+        assert [h[:3] for h in heads] == [b"200"] * n
+        assert [h.split(b"X-Request-Id: ")[1].split(b"\r\n")[0] for h in heads] == \
+            [b"p%d" % i for i in range(n)]
+        # And one at a time, each sent as soon as the previous answer arrived.
+        for i in range(200):
+            c.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            r = b""
+            while not r.endswith(b"}"):
+                chunk = c.recv(4096)
+                assert chunk, "closed at request %d" % i
+                r += chunk
+            assert r.startswith(b"HTTP/1.1 200"), r[:200]
+    finally:
+        c.close()
