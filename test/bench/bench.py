@@ -122,7 +122,9 @@ class Stack:
                     "--logger_addr=127.0.0.1:%d" % self.logger[i][1],
                     "--postgres_url=" + pg_url(DB), "--claim_rate=1000000",
                     "--claim_burst=1000000", "--signup_rate_ip=1000000",
-                    "--login_rate_ip=1000000", "--cookie_secure=false"] + common)
+                    "--login_rate_ip=1000000", "--cookie_secure=false",
+                    # every load client is 127.0.0.1: lift the per-address connection cap
+                    "--http_max_conns_per_addr=1000000"] + common)
                 self.gateway.append(d)
                 self.gw_ports.append(gp)
                 self.gw_health.append(gh)
