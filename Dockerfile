@@ -16,7 +16,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential pkg-config \
         libevent-dev libhiredis-dev libcjson-dev librabbitmq-dev libmongoc-dev libbson-dev \
-        libargon2-dev libcivetweb-dev libinih-dev libssl-dev libpq-dev \
+        libargon2-dev libinih-dev libssl-dev libpq-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -54,7 +54,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ca-certificates openssl \
         libevent-2.1-7 libevent-pthreads-2.1-7 libevent-openssl-2.1-7 libhiredis0.14 \
-        libcjson1 librabbitmq4 libmongoc-1.0-0 libbson-1.0-0 libargon2-1 libcivetweb1 libinih1 \
+        libcjson1 librabbitmq4 libmongoc-1.0-0 libbson-1.0-0 libargon2-1 libinih1 \
         libssl3 libpq5 \
  && rm -rf /var/lib/apt/lists/*
 

@@ -66,7 +66,7 @@ WEB_OBJS  := $(BUILD)/gen/web_assets.o
 # named by test_<name>_OBJS (and libraries by test_<name>_LIBS). One line per role-module test.
 UNIT_TESTS := test_util test_codec test_conf test_json test_rpc test_backoff test_codegen \
               test_cluster test_redisurl test_body test_urlquery test_event test_logquery \
-              test_bson test_claimid test_ratelimit
+              test_bson test_claimid test_ratelimit test_clientaddr
 test_codegen_OBJS  := roles/chance/codegen.o
 test_cluster_OBJS  := roles/chance/cluster.o
 test_cluster_LIBS  := -lhiredis
@@ -81,6 +81,7 @@ test_claimid_OBJS  := roles/gateway/claimid.o roles/gateway/crypto.o
 test_claimid_LIBS  := -lcrypto
 test_ratelimit_OBJS := roles/gateway/ratelimit.o
 test_ratelimit_LIBS := -lm
+test_clientaddr_OBJS := roles/gateway/clientaddr.o
 UNIT_BINS  := $(UNIT_TESTS:%=$(BUILD)/test/unit/%)
 
 C_SOURCES = src/*.c include/*.h roles/*/*.c roles/*/*.h test/unit/*.c test/unit/*.h \

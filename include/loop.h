@@ -1,6 +1,6 @@
 /*
  * The event loop: one libevent event_base per role thread, plus a notify channel through which
- * other threads (civetweb workers, database threads) hand work to the loop. This channel is the
+ * other threads (HTTP workers, database threads) hand work to the loop. This channel is the
  * only place threads touch a loop.
  *
  * Ownership: daemon (main) -> loop -> listeners, conns, timers of the role running on it.

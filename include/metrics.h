@@ -1,6 +1,6 @@
 /*
  * Prometheus metrics: a process-wide registry of counters, gauges and histograms, each series
- * named by metric name + label set. Thread-safe (roles on several threads, civetweb workers).
+ * named by metric name + label set. Thread-safe (roles on several threads, HTTP workers).
  * Rendering follows the text exposition format 0.0.4.
  *
  * Labels are passed pre-rendered, e.g. "cmd=\"chance.claim\",outcome=\"ok\"" (or "" for none);

@@ -73,7 +73,7 @@ void rpc_client_call(struct rpc_client *cli, const char *cmd, cJSON *data, int t
 int rpc_client_emit(struct rpc_client *cli, const char *cmd, cJSON *data) MUSTCHECK;
 
 /*
- * Blocking call for threads other than the loop's (civetweb workers): posts the call to the
+ * Blocking call for threads other than the loop's (HTTP workers): posts the call to the
  * loop and waits. Takes ownership of data. On return *result holds a new tree (caller frees with
  * cJSON_Delete) for RPC_OK and RPC_ERROR, else NULL. progress, if set, runs on the loop thread
  * for each stream item. Returns the final status.

@@ -11,7 +11,7 @@ PACKAGES=(
 	# build
 	build-essential pkg-config clang libclang-rt-14-dev
 	libevent-dev libhiredis-dev libcjson-dev librabbitmq-dev libmongoc-dev libbson-dev
-	libargon2-dev libcivetweb-dev libinih-dev libssl-dev libpq-dev libsystemd-dev
+	libargon2-dev libinih-dev libssl-dev libpq-dev libsystemd-dev
 	# servers for the tests (and openssl: the store TLS tests make
 	# their own CA; deploy/gen-certs.sh, for make run and the internal links' tests, runs it too)
 	redis-server redis-tools postgresql postgresql-contrib rabbitmq-server pgbouncer

@@ -1,7 +1,7 @@
 /*
  * The HTTP API: the route table (also the source of the OpenAPI document), the dispatcher, and
  * helpers every handler uses to read input and map failures to problem+json answers.
- * Handlers run on civetweb worker threads; they may block on PostgreSQL and synchronous RPC.
+ * Handlers run on HTTP worker threads (http.h); they may block on PostgreSQL and synchronous RPC.
  */
 #ifndef CHANCED_GATEWAY_API_H
 #define CHANCED_GATEWAY_API_H
@@ -59,7 +59,7 @@ extern const size_t api_nroutes;
 /* Labels "METHOD path" of every route, for metrics (same order as api_routes). */
 extern const char *const api_route_names[];
 
-/* The civetweb handler: routes, authenticates, authorises, times and counts. arg is gw. */
+/* The HTTP handler: routes, authenticates, authorises, times and counts. arg is gw. */
 void api_dispatch(struct http_req *req, void *arg);
 
 /*

@@ -1,7 +1,7 @@
 /*
  * The web app: files of web/ embedded at build time (tools/embed.c writes the table into
  * $(BUILD)/gen/web_assets.c) and served by the gateway next to /api/v1, with caching and
- * security headers. Read-only data: safe from every civetweb worker thread.
+ * security headers. Read-only data: safe from every HTTP worker thread.
  */
 #ifndef CHANCED_GATEWAY_ASSETS_H
 #define CHANCED_GATEWAY_ASSETS_H

@@ -172,8 +172,17 @@ gateway_start(struct role_ctx *ctx)
                              outbox_relay_pass, gw->outbox);
     gw->reconciler =
         bgtask_start("reconciler", (int)c->reconcile_interval_ms, 0, reconcile_pass, gw->rec);
-    struct http_options ho = {c->http_listen, (int)c->http_threads, (int)c->http_request_timeout_ms,
-                              c->trust_forwarded_for};
+    struct http_options ho = {
+        .listen = c->http_listen,
+        .threads = (int)c->http_threads,
+        .request_timeout_ms = (int)c->http_request_timeout_ms,
+        .read_timeout_ms = (int)c->http_read_timeout_ms,
+        .max_header_bytes = (size_t)c->http_max_header_bytes,
+        .max_body_bytes = (size_t)c->max_body_bytes,
+        .max_conns = (int)c->http_max_conns,
+        .max_conns_per_addr = (int)c->http_max_conns_per_addr,
+        .trust_forwarded = c->trust_forwarded_for,
+    };
     if ((gw->http = http_server_new(&ho, api_dispatch, gw)) == NULL) {
         __atomic_store_n(&gw->stopping, 1, __ATOMIC_RELAXED);
         bgtask_stop(gw->reconciler);

@@ -16,11 +16,25 @@ static const struct conf_key gateway_keys[] = {
       "HTTP port of the gateway for /livez, /readyz (with the reason) and /metrics; keep it "
       "off the public network."),
     K(http_threads, CONF_INT, "64", 2, 4096, NULL, 0,
-      "HTTP worker threads; each serves one keep-alive connection at a time."),
+      "HTTP worker threads running handlers (PostgreSQL, argon2, RPC); open connections cost "
+      "none: one event-loop thread reads and writes them all."),
     K(http_request_timeout_ms, CONF_INT, "30000", 100, 600000, NULL, 0,
-      "Deadline for reading a request and writing its response."),
+      "A response write that makes no progress this long closes the connection; a request "
+      "that waited this long for a free worker gets 503."),
+    K(http_read_timeout_ms, CONF_INT, "5000", 100, 600000, NULL, 0,
+      "A request's headers and body must arrive within this (however slowly the bytes come); "
+      "also how long an idle keep-alive connection stays open."),
+    K(http_max_header_bytes, CONF_INT, "16384", 1024, 1048576, NULL, 0,
+      "Largest request line plus headers; larger ones get 431 (over twice this, the connection "
+      "is closed with a plain 400)."),
+    K(http_max_conns, CONF_INT, "4096", 16, 1000000, NULL, 0,
+      "Open HTTP connections in total (lowered to fit the descriptor limit); the last eighth is "
+      "kept for client addresses holding fewer than two."),
+    K(http_max_conns_per_addr, CONF_INT, "32", 1, 1000000, NULL, 0,
+      "Open HTTP connections per client address (an IPv6 /64 counts as one); more are closed at "
+      "once. Not applied with trust_forwarded_for, where every connection is the proxy's."),
     K(max_body_bytes, CONF_INT, "1048576", 1024, 64 << 20, NULL, 0,
-      "Largest accepted request body; larger ones get 413."),
+      "Largest accepted request body; larger ones get 413 before they are read."),
     K(chance_addr, CONF_STR, "127.0.0.1:4001", 0, 0, conf_check_hostport_list, 0,
       "The chance instances the gateway calls (NestJS TCP): host:port, a comma-separated list, "
       "or a name with several addresses (each is an instance; names are resolved again every "
@@ -85,7 +99,9 @@ static const struct conf_key gateway_keys[] = {
       "Key that tags claim ids so the reconciler credits only claims a gateway issued; the same "
       "on every gateway, never given to chance. Empty: a random key kept in the database."),
     K(trust_forwarded_for, CONF_BOOL, "false", 0, 0, NULL, 0,
-      "Use the last X-Forwarded-For address as the client (only behind a trusted proxy)."),
+      "Take the client address from the right-most X-Forwarded-For entry (across all lines) "
+      "when it is a valid IPv4/IPv6 address, else the socket's; only behind a proxy that "
+      "appends it."),
     K(reconcile_interval_ms, CONF_INT, "1000", 50, 3600000, NULL, 0,
       "How often the reconciler reads chance's assignment log."),
     K(reconcile_grace_ms, CONF_INT, "5000", 0, 3600000, NULL, 0,

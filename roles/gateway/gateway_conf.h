@@ -9,8 +9,12 @@
 struct gateway_conf {
     char *http_listen;                 /* host:port of the HTTP API */
     char *gateway_health_listen;       /* /livez, /readyz with details, /metrics */
-    long long http_threads;            /* civetweb workers: one per open keep-alive connection */
-    long long http_request_timeout_ms; /* civetweb read/write deadline per request */
+    long long http_threads;            /* workers running handlers (connections cost none) */
+    long long http_request_timeout_ms; /* write stall bound; queue wait bound */
+    long long http_read_timeout_ms;    /* a request's headers and body arrive within this */
+    long long http_max_header_bytes;   /* request line + headers above this get 431 */
+    long long http_max_conns;          /* open connections in total */
+    long long http_max_conns_per_addr; /* open connections per client address (IPv6: /64) */
     long long max_body_bytes;          /* request bodies above this get 413 */
     char *chance_addr;                 /* chance role, NestJS TCP */
     char *logger_addr;                 /* logger role, NestJS TCP */

@@ -125,7 +125,9 @@ class Stack:
                     "--login_rate_ip=1000000", "--login_burst_ip=1000000",
                     # sign-ups come 16 at a time: let them queue for the argon2 slots
                     "--argon2_queue_ms=10000", "--argon2_queue_max=64",
-                    "--cookie_secure=false"] + common)
+                    "--cookie_secure=false",
+                    # every load client is 127.0.0.1: lift the per-address connection cap
+                    "--http_max_conns_per_addr=1000000"] + common)
                 self.gateway.append(d)
                 self.gw_ports.append(gp)
                 self.gw_health.append(gh)

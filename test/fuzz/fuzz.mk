@@ -18,7 +18,7 @@ FUZZ_FLAGS   := -std=gnu11 -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -Iinclude $(shell pkg-config --cflags libcjson)
 FUZZ_LIBS    := $(shell pkg-config --libs libcjson) -lm
-FUZZ_TARGETS := codec json body urlquery event logquery
+FUZZ_TARGETS := codec json body urlquery event logquery clientaddr
 FUZZ_RUN     := -timeout=10 -rss_limit_mb=2048 \
                 -artifact_prefix=$(FUZZ_DIR)/artifacts/ -print_final_stats=1
 
@@ -69,6 +69,12 @@ $(FUZZ_DIR)/fuzz_urlquery: test/fuzz/fuzz_urlquery.c roles/gateway/urlquery.c \
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -Iroles/gateway -o $@ test/fuzz/fuzz_urlquery.c \
 	    roles/gateway/urlquery.c src/util.c $(FUZZ_LIBS)
+
+$(FUZZ_DIR)/fuzz_clientaddr: test/fuzz/fuzz_clientaddr.c roles/gateway/clientaddr.c \
+                             roles/gateway/clientaddr.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Iroles/gateway -o $@ test/fuzz/fuzz_clientaddr.c \
+	    roles/gateway/clientaddr.c $(FUZZ_LIBS)
 
 $(FUZZ_DIR)/fuzz_event: test/fuzz/fuzz_event.c roles/logger/event.c roles/logger/event.h src/json.c \
                         src/util.c include/json.h include/util.h

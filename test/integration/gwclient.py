@@ -21,9 +21,11 @@ import pytest
 
 API = "/api/v1"
 
-# Gateway keys for tests: generous rate limits and a longer argon2 queue (they are tested on their
-# own, in test_login_edge.py), a fast reconciler.
+# Gateway keys for tests: generous rate limits, connection caps (every test client is 127.0.0.1)
+# and a longer argon2 queue (each is tested on its own: test_http_edge.py, test_login_edge.py),
+# a fast reconciler.
 GATEWAY_TEST_KEYS = {
+    "http_max_conns_per_addr": 100000,
     "login_rate_ip": 100000,
     "login_burst_ip": 100000,
     "login_fail_rate": 1000,
