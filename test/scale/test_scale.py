@@ -21,9 +21,9 @@ Bounded by default (about 3 minutes, in `make test`); CHANCED_SCALE=full runs is
 
 import concurrent.futures
 import importlib.util
+import json
 import os
 import random
-import re
 import signal
 import sys
 import threading
@@ -229,7 +229,6 @@ def pg_rows(pg, sql, args=()):
 
 def redis_assigned(rc):
     """{code: (user_id, claim_id)} of every code assigned in Redis, read from every master."""
-    import json
     out, categories = {}, set()
     for port, r in rc.clients().items():
         for key in r.scan_iter(match="chance:{c*}:codes", count=1000):
@@ -253,8 +252,9 @@ def stream_backlog(rc):
 # --- the test ------------------------------------------------------------------------------
 
 def test_every_guarantee_holds_on_clustered_stores(stores, chanced, chanced_bin, mongo_url,
-                                                   amqp_queue):
+                                                   amqp_queue, test_output_dir):
     import pymongo
+    began = time.monotonic()
     rc, mq, pg = stores.redis, stores.rabbit, stores.pg
     base, _, query = mongo_url.partition("?")
     mdb_name = "scale_%s" % os.urandom(4).hex()
@@ -463,3 +463,11 @@ def test_every_guarantee_holds_on_clustered_stores(stores, chanced, chanced_bin,
     assert not two, "two reconciler lease holders at once: %r" % two[:5]
     assert takeover["s"] < LEASE_TTL_MS / 1000 + 2.0, takeover
     mongo.close()
+    summary = {"size": "full" if FULL else "bounded", "categories": CATEGORIES, "codes": CODES,
+               "users": USERS, "claims": len(jobs), "answers": sum(len(v) for v in answers.values()),
+               "credited": len(ledger), "chance_events": chance_events, "published": published,
+               "publish_ratio": round(published / chance_events, 3),
+               "lease_samples": len(sampler.samples), "takeover_s": round(takeover["s"], 2),
+               "categories_per_master": per_master, "seconds": round(time.monotonic() - began, 1)}
+    (test_output_dir / "scale-summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print("scale summary:", json.dumps(summary))
