@@ -69,7 +69,7 @@ CATEGORIES = 20
 CODES = 500 if FULL else 40
 USERS = 300 if FULL else 48
 CLAIMS_PER_USER = 6 if FULL else 4
-PER_USER_LIMIT = 2
+PER_USER_LIMIT = 1  # users draw categories at random: some hit it (409 user_limit_reached)
 RETRY_SHARE = 0.30
 LEASE_TTL_MS = 2000
 N_CHANCE, N_LOGGER, N_GATEWAY = 3, 2, 3
@@ -439,6 +439,10 @@ def test_every_guarantee_holds_on_clustered_stores(stores, chanced, chanced_bin,
                 raise
             time.sleep(1)
     assert len(ledger) >= len(jobs) // 2, (len(ledger), len(jobs))
+    # the limit was reached for real: the claims over it failed, not credited
+    over = pg_rows(pg, "SELECT count(*) FROM claims WHERE status = 'failed'"
+                   " AND error = 'user_limit_reached'")[0][0]
+    assert over > 0 and len(ledger) + over == len(answers), (len(ledger), over, len(answers))
 
     # every answer for one (user, key) is that claim's one outcome, now as then
     by_key = {}
@@ -465,7 +469,7 @@ def test_every_guarantee_holds_on_clustered_stores(stores, chanced, chanced_bin,
     mongo.close()
     summary = {"size": "full" if FULL else "bounded", "categories": CATEGORIES, "codes": CODES,
                "users": USERS, "claims": len(jobs), "answers": sum(len(v) for v in answers.values()),
-               "credited": len(ledger), "chance_events": chance_events, "published": published,
+               "credited": len(ledger), "over_limit": over, "chance_events": chance_events, "published": published,
                "publish_ratio": round(published / chance_events, 3),
                "lease_samples": len(sampler.samples), "takeover_s": round(takeover["s"], 2),
                "categories_per_master": per_master, "seconds": round(time.monotonic() - began, 1)}
