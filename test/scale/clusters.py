@@ -192,6 +192,13 @@ class RedisCluster:
         self.nodes = {}  # port -> Proc
         n = masters * (1 + replicas)
         self.ports = [free_port() for _ in range(n)]
+        try:
+            self._create(replicas)
+        except BaseException:
+            self.stop()  # a failed start leaves nothing running
+            raise
+
+    def _create(self, replicas):
         for port in self.ports:
             self._start(port)
         for port in self.ports:
@@ -396,6 +403,13 @@ class RabbitCluster:
         self.nodes = []
         for i in range(nodes):
             self.nodes.append(RabbitNode(self, i))
+        try:
+            self._create()
+        except BaseException:
+            self.stop()  # a failed start leaves nothing running
+            raise
+
+    def _create(self):
         for n in self.nodes:
             n.start()
         wait_for(lambda: all(n.ready() or not n.proc.alive() for n in self.nodes), 120,
@@ -465,6 +479,13 @@ class PgPair:
             subprocess.run(["chown", "-R", "postgres:postgres", str(self.dir)], check=True)
         self.ports = [free_port(), free_port()]
         self.procs = [None, None]
+        try:
+            self._create()
+        except BaseException:
+            self.stop()  # a failed start leaves nothing running
+            raise
+
+    def _create(self):
         primary = self.dir / "primary"
         self._run([self.bin + "/initdb", "-D", str(primary), "-A", "trust", "-U", "postgres",
                    "-E", "UTF8", "--no-locale", "--no-sync"])
