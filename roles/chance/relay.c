@@ -386,6 +386,14 @@ on_acked(enum redis_status status, cJSON *replies, void *arg)
 }
 
 static void
+on_nothing_acked(enum redis_status status, cJSON *replies, void *arg)
+{
+    UNUSED(status);
+    UNUSED(arg);
+    cJSON_Delete(replies);
+}
+
+static void
 on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct relay *r = arg;
@@ -452,7 +460,9 @@ on_published(struct pub_item *items, void *arg)
     r->held -= done;
     metrics_set(r->metrics, "chanced_relay_held", "", (double)r->held);
     metrics_add(r->metrics, "chanced_relay_published_total", "", (double)done);
-    redis_batch_send(b, on_acked, r); /* an empty batch just finishes on the next turn */
+    /* An empty batch (nothing confirmed: the broker went away) just finishes on the next turn,
+     * as unavailable; that is no failed acknowledgement, so it is not reported as one. */
+    redis_batch_send(b, done > 0 ? on_acked : on_nothing_acked, r);
     if (r->unconfirmed && !event_pending(r->retry, EV_TIMEOUT, NULL)) {
         struct timeval tv = {RETRY_MS / 1000, (RETRY_MS % 1000) * 1000};
         event_add(r->retry, &tv);

@@ -616,6 +616,11 @@ reconcile_pass(void *arg)
         if (!full && cat->scanned && strcmp(cat->seen, last) == 0) {
             continue;
         }
+        /* a pass can outlast the lease (chance slow or failing over): stop when it is gone */
+        if (!lease_keep(rec->lease, c)) {
+            complete = false;
+            break;
+        }
         if (scan_category(rec, c, cat)) {
             cat->scanned = true;
             snprintf(cat->seen, sizeof(cat->seen), "%s", last);
@@ -626,8 +631,12 @@ reconcile_pass(void *arg)
     if (full && complete) {
         rec->last_full_ms = time_mono_ms();
     }
-    settle_pending(rec, c);
-    verify_tail(rec, c);
+    if (lease_keep(rec->lease, c)) {
+        settle_pending(rec, c);
+    }
+    if (lease_keep(rec->lease, c)) {
+        verify_tail(rec, c);
+    }
     pg_release(gw->pg, c);
     cJSON_Delete(cats);
     return false;

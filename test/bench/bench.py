@@ -79,8 +79,8 @@ def section(text):
 # ---- the roles --------------------------------------------------------------------------------
 
 class Stack:
-    """n instances of every role on the shared servers: gateway i talks to chance i and logger
-    i (gateway endpoint lists are issue 11's; until then each gateway has its own pair). Chance
+    """n instances of every role on the shared servers: every gateway is given every chance and
+    logger instance (endpoint lists; it spreads its calls over them per request). Chance
     instances share Redis (relay consumer groups), loggers share the queue."""
 
     def __init__(self, n, queue, mongo_db, gateways=True, logger_mongo_url=None,
@@ -118,8 +118,8 @@ class Stack:
                 d = self._start("gateway-%d" % i, [
                     "--role=gateway", "--http_listen=127.0.0.1:%d" % gp,
                     "--gateway_health_listen=127.0.0.1:%d" % gh,
-                    "--chance_addr=127.0.0.1:%d" % self.ch_ports[i],
-                    "--logger_addr=127.0.0.1:%d" % self.logger[i][1],
+                    "--chance_addr=" + ",".join("127.0.0.1:%d" % p for p in self.ch_ports),
+                    "--logger_addr=" + ",".join("127.0.0.1:%d" % p for _, p in self.logger),
                     "--postgres_url=" + pg_url(DB), "--claim_rate=1000000",
                     "--claim_burst=1000000", "--signup_rate_ip=1000000",
                     "--login_rate_ip=1000000", "--login_burst_ip=1000000",
@@ -733,8 +733,8 @@ def suite_scale(ctx):
         "CPU-s / 1,000 claims (roles + servers)"]
     s = ["## 3. Scale-out on this machine: 1 to %d instances of every role (issue 11)" % SCALE_MAX, "",
          "HTTP claims, %d keep-alive clients split round-robin over the gateways (client i → "
-         "gateway i mod n), %.0f s per run; gateway i calls chance i and logger i (one address "
-         "each until the gateway takes endpoint lists); all chance instances share Redis and "
+         "gateway i mod n), %.0f s per run; every gateway is given every chance and logger "
+         "instance (endpoint lists, spread per request); all chance instances share Redis and "
          "relay through consumer groups, all loggers consume the one queue. Two cores: this "
          "shows the cost of more instances, not a speed-up." % (CLIENTS, SCALE_SECONDS), "",
          md_table(hdr, rows), "Command (3 instances, last run):", "", "```",
