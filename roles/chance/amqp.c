@@ -2,6 +2,8 @@
 #include "rabbit.h"
 
 #include <amqp.h>
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,16 +15,19 @@
 
 enum { PENDING, ACKED, NACKED };
 
+/*
+ * The window: every message published and not yet reported by chance_amqp_settled, in publish
+ * order. state[off] has the confirm sequence number first_seq, state[off + i] first_seq + i.
+ */
 struct chance_amqp {
     struct rmq_link *link;        /* owned */
     amqp_connection_state_t conn; /* borrowed from link */
     char *queue;                  /* owned copy of the name */
-    uint64_t next_seq;            /* confirm sequence number of the next publish (from 1) */
-    uint64_t round_first;         /* sequence number of the round's first message */
-    unsigned char *state;         /* per message of the round: PENDING, ACKED, NACKED */
-    size_t n, cap;                /* messages in the round / allocated */
-    size_t pending;               /* of them not settled yet */
-    bool returned;                /* the broker returned a message of this round */
+    uint64_t first_seq;           /* sequence number of state[off] (the first publish is 1) */
+    unsigned char *state;         /* per message of the window: PENDING, ACKED, NACKED */
+    int64_t *sent_ms;             /* per message: when it was published (monotonic) */
+    size_t off, n, cap;           /* the window is [off, n) of cap allocated */
+    bool returned;                /* the broker returned a message: the link is spent */
 };
 
 struct chance_amqp *
@@ -31,7 +36,7 @@ chance_amqp_open(const struct rmq_conf *rmq, int timeout_ms, unsigned *next_url,
 {
     struct chance_amqp *a = xcalloc(1, sizeof(*a));
     a->queue = xstrdup(rmq->amqp_queue);
-    a->next_seq = a->round_first = 1;
+    a->first_seq = 1;
     if ((a->link = rmq_link_open(rmq, RMQ_TOPOLOGY_DECLARE_OR_CHECK, timeout_ms, next_url, err,
                                  errlen)) == NULL) {
         goto fail;
@@ -55,6 +60,7 @@ chance_amqp_close(struct chance_amqp *a)
     }
     rmq_link_close(a->link);
     free(a->state);
+    free(a->sent_ms);
     free(a->queue);
     free(a);
 }
@@ -72,9 +78,12 @@ chance_amqp_peer(const struct chance_amqp *a)
 }
 
 size_t
-chance_amqp_round_size(const struct chance_amqp *a)
+chance_amqp_unsettled(const struct chance_amqp *a, int64_t *oldest_ms)
 {
-    return a->n;
+    if (oldest_ms) {
+        *oldest_ms = a->n > a->off ? a->sent_ms[a->off] : 0;
+    }
+    return a->n - a->off;
 }
 
 int
@@ -97,13 +106,19 @@ chance_amqp_publish(struct chance_amqp *a, const char *body, size_t len, const c
         snprintf(err, errlen, "publish: %s", amqp_error_string2(st));
         return -1;
     }
+    if (a->n == a->cap && a->off > 0) { /* slide the window back to the start */
+        memmove(a->state, a->state + a->off, a->n - a->off);
+        memmove(a->sent_ms, a->sent_ms + a->off, (a->n - a->off) * sizeof(*a->sent_ms));
+        a->n -= a->off;
+        a->off = 0;
+    }
     if (a->n == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 256;
         a->state = xrealloc(a->state, a->cap);
+        a->sent_ms = xrealloc(a->sent_ms, a->cap * sizeof(*a->sent_ms));
     }
+    a->sent_ms[a->n] = time_mono_ms();
     a->state[a->n++] = PENDING;
-    a->pending++;
-    a->next_seq++;
     return 0;
 }
 
@@ -111,11 +126,13 @@ chance_amqp_publish(struct chance_amqp *a, const char *body, size_t len, const c
 static void
 settle(struct chance_amqp *a, uint64_t tag, bool multiple, unsigned char to)
 {
-    for (size_t i = 0; i < a->n; i++) {
-        uint64_t seq = a->round_first + i;
-        if ((seq == tag || (multiple && seq < tag)) && a->state[i] == PENDING) {
+    if (tag < a->first_seq || tag - a->first_seq >= a->n - a->off) {
+        return; /* reported already (a repeated multiple ack), or not ours */
+    }
+    size_t last = a->off + (size_t)(tag - a->first_seq);
+    for (size_t i = multiple ? a->off : last; i <= last; i++) {
+        if (a->state[i] == PENDING) {
             a->state[i] = to;
-            a->pending--;
         }
     }
 }
@@ -164,49 +181,52 @@ on_frame(struct chance_amqp *a, const amqp_frame_t *f, char *err, size_t errlen)
 }
 
 int
-chance_amqp_confirm(struct chance_amqp *a, int timeout_ms, bool *confirmed, char *err,
-                    size_t errlen)
+chance_amqp_wait(struct chance_amqp *a, int timeout_ms, int wake_fd, char *err, size_t errlen)
 {
-    int64_t deadline = time_mono_ms() + (a->pending > 0 ? timeout_ms : 0);
-    int rc = 0;
-    /* With nothing pending this still reads once: heartbeats, or a close from the broker. */
-    do {
-        int64_t left = deadline - time_mono_ms();
-        if (left < 0) {
-            left = 0;
+    /* librabbitmq may hold bytes or frames it read already: the socket would not show them. */
+    if (timeout_ms > 0 && !amqp_data_in_buffer(a->conn) && !amqp_frames_enqueued(a->conn)) {
+        struct pollfd fds[2] = {{.fd = amqp_get_sockfd(a->conn), .events = POLLIN},
+                                {.fd = wake_fd, .events = POLLIN}};
+        if (poll(fds, wake_fd >= 0 ? 2 : 1, timeout_ms) < 0 && errno != EINTR) {
+            snprintf(err, errlen, "poll: %s", strerror(errno));
+            return -1;
         }
-        struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+    }
+    /* Everything already there, without blocking; this also services heartbeats and notices a
+     * close from the broker. */
+    for (;;) {
+        struct timeval tv = {0, 0};
         amqp_frame_t f;
         int st = amqp_simple_wait_frame_noblock(a->conn, &f, &tv);
         if (st == AMQP_STATUS_TIMEOUT) {
-            if (a->pending > 0) {
-                snprintf(err, errlen, "%zu of %zu messages not confirmed within %d ms", a->pending,
-                         a->n, timeout_ms);
-                rc = -1;
-            }
             break;
         }
         if (st != AMQP_STATUS_OK) {
             snprintf(err, errlen, "%s", amqp_error_string2(st));
-            rc = -1;
-            break;
+            return -1;
         }
         if (on_frame(a, &f, err, errlen) != 0) {
-            rc = -1;
-            break;
+            return -1;
         }
-    } while (a->pending > 0);
-    if (rc == 0 && a->returned) {
-        rc = -1; /* err already says why; the topology is redeclared on reconnect */
     }
-    for (size_t i = 0; i < a->n; i++) {
-        confirmed[i] = a->state[i] == ACKED && !a->returned;
+    if (a->returned) {
+        return -1; /* err already says why; the topology is redeclared on reconnect */
     }
-    if (rc == 0) {
-        amqp_maybe_release_buffers(a->conn);
+    amqp_maybe_release_buffers(a->conn);
+    return 0;
+}
+
+size_t
+chance_amqp_settled(struct chance_amqp *a, bool *confirmed, size_t max)
+{
+    size_t k = 0;
+    while (k < max && a->off < a->n && a->state[a->off] != PENDING) {
+        confirmed[k++] = a->state[a->off] == ACKED;
+        a->off++;
+        a->first_seq++;
     }
-    a->round_first = a->next_seq;
-    a->n = a->pending = 0;
-    a->returned = false;
-    return rc;
+    if (a->off == a->n) {
+        a->off = a->n = 0;
+    }
+    return k;
 }

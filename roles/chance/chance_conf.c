@@ -27,7 +27,8 @@ static const struct conf_key chance_keys[] = {
     K(generate_chunk, CONF_INT, "2000", 10, 100000, NULL, 0,
       "Codes written per pipelined round trip while generating."),
     K(relay_batch, CONF_INT, "500", 1, 10000, NULL, 0,
-      "Events published per confirm round by the chance relay."),
+      "Entries the chance relay reads per stream and round trip; up to 4x this many events await "
+      "the broker confirms."),
     K(relay_sweep_ms, CONF_INT, "1000", 10, 600000, NULL, 0,
       "Every audit stream is read this often (streams this instance writes to are read at once)."),
     K(relay_claim_idle_ms, CONF_INT, "60000", 1000, 86400000, NULL, 0,

@@ -1,11 +1,13 @@
 /* The chance role's audit publisher thread (publisher.h). */
 #include "publisher.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backoff.h"
 #include "log.h"
@@ -14,21 +16,26 @@
 #include "rmq_conf.h"
 #include "util.h"
 
-#define CONFIRM_TIMEOUT_MS 10000 /* a round not confirmed by then is published again */
+#define CONFIRM_TIMEOUT_MS 10000 /* a message not confirmed by then: the link is dropped */
 #define CONNECT_TIMEOUT_MS 10000
 #define IDLE_WAIT_MS 500   /* with nothing to publish, service the link this often */
+#define REPORT_MAX 256     /* confirms read from the adapter per call */
+#define WINDOW_BATCHES 4   /* messages in flight (published, not settled): this many batches */
 #define STOP_GRACE_MS 3000 /* publisher_free waits this long before interrupting */
 
 struct publisher {
     struct loop *loop;          /* borrowed; results are posted to it */
     const struct rmq_conf *rmq; /* borrowed */
-    int batch;                  /* messages per confirm round */
+    size_t window;              /* messages in flight (published, not settled) at most */
     publisher_done_fn done;     /* called on the loop */
     void *arg;
     pthread_t thread;
     pthread_mutex_t lock;         /* guards queue, stop and link (for the interrupt) */
     pthread_cond_t cond;          /* signalled by submit and stop */
+    int wake[2];                  /* pipe: submit and stop wake the thread waiting on the broker */
     struct pub_item *head, *tail; /* waiting to be published */
+    struct pub_item *out, *out_tail; /* thread-owned: published, not settled, in publish order */
+    size_t nout;                     /* thread-owned: how many */
     bool stop;
     int exited;                   /* atomic: the thread returned */
     int connected;                /* atomic */
@@ -61,6 +68,8 @@ static void
 publisher_destroy(struct publisher *p)
 {
     pub_items_free(p->head);
+    close(p->wake[0]);
+    close(p->wake[1]);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -126,25 +135,32 @@ nap(struct publisher *p, int ms)
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Takes up to batch items off the queue, waiting up to IDLE_WAIT_MS for the first. */
-static struct pub_item *
-take(struct publisher *p, size_t *n)
+/* Wakes the thread from chance_amqp_wait; a full pipe already does. */
+static void
+wake(struct publisher *p)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += (long)IDLE_WAIT_MS * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
+    ssize_t rc = write(p->wake[1], "w", 1);
+    UNUSED(rc);
+}
+
+static void
+drain_wake(struct publisher *p)
+{
+    char buf[64];
+    while (read(p->wake[0], buf, sizeof(buf)) > 0) {
     }
+}
+
+/* Takes up to max items off the queue without waiting; *more says whether some are left. */
+static struct pub_item *
+take(struct publisher *p, size_t max, bool *more)
+{
     pthread_mutex_lock(&p->lock);
-    while (p->head == NULL && !p->stop && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0) {
-    }
     struct pub_item *first = p->head, *last = NULL;
-    *n = 0;
-    for (struct pub_item *it = p->head; it && *n < (size_t)p->batch; it = it->next) {
+    size_t n = 0;
+    for (struct pub_item *it = p->head; it && n < max; it = it->next) {
         last = it;
-        (*n)++;
+        n++;
     }
     if (last) {
         p->head = last->next;
@@ -153,6 +169,7 @@ take(struct publisher *p, size_t *n)
         }
         last->next = NULL;
     }
+    *more = p->head != NULL;
     pthread_mutex_unlock(&p->lock);
     return last ? first : NULL;
 }
@@ -172,46 +189,91 @@ ensure_link(struct publisher *p)
     }
     set_link(p, a);
     backoff_reset(&p->bo);
-    log_info("relay_connected", "broker=%s queue=%s batch=%d", chance_amqp_peer(a),
-             p->rmq->amqp_queue, p->batch);
+    log_info("relay_connected", "broker=%s queue=%s window=%zu", chance_amqp_peer(a),
+             p->rmq->amqp_queue, p->window);
     return 0;
 }
 
-/* Publishes one round and waits for its confirms; every item is marked and handed back. */
+/* The link is gone: every message not reported yet goes back unconfirmed (published again). */
 static void
-publish_round(struct publisher *p, struct pub_item *items, size_t n)
+fail_link(struct publisher *p, const char *why)
 {
-    char err[256] = "";
-    bool *ok = xcalloc(n, sizeof(bool));
-    size_t sent = 0;
-    bool failed = false;
-    for (struct pub_item *it = items; it; it = it->next) {
-        if (chance_amqp_publish(p->link, it->body, it->len, it->msgid, err, sizeof(err)) != 0) {
-            failed = true;
-            break;
-        }
-        sent++;
+    backoff_fail(&p->bo, "relay_amqp_failed", why);
+    set_link(p, NULL);
+    for (struct pub_item *it = p->out; it; it = it->next) {
+        it->confirmed = false;
     }
-    char why[256] = "";
-    if (chance_amqp_confirm(p->link, CONFIRM_TIMEOUT_MS, ok, why, sizeof(why)) != 0 && !failed) {
-        snprintf(err, sizeof(err), "%s", why);
-        failed = true;
-    }
-    size_t i = 0, confirmed = 0;
-    for (struct pub_item *it = items; it; it = it->next, i++) {
-        it->confirmed = i < sent && ok[i];
-        confirmed += it->confirmed;
-    }
-    free(ok);
-    __atomic_add_fetch(&p->published, (unsigned long long)confirmed, __ATOMIC_RELAXED);
-    if (failed) {
-        backoff_fail(&p->bo, "relay_amqp_failed", err);
-        set_link(p, NULL);
-    }
-    log_debug("relay_round", "messages=%zu confirmed=%zu", n, confirmed);
-    post_back(p, items);
+    post_back(p, p->out);
+    p->out = p->out_tail = NULL;
+    p->nout = 0;
 }
 
+/* Publishes what is queued, as far as the window allows; true if more is waiting. */
+static bool
+publish_queued(struct publisher *p)
+{
+    bool more = false;
+    if (p->nout >= p->window) {
+        return false; /* the window is full: confirms make room */
+    }
+    struct pub_item *items = take(p, p->window - p->nout, &more);
+    for (struct pub_item *it = items; it; it = items) {
+        char err[256];
+        items = it->next;
+        it->next = NULL;
+        it->confirmed = false;
+        if (p->out_tail) {
+            p->out_tail->next = it;
+        } else {
+            p->out = it;
+        }
+        p->out_tail = it;
+        p->nout++;
+        if (chance_amqp_publish(p->link, it->body, it->len, it->msgid, err, sizeof(err)) != 0) {
+            p->out_tail->next = items; /* not published: back with the rest, unconfirmed */
+            fail_link(p, err);
+            return false;
+        }
+    }
+    return more;
+}
+
+/* Hands the settled messages at the head of the window back to the loop, in one list. */
+static void
+report_settled(struct publisher *p)
+{
+    bool ok[REPORT_MAX];
+    struct pub_item *done = NULL, **tail = &done;
+    size_t n = 0, confirmed = 0, k;
+    while ((k = chance_amqp_settled(p->link, ok, REPORT_MAX)) > 0) {
+        for (size_t i = 0; i < k; i++) {
+            struct pub_item *it = p->out;
+            p->out = it->next;
+            it->next = NULL;
+            it->confirmed = ok[i];
+            confirmed += ok[i];
+            *tail = it;
+            tail = &it->next;
+        }
+        p->nout -= k;
+        n += k;
+    }
+    if (p->out == NULL) {
+        p->out_tail = NULL;
+    }
+    if (n == 0) {
+        return;
+    }
+    __atomic_add_fetch(&p->published, (unsigned long long)confirmed, __ATOMIC_RELAXED);
+    log_debug("relay_confirmed", "messages=%zu confirmed=%zu in_flight=%zu", n, confirmed, p->nout);
+    post_back(p, done);
+}
+
+/*
+ * Publishes as soon as messages are queued and reads confirms as they come, so a message never
+ * waits for the confirms of earlier ones (at most window are in flight). On a stop, the messages
+ * in flight are still waited for (bounded by the confirm timeout and publisher_free's grace).
+ */
 static void *
 run(void *arg)
 {
@@ -221,28 +283,42 @@ run(void *arg)
         pthread_mutex_lock(&p->lock);
         bool stop = p->stop;
         pthread_mutex_unlock(&p->lock);
-        if (stop) {
+        if (stop && (p->link == NULL || p->nout == 0)) {
             break;
         }
         if (ensure_link(p) != 0) {
             nap(p, backoff_next(&p->bo));
             continue;
         }
-        size_t n;
-        struct pub_item *items = take(p, &n);
-        if (items) {
-            publish_round(p, items, n);
+        bool more = !stop && publish_queued(p);
+        if (p->link == NULL) {
             continue;
         }
-        /* Nothing to publish: still read the link for heartbeats and a close from the broker. */
-        bool none;
+        int64_t oldest = 0, now = time_mono_ms();
+        int wait = more ? 0 : IDLE_WAIT_MS;
+        if (chance_amqp_unsettled(p->link, &oldest) > 0 &&
+            oldest + CONFIRM_TIMEOUT_MS - now < wait) {
+            wait = oldest + CONFIRM_TIMEOUT_MS - now < 0 ? 0
+                                                         : (int)(oldest + CONFIRM_TIMEOUT_MS - now);
+        }
         char err[256];
-        if (chance_amqp_confirm(p->link, 0, &none, err, sizeof(err)) != 0) {
-            backoff_fail(&p->bo, "relay_amqp_failed", err);
-            set_link(p, NULL);
+        if (chance_amqp_wait(p->link, wait, p->wake[0], err, sizeof(err)) != 0) {
+            fail_link(p, err);
+            continue;
+        }
+        drain_wake(p);
+        report_settled(p);
+        size_t left = chance_amqp_unsettled(p->link, &oldest);
+        if (left > 0 && time_mono_ms() - oldest >= CONFIRM_TIMEOUT_MS) {
+            snprintf(err, sizeof(err), "%zu messages not confirmed within %d ms", left,
+                     CONFIRM_TIMEOUT_MS);
+            fail_link(p, err);
         }
     }
     set_link(p, NULL);
+    post_back(p, p->out); /* unconfirmed: their entries stay in Redis */
+    p->out = p->out_tail = NULL;
+    p->nout = 0;
     __atomic_store_n(&p->exited, 1, __ATOMIC_RELEASE);
     return NULL;
 }
@@ -254,12 +330,19 @@ publisher_new(struct loop *loop, const struct rmq_conf *rmq, int batch, publishe
     struct publisher *p = xcalloc(1, sizeof(*p));
     p->loop = loop;
     p->rmq = rmq;
-    p->batch = batch > 0 ? batch : 1;
+    p->window = (size_t)(batch > 0 ? batch : 1) * WINDOW_BATCHES;
     p->done = done;
     p->arg = arg;
     backoff_init(&p->bo, 100, 5000);
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
+    if (pipe(p->wake) != 0 || fcntl(p->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
+        fcntl(p->wake[1], F_SETFL, O_NONBLOCK) != 0 ||
+        fcntl(p->wake[0], F_SETFD, FD_CLOEXEC) != 0 ||
+        fcntl(p->wake[1], F_SETFD, FD_CLOEXEC) != 0) {
+        log_error("pipe_failed", "what=relay_publisher");
+        abort();
+    }
     if (pthread_create(&p->thread, NULL, run, p) != 0) {
         log_error("thread_failed", "what=relay_publisher");
         abort();
@@ -277,7 +360,8 @@ publisher_free(struct publisher *p)
     p->stop = true;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
-    /* The round in hand finishes (bounded by the confirm timeout); a socket stuck on a stalled
+    wake(p);
+    /* The messages in flight are confirmed (bounded by the confirm timeout); a socket stuck on a stalled
      * broker is shut down after a grace period so the join cannot hang. */
     int64_t deadline = time_mono_ms() + STOP_GRACE_MS;
     while (!__atomic_load_n(&p->exited, __ATOMIC_ACQUIRE) && time_mono_ms() < deadline) {
@@ -316,9 +400,13 @@ publisher_submit(struct publisher *p, struct pub_item *items)
     } else {
         p->head = items;
     }
+    bool was_empty = p->head == items;
     p->tail = last;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
+    if (was_empty) {
+        wake(p); /* a non-empty queue is taken on the thread's next turn anyway */
+    }
 }
 
 bool

@@ -28,11 +28,13 @@ struct pub_item {
 /* Called on the loop thread with a list of items back from the publisher (the callee owns it). */
 typedef void (*publisher_done_fn)(struct pub_item *items, void *arg);
 
-/* Starts the thread. batch bounds the messages of one confirm round. Never NULL. */
+/* Starts the thread. Messages are published as soon as they are queued, without waiting for
+ * the confirms of earlier ones; at most 4 * batch are in flight. Never NULL. */
 struct publisher *publisher_new(struct loop *loop, const struct rmq_conf *rmq, int batch,
                                 publisher_done_fn done, void *arg);
-/* Stops the thread (the round in hand finishes, bounded; a stuck socket is interrupted) and
- * frees every item it still holds (their entries stay in Redis). NULL is a no-op. */
+/* Stops the thread (the messages in flight are waited for, bounded; a stuck socket is
+ * interrupted) and frees every item it still holds (their entries stay in Redis). NULL is a
+ * no-op. */
 void publisher_free(struct publisher *p);
 /* Queues a list of items (takes ownership). Any thread. */
 void publisher_submit(struct publisher *p, struct pub_item *items);
