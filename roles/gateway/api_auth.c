@@ -252,7 +252,7 @@ api_auth_signup(struct api_call *call)
     const char *user = NULL, *pass = NULL;
     char addr[RATELIMIT_ADDR_MAX], key[RATELIMIT_ADDR_MAX + 16];
     char hash[PASSWD_ENCODED_MAX], token[AUTH_TOKEN_LEN + 1], csrf[AUTH_TOKEN_LEN + 1];
-    ratelimit_addr_key(http_client_addr(call->req), addr, sizeof(addr));
+    snprintf(addr, sizeof(addr), "%s", http_client_bucket(call->req));
     int wait = ratelimit_take(gw->rl_signup_ip, addr);
     if (wait > 0) {
         api_rate_limited(call, wait, "signups from this address");
@@ -450,7 +450,7 @@ api_auth_login(struct api_call *call)
     const char *user = NULL, *pass = NULL;
     char addr[RATELIMIT_ADDR_MAX], name[96], token[AUTH_TOKEN_LEN + 1], csrf[AUTH_TOKEN_LEN + 1],
         rehash[PASSWD_ENCODED_MAX];
-    ratelimit_addr_key(http_client_addr(call->req), addr, sizeof(addr));
+    snprintf(addr, sizeof(addr), "%s", http_client_bucket(call->req));
     /* This process's bucket first: a flood from one address costs no PostgreSQL round trip. */
     int wait = ratelimit_take(gw->rl_login_ip, addr);
     if (wait > 0) {

@@ -1,9 +1,7 @@
 /* Token buckets in a chained hash table under one mutex; the hash is seeded per process. */
 #include "ratelimit.h"
 
-#include <arpa/inet.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -170,22 +168,4 @@ ratelimit_refund(struct ratelimit *rl, const char *key)
         e->tokens = fmin(rl->burst, e->tokens + 1.0);
     }
     pthread_mutex_unlock(&rl->lock);
-}
-
-void
-ratelimit_addr_key(const char *addr, char *out, size_t size)
-{
-    struct in6_addr a6;
-    char text[INET6_ADDRSTRLEN];
-    if (strchr(addr, ':') == NULL || inet_pton(AF_INET6, addr, &a6) != 1) {
-        snprintf(out, size, "%s", addr);
-    } else if (IN6_IS_ADDR_V4MAPPED(&a6)) {
-        /* A dual-stack listener reports IPv4 clients this way: the same client either way. */
-        inet_ntop(AF_INET, &a6.s6_addr[12], text, sizeof(text));
-        snprintf(out, size, "%s", text);
-    } else {
-        memset(&a6.s6_addr[8], 0, 8);
-        inet_ntop(AF_INET6, &a6, text, sizeof(text));
-        snprintf(out, size, "%s/64", text);
-    }
 }

@@ -16,13 +16,7 @@ void ratelimit_free(struct ratelimit *rl);
 int ratelimit_take(struct ratelimit *rl, const char *key);
 /* Gives back a token taken by ratelimit_take (when the attempt turned out not to count). */
 void ratelimit_refund(struct ratelimit *rl, const char *key);
-/*
- * The bucket key of a client address (out: RATELIMIT_ADDR_MAX bytes). An IPv6 address stands for
- * its /64, written "prefix::/64": a subscriber usually holds a whole /64, so limits on single v6
- * addresses would be free to dodge. An IPv4-mapped address is its IPv4 address; anything else
- * (IPv4, text that is no IPv6 address) is copied.
- */
+/* Room for a client's bucket key (http_client_bucket: IPv6 by /64, see clientaddr.h). */
 #define RATELIMIT_ADDR_MAX 64
-void ratelimit_addr_key(const char *addr, char *out, size_t size);
 
 #endif
