@@ -11,6 +11,9 @@
 #include "metrics.h"
 #include "util.h"
 
+#define HEALTH_MAX_HEADER_BYTES 8192 /* request line and headers */
+#define HEALTH_MAX_BODY_BYTES 1024
+
 struct health {
     struct evhttp *http;     /* owned */
     struct metrics *metrics; /* borrowed */
@@ -79,6 +82,9 @@ health_new(struct loop *loop, const char *listen, struct metrics *metrics, healt
     h->http = evhttp_new(loop_base(loop));
     evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     evhttp_set_timeout(h->http, 10);
+    /* Probes and scrapes are small GETs: refuse anything bigger before buffering it. */
+    evhttp_set_max_headers_size(h->http, HEALTH_MAX_HEADER_BYTES);
+    evhttp_set_max_body_size(h->http, HEALTH_MAX_BODY_BYTES);
     evhttp_set_gencb(h->http, on_request, h);
     if (evhttp_bind_socket(h->http, host, (ev_uint16_t)port) != 0) {
         snprintf(err, errlen, "cannot listen on %s for health checks", listen);

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -204,3 +205,37 @@ def test_sigterm_hands_a_batch_in_progress_over(chanced, redis_client):
         assert redis_client.hlen("chance:{c%d}:codes" % cat) == 40000
         assert redis_client.scard("chance:{c%d}:free" % cat) == 40000
     assert redis_client.scard("chance:{g}:active") == 0
+
+
+def _raw_health_request(hostport, request):
+    """Sends raw bytes to a health port; returns the status code, or None if the port closed
+    the connection without an answer."""
+    host, port = hostport.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        try:
+            s.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = b""
+        try:
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            pass
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.") else None
+
+
+def test_health_port_bounds_headers_and_bodies(chanced, redis_client):
+    """The health port is evhttp too: a 64 KiB header or a 1 MiB body is refused, not buffered
+    (and the port keeps answering)."""
+    ch = chanced("chance")
+    hp = ch.addr("chance_health_listen")
+    big_header = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 65536 + b"\r\n\r\n"
+    assert _raw_health_request(hp, big_header) in (None, 400, 413, 431)
+    big_body = (b"GET /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n" +
+                b"b" * 1048576)
+    assert _raw_health_request(hp, big_body) in (None, 400, 413)
+    assert _raw_health_request(hp, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n") == 200
