@@ -14,7 +14,8 @@ later is still damage.
                is pending any more
   4 limits     no user holds more codes of a category than its per_user_limit
   5 audit      one claim.credited per credited claim, one claim.failed per failed one, one
-               code.assigned per ledger row; none for claims that did not end that way; the
+               code.assigned per ledger row (where Redis lost it, the code.repaired that
+               restored it); none for claims that did not end that way; the
                dead-letter queue is empty; no outbox row was refused
   6 replays    every final answer to one Idempotency-Key is the same answer
   7 resources  each daemon's RSS and open descriptors are back near their baseline
@@ -200,6 +201,7 @@ def check_audit(s):
     assigned = collections.Counter()  # (claim id, code) -> code.assigned events
     undone = set()  # (claim, code) given back: claim.released / code.repaired
     repaired = set()  # claims given their ledger code back
+    restored = set()  # (claim, code) whose assignment Redis lost and the ledger restored
     for e in s.events:
         sub = e.get("subject") or {}
         claim = sub.get("claim_id")
@@ -216,6 +218,7 @@ def check_audit(s):
             # back to the free set with it
             undone.add(((e.get("data") or {}).get("from_claim"), sub.get("code")))
             repaired.add(claim)
+            restored.add((claim, sub.get("code")))
     for claim, row in s.claims.items():
         status = row[2]
         got = per.get(claim, collections.Counter())
@@ -226,7 +229,11 @@ def check_audit(s):
                 claim[:12], status, got["claim.credited"], got["claim.failed"],
                 _events_of(s, claim))
     for _u, claim, code, _c, _a in s.ledger:
-        if assigned[(claim, code)] != 1:
+        # A code.assigned still in Redis's stream when Redis lost its last writes is gone with
+        # them; the reconciler's repair of that assignment from the ledger (code.repaired, for
+        # this claim and code) is then its record. Never two code.assigned, never none unrepaired.
+        n = assigned[(claim, code)]
+        if n > 1 or (n == 0 and (claim, code) not in restored):
             yield "credited claim %s code %s has %d code.assigned events" % (
                 claim[:12], code, assigned[(claim, code)])
     credited = {(claim, code) for _u, claim, code, _c, _a in s.ledger}
