@@ -13,7 +13,9 @@ and future connections at once:
     cut              forward the first half of the next chunk, then close both sides: a frame
                      cut in the middle
     reset            abort every connection with a TCP RST; new ones are accepted and reset
-    blackhole        accept and read, never forward anything either way (a peer that hangs)
+    blackhole        new connections: accept and read, never connect upstream (a peer that
+                     hangs); open ones: nothing moves until the mode changes, then the held
+                     bytes go on in order (a partition, as TCP sees it)
 
 It runs as a separate process so that its work (the 1-byte segments above all) does not compete
 with the workload threads for the test process's interpreter lock; the harness stops it by PID.
@@ -97,8 +99,12 @@ class Link:
                 if not data:
                     break
                 mode = self.mode
-                if mode == "blackhole":
-                    continue
+                while mode == "blackhole":
+                    # A partition delays an open connection's bytes; it never drops some from
+                    # the middle of the stream and goes on (TCP would retransmit them after it
+                    # heals, or the connection dies). So: stop reading, hold, forward on heal.
+                    await asyncio.sleep(0.05)
+                    mode = self.mode
                 if mode == "reset":
                     self.reset(pair)
                     return
