@@ -261,8 +261,9 @@ def test_free_code_without_record_is_never_assigned_nor_crashes(chanced, redis_c
             try:
                 a = claim(c, cat, "d6a-%d" % i, 100 + i)
             except NestError as e:
-                assert err_code(e) in ("category_exhausted", "inconsistent"), e.err
                 still_serving(ch, c)
+                assert_not_half_assigned(r, cat, broken)
+                assert err_code(e) in ("category_exhausted", "inconsistent"), e.err
                 continue
             except (ConnectionError, TimeoutError) as e:
                 pytest.fail("chance.claim %d got no answer (%r); chance running: %s\n%s"
