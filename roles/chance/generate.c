@@ -88,6 +88,7 @@ struct chunk {
     int n;                           /* codes in the chunk */
     char (*codes)[CODEGEN_MAX_CODE]; /* n codes */
     long long *rewards;              /* n rewards */
+    bool *held;                      /* n: this chunk reserved the code in the index */
 };
 
 static void step(struct gen *g);
@@ -446,7 +447,45 @@ chunk_free(struct chunk *c)
 {
     free(c->codes);
     free(c->rewards);
+    free(c->held);
     free(c);
+}
+
+static void
+on_unreserved(enum redis_status status, cJSON *replies, void *arg)
+{
+    (void)status;
+    (void)arg;
+    cJSON_Delete(replies);
+}
+
+/* Gives back the index entries this chunk holds for codes at positions from..n-1 that its
+ * category did not take: Redis refused the reservations or the load script (-OOM: a script
+ * fails at its first write, so nothing was written), or the script stopped at the category's
+ * target. Left there, they would point at a category that never holds them, and a failed
+ * batch's cleanup (which walks the free sets) would never find them. Only after a definite
+ * answer: a load that timed out may have written its codes. HDEL is allowed when Redis is out
+ * of memory. */
+static void
+unreserve(struct chunk *c, int from)
+{
+    struct redis_batch *b = NULL;
+    for (int i = from; i < c->n; i++) {
+        if (!c->held[i]) {
+            continue;
+        }
+        if (b == NULL) {
+            b = redis_batch_new(c->g->ch->redis);
+        }
+        char key[KEY_MAX];
+        chance_index_key(key, c->codes[i]);
+        const char *argv[] = {"HDEL", key, c->codes[i]};
+        redis_batch_argv(b, 3, argv, NULL);
+        c->held[i] = false;
+    }
+    if (b != NULL) {
+        redis_batch_send(b, on_unreserved, NULL);
+    }
 }
 
 static void send_reserve(struct chunk *c, const int *pend, int npend);
@@ -458,13 +497,20 @@ on_chunk_loaded(enum redis_status status, cJSON *replies, void *arg)
     struct gen *g = c->g;
     g->inflight--;
     g->cat_queued -= c->n;
-    if (check(g, status, replies) == 0) {
+    if (check(g, status, replies) != 0) {
+        if (status == REDIS_DONE) {
+            unreserve(c, 0); /* the script answered with an error: it wrote nothing */
+        }
+    } else {
         const cJSON *r = cJSON_GetArrayItem(replies, 0);
         const cJSON *added = cJSON_GetArrayItem(r, 0), *total = cJSON_GetArrayItem(r, 1);
         if (!json_is_int(added) || !json_is_int(total)) {
             permanent(g, "unexpected reply of the load script");
         } else {
             progressed(g);
+            /* The script takes the chunk's codes in order (each is new to the category, the
+             * index said so) and stops at the target: the rest are not the category's. */
+            unreserve(c, (int)added->valuedouble);
             g->written += (long long)added->valuedouble;
             if (c->category == g->p.first_cat + g->cat_index &&
                 (long long)total->valuedouble > g->cat_total) {
@@ -519,7 +565,16 @@ on_reserved(enum redis_status status, cJSON *replies, void *arg)
     struct reserve *rs = arg;
     struct chunk *c = rs->c;
     struct gen *g = c->g;
+    if (status == REDIS_DONE && replies != NULL) { /* each 1: a code this chunk now holds */
+        const cJSON *r = NULL;
+        for (int i = 0; i < rs->npend && (r = r ? r->next : replies->child) != NULL; i++) {
+            c->held[rs->pend[i]] = json_is_int(r) && r->valuedouble == 1;
+        }
+    }
     if (check(g, status, replies) != 0 || cJSON_GetArraySize(replies) != rs->npend) {
+        if (status == REDIS_DONE) {
+            unreserve(c, 0); /* some reservations were refused (-OOM): give back the rest */
+        }
         g->inflight--;
         g->cat_queued -= c->n;
         chunk_free(c);
@@ -580,6 +635,7 @@ start_chunk(struct gen *g, long long n)
     c->n = (int)n;
     c->codes = xcalloc((size_t)n, sizeof(*c->codes));
     c->rewards = xcalloc((size_t)n, sizeof(long long));
+    c->held = xcalloc((size_t)n, sizeof(bool));
     int *all = xcalloc((size_t)n, sizeof(int));
     for (int i = 0; i < c->n; i++) {
         codegen_make(&g->ch->rng, g->p.prefix, (int)g->ch->conf->code_length, c->codes[i]);
