@@ -26,6 +26,9 @@ static const struct conf_key chance_keys[] = {
       "Random characters per code (31-letter alphabet without look-alikes)."),
     K(generate_chunk, CONF_INT, "2000", 10, 100000, NULL, 0,
       "Codes written per pipelined round trip while generating."),
+    K(generate_give_up_ms, CONF_INT, "60000", 1000, 86400000, NULL, 0,
+      "A batch whose steps keep failing for this long (Redis down, out of memory, read-only) is "
+      "closed as failed: its partial categories are removed and batch.failed is audited."),
     K(relay_batch, CONF_INT, "500", 1, 10000, NULL, 0,
       "Entries the chance relay reads per stream and round trip; up to 4x this many events await "
       "the broker confirms."),

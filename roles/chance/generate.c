@@ -10,7 +10,7 @@
  * The driver holds a lease on the batch and renews it with its progress every GEN_RENEW_MS (250 ms); a batch
  * whose driver died (its lease expired) is taken over by any chance instance and resumed where
  * it stands (the categories' totals say how far). Transient failures are retried; a batch that
- * cannot finish within GEN_GIVE_UP_MS of failures, or hits a permanent error, is closed as
+ * cannot finish within generate_give_up_ms of failures, or hits a permanent error, is closed as
  * failed with a batch.failed event, and what it wrote is removed. chance.batch reports the
  * progress. A category is claimable only once the whole batch is closed as ready.
  */
@@ -27,12 +27,11 @@
 #include "rpc_server.h"
 #include "scripts.h"
 
-#define GEN_WINDOW 8         /* chunks in flight at once */
-#define GEN_LEASE_MS 30000   /* a driver silent this long loses its batch */
-#define GEN_RENEW_MS 250     /* progress and lease renewal */
-#define GEN_RESUME_MS 5000   /* how often orphaned batches are looked for */
-#define GEN_GIVE_UP_MS 60000 /* failures for this long fail the batch */
-#define GEN_CLEAN_CHUNK 500  /* codes removed per step after a failure */
+#define GEN_WINDOW 8        /* chunks in flight at once */
+#define GEN_LEASE_MS 30000  /* a driver silent this long loses its batch */
+#define GEN_RENEW_MS 250    /* progress and lease renewal */
+#define GEN_RESUME_MS 5000  /* how often orphaned batches are looked for */
+#define GEN_CLEAN_CHUNK 500 /* codes removed per step after a failure */
 #define GEN_MAX_CATEGORIES 1000
 #define GEN_MAX_PER_CATEGORY 1000000
 #define GEN_MAX_REWARD 1000000000000LL
@@ -175,7 +174,7 @@ schedule(struct gen *g, int ms)
 }
 
 /* A step failed for a reason that may pass (Redis down, a failover, memory full): try again
- * with backoff, and fail the batch once failures last GEN_GIVE_UP_MS. */
+ * with backoff, and fail the batch once failures last generate_give_up_ms. */
 static void
 transient(struct gen *g, const char *why)
 {
@@ -185,7 +184,7 @@ transient(struct gen *g, const char *why)
         log_warn("generate_retrying", "batch=%lld reason=\"%s\"", g->batch, why);
     }
     snprintf(g->error, sizeof(g->error), "%s", why);
-    if (now - g->failing_since >= GEN_GIVE_UP_MS && g->phase < GEN_FAIL) {
+    if (now - g->failing_since >= g->ch->conf->generate_give_up_ms && g->phase < GEN_FAIL) {
         g->phase = GEN_FAIL;
     }
     schedule(g, g->backoff_ms);

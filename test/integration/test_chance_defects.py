@@ -25,7 +25,7 @@ from nest import NestClient, NestError
 
 ACTOR = {"id": 1, "username": "alice", "role": "admin"}
 NO_BROKER = "amqp://guest:guest@127.0.0.1:1/"  # events stay in Redis for the test to read
-GIVE_UP_S = 60  # generate.c GEN_GIVE_UP_MS: failures for this long fail the batch
+GIVE_UP_S = 8  # generate_give_up_ms of the test daemon: failures this long fail the batch
 
 
 def err_code(exc):
@@ -96,7 +96,8 @@ def readyz(ch):
 @pytest.mark.fault
 def test_generation_refused_by_redis_fails_audited_cleaned_and_once(chanced, redis_client):
     r = redis_client
-    ch = chanced("chance", amqp_url=NO_BROKER, generate_chunk=500)
+    ch = chanced("chance", amqp_url=NO_BROKER, generate_chunk=500,
+                 generate_give_up_ms=GIVE_UP_S * 1000)
     saved = r.config_get("maxmemory*")
     key = "defect4-oom"
     req = {"categories": 2, "codes_per_category": 40000, "reward_min": 1000,
