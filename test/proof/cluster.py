@@ -12,7 +12,6 @@ of this run's own); Redis is private because a Redis that is killed must reload 
 the shared one (started without persistence) would not.
 """
 
-import importlib.util
 import os
 import signal
 import sys
@@ -31,18 +30,7 @@ if str(HERE) not in sys.path:
 from gwclient import GATEWAY_TEST_KEYS, create_user, request, wait_ready  # noqa: E402
 from storekit import Proc, scratch  # noqa: E402
 from proxy import ProxyControl  # noqa: E402
-
-
-def integration_conftest():
-    """test/integration/conftest.py under a module name of its own (see test/tsan/test_tsan.py
-    for why a test/proof/conftest.py would not do)."""
-    name = "chanced_proof_integration_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, INTEGRATION / "conftest.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
+from shared_fixtures import integration_conftest  # noqa: E402,F401  (faults, test_proof)
 
 
 _it = integration_conftest()

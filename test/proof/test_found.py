@@ -1,24 +1,17 @@
 """Defects the proof suite found, each pinned by a test that failed before its fix.
 
-The fixtures are test/integration/conftest.py's (loaded by cluster.integration_conftest under a
-module name of their own, re-exported here).
+The fixtures are test/integration/conftest.py's (shared_fixtures.export_fixtures re-exports them
+here).
 """
 
 import threading
 
-from cluster import integration_conftest
+import cluster  # noqa: F401  (puts test/integration on sys.path)
 from gwclient import Stack, pg_query, redis_codes
+from shared_fixtures import export_fixtures
 
-_it = integration_conftest()
-output_dir = _it.output_dir
-test_output_dir = _it.test_output_dir
-chanced_bin = _it.chanced_bin
-redis_url = _it.redis_url
-postgres_url = _it.postgres_url
-redis_client = _it.redis_client
-fresh_postgres_url = _it.fresh_postgres_url
-amqp_queue = _it.amqp_queue
-chanced = _it.chanced
+export_fixtures(globals(), "output_dir", "test_output_dir", "chanced_bin", "redis_url",
+                "postgres_url", "redis_client", "fresh_postgres_url", "amqp_queue", "chanced")
 
 
 def test_same_key_at_the_limit_is_one_claim_not_a_refusal(chanced, chanced_bin,

@@ -6,7 +6,6 @@ A gateway holds the lease only until the TTL runs out since its last renewal, wh
 is doing: its chanced_gateway_lease_held gauge drops to 0 then, and it does no more reconciling
 work in that pass, so at most one gateway reports (and acts on) the lease at any moment."""
 
-import importlib.util
 import signal
 import sys
 import time
@@ -20,28 +19,11 @@ if str(INTEGRATION) not in sys.path:
 
 from gwclient import GATEWAY_TEST_KEYS, Stack, wait_for, wait_ready  # noqa: E402
 from loggerkit import http_get  # noqa: E402
+from shared_fixtures import export_fixtures  # noqa: E402
 
 
-def _integration_conftest():
-    spec = importlib.util.spec_from_file_location("chanced_scale_leases_conftest",
-                                                  INTEGRATION / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_it = _integration_conftest()
-output_dir = _it.output_dir
-test_output_dir = _it.test_output_dir
-chanced_bin = _it.chanced_bin
-redis_url = _it.redis_url
-postgres_url = _it.postgres_url
-redis_client = _it.redis_client
-fresh_postgres_url = _it.fresh_postgres_url
-amqp_queue = _it.amqp_queue
-chanced = _it.chanced
-__all__ = ["output_dir", "test_output_dir", "chanced_bin", "redis_url", "postgres_url",
-           "redis_client", "fresh_postgres_url", "amqp_queue", "chanced"]
+export_fixtures(globals(), "output_dir", "test_output_dir", "chanced_bin", "redis_url",
+                "postgres_url", "redis_client", "fresh_postgres_url", "amqp_queue", "chanced")
 
 TTL_MS = 1500
 RPC_TIMEOUT_MS = 6000  # a call to a hung chance outlasts the lease four times

@@ -4,7 +4,6 @@ is nothing to acknowledge in Redis. The relay must not report that as a failed a
 (`relay_ack_failed` is for Redis refusing XACK/XDEL, an alarm for operators); the events are
 published again once a broker answers, and none is lost."""
 
-import importlib.util
 import signal
 import sys
 import time
@@ -16,29 +15,11 @@ if str(INTEGRATION) not in sys.path:
     sys.path.insert(0, str(INTEGRATION))
 
 from nest import NestClient  # noqa: E402
+from shared_fixtures import export_fixtures  # noqa: E402
 
 
-def _integration_conftest():
-    spec = importlib.util.spec_from_file_location("chanced_scale_relay_conftest",
-                                                  INTEGRATION / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_it = _integration_conftest()
-output_dir = _it.output_dir
-test_output_dir = _it.test_output_dir
-chanced_bin = _it.chanced_bin
-redis_url = _it.redis_url
-amqp_url = _it.amqp_url
-redis_client = _it.redis_client
-amqp_queue = _it.amqp_queue
-servers = _it.servers
-rabbit = _it.rabbit
-chanced = _it.chanced
-__all__ = ["output_dir", "test_output_dir", "chanced_bin", "redis_url", "amqp_url",
-           "redis_client", "amqp_queue", "servers", "rabbit", "chanced"]
+export_fixtures(globals(), "output_dir", "test_output_dir", "chanced_bin", "redis_url",
+                "amqp_url", "redis_client", "amqp_queue", "servers", "rabbit", "chanced")
 
 ACTOR = {"id": 1, "username": "root", "role": "admin"}
 

@@ -20,7 +20,6 @@ Bounded by default (about 3 minutes, in `make test`); CHANCED_SCALE=full runs is
 """
 
 import concurrent.futures
-import importlib.util
 import json
 import os
 import random
@@ -42,25 +41,11 @@ for p in (str(INTEGRATION), str(HERE)):
 import clusters  # noqa: E402
 from gwclient import API, GATEWAY_TEST_KEYS, create_user, request  # noqa: E402
 from loggerkit import http_get  # noqa: E402
+from shared_fixtures import export_fixtures  # noqa: E402
 
 
-def _integration_conftest():
-    # loaded under a name of its own: see test/tsan/test_tsan.py for why not a conftest.py here
-    spec = importlib.util.spec_from_file_location("chanced_scale_integration_conftest",
-                                                  INTEGRATION / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_it = _integration_conftest()
-output_dir = _it.output_dir
-test_output_dir = _it.test_output_dir
-chanced_bin = _it.chanced_bin
-mongo_url = _it.mongo_url
-amqp_queue = _it.amqp_queue
-chanced = _it.chanced
-__all__ = ["output_dir", "test_output_dir", "chanced_bin", "mongo_url", "amqp_queue", "chanced"]
+export_fixtures(globals(), "output_dir", "test_output_dir", "chanced_bin", "mongo_url",
+                "amqp_queue", "chanced")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.slow]
 
