@@ -50,6 +50,9 @@ LOGGER_EVENTS = param("logger_events", 20000, 500)
 WARMUP = param("warmup", 3, 0, float)
 STORE_WRITERS = 4  # the logger's store_workers default: the store reference writes as many
 LOG_LEVEL = os.environ.get("CHANCED_BENCH_LOG_LEVEL", "warn")  # of the roles
+# Extra flags per role, to compare settings: CHANCED_BENCH_GATEWAY_FLAGS="--http_threads=8"
+ROLE_FLAGS = {r: os.environ.get("CHANCED_BENCH_%s_FLAGS" % r.upper(), "").split()
+              for r in ("gateway", "chance", "logger")}
 GEN_CHUNK = 2000  # the chance role's generate_chunk default: the ceiling writes in its shape
 
 PGBIN = os.environ.get("CHANCED_TEST_PG_BIN", "/usr/lib/postgresql/15/bin")
@@ -96,7 +99,8 @@ class Stack:
             d = self._start("chance-%d" % i, [
                 "--role=chance", "--chance_listen=127.0.0.1:%d" % cp,
                 "--chance_health_listen=127.0.0.1:%d" % ch, "--redis_url=" + REDIS_URL,
-                "--amqp_url=" + (chance_amqp_url or AMQP_URL), "--amqp_queue=" + queue] + common)
+                "--amqp_url=" + (chance_amqp_url or AMQP_URL), "--amqp_queue=" + queue] + common +
+                ROLE_FLAGS["chance"])
             self.chance.append(d)
             self.ch_ports.append(cp)
             self.ch_health.append(ch)
@@ -105,7 +109,8 @@ class Stack:
                 d = self._start("logger-%d" % i, [
                     "--role=logger", "--logger_listen=127.0.0.1:%d" % lp,
                     "--logger_health_listen=127.0.0.1:%d" % lh, "--mongo_url=" + mongo,
-                    "--amqp_url=" + AMQP_URL, "--amqp_queue=" + queue] + common)
+                    "--amqp_url=" + AMQP_URL, "--amqp_queue=" + queue] + common +
+                    ROLE_FLAGS["logger"])
                 self.logger.append((d, lp))
                 self.lg_health.append(lh)
         for d, port in zip(self.chance, self.ch_health):
@@ -127,7 +132,7 @@ class Stack:
                     "--argon2_queue_ms=10000", "--argon2_queue_max=64",
                     "--cookie_secure=false",
                     # every load client is 127.0.0.1: lift the per-address connection cap
-                    "--http_max_conns_per_addr=1000000"] + common)
+                    "--http_max_conns_per_addr=1000000"] + common + ROLE_FLAGS["gateway"])
                 self.gateway.append(d)
                 self.gw_ports.append(gp)
                 self.gw_health.append(gh)
