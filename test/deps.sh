@@ -19,6 +19,10 @@ PACKAGES=(
 	libnss-wrapper openssl
 	# test drivers (they run under /usr/bin/python3)
 	wrk bc python3-pytest python3-mockupdb python3-mongomock python3-pika python3-psycopg2 python3-redis python3-yaml
+	# the C BSON codec for the MongoDB stand-in (test/mongo) and pymongo: without it every
+	# document the logger stores is encoded and decoded in pure Python (make bench: the stand-in
+	# was the largest CPU user per claim after PostgreSQL)
+	python3-bson-ext python3-pymongo-ext
 	# NestJS interop peers
 	nodejs npm
 	# the web app's browser tests (test/browser drives it with playwright-core)

@@ -1141,8 +1141,10 @@ def main(argv=None):
             f.write('%d\n' % port)
         os.rename(tmp, args.port_file)
     log('ready: listening on %s:%d (pid %d, maxWireVersion %d, mockupdb %s, '
-        'mongomock %s)' % (args.host, port, os.getpid(), MAX_WIRE_VERSION,
-                           mockupdb.__version__, mongomock.__version__))
+        'mongomock %s, BSON codec %s)' % (
+            args.host, port, os.getpid(), MAX_WIRE_VERSION, mockupdb.__version__,
+            mongomock.__version__,
+            'C' if bson.has_c() else 'pure Python (slow: apt-get install python3-bson-ext)'))
     while not stop.wait(0.5):
         pass
     log('signal received, shutting down')
