@@ -314,6 +314,10 @@ describe_metrics(struct metrics *m)
                      "Unassigned codes per category (refreshed every 5 s).");
     metrics_describe(m, "chanced_dependency_up", METRICS_GAUGE,
                      "1 if the role is connected to the dependency.");
+    metrics_describe(
+        m, "chanced_generate_chunks_total", METRICS_COUNTER,
+        "Chunks of codes written by generation; mode=\"yield\": small ones with rests, "
+        "while claims were being served (generate_busy_share).");
     metrics_describe(m, "chanced_generations_in_progress", METRICS_GAUGE,
                      "chance.generate batches being written.");
 }

@@ -66,6 +66,7 @@ struct chance {
     struct event *stats_timer;      /* refreshes gauges */
     int stats_ticks;                /* seconds since start, for slower refreshes */
     bool stats_busy;                /* a per-category refresh is in flight */
+    int64_t claim_seen_ms;          /* monotonic ms of the last chance.claim: generation yields */
 };
 
 #define KEY_MAX 128

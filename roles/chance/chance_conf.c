@@ -26,6 +26,11 @@ static const struct conf_key chance_keys[] = {
       "Random characters per code (31-letter alphabet without look-alikes)."),
     K(generate_chunk, CONF_INT, "2000", 10, 100000, NULL, 0,
       "Codes written per pipelined round trip while generating."),
+    K(generate_busy_share, CONF_INT, "20", 1, 100, NULL, 0,
+      "While claims are being served (one in the last 250 ms), generation keeps one chunk of at "
+      "most 250 codes in flight and rests between chunks, so that it has a chunk in flight at "
+      "most this percent of the time: claims in other categories keep Redis and the CPU. 100: "
+      "never yield."),
     K(generate_give_up_ms, CONF_INT, "60000", 1000, 86400000, NULL, 0,
       "A batch whose steps keep failing for this long (Redis down, out of memory, read-only) is "
       "closed as failed: its partial categories are removed and batch.failed is audited."),

@@ -15,6 +15,7 @@ struct chance_conf {
     long long code_length;                /* random characters per code (prefix excluded) */
     long long generate_chunk;             /* codes per pipelined round trip */
     long long generate_give_up_ms;        /* a batch failing this long is closed as failed */
+    long long generate_busy_share;        /* % of the time generation works while claims run */
     long long relay_batch;                /* events per publish round */
     long long relay_sweep_ms;             /* every stream read this often */
     long long relay_claim_idle_ms;        /* take over entries idle this long */

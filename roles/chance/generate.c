@@ -22,12 +22,15 @@
 #include "json.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "redis.h"
 #include "relay.h"
 #include "rpc_server.h"
 #include "scripts.h"
 
 #define GEN_WINDOW 8        /* chunks in flight at once */
+#define GEN_BUSY_MS 250     /* claims this recent make generation yield (generate_busy_share) */
+#define GEN_BUSY_CHUNK 250  /* codes per chunk while yielding: short head-of-line waits */
 #define GEN_LEASE_MS 30000  /* a driver silent this long loses its batch */
 #define GEN_RENEW_MS 250    /* progress and lease renewal */
 #define GEN_RESUME_MS 5000  /* how often orphaned batches are looked for */
@@ -79,6 +82,7 @@ struct gen {
     int64_t renewed_ms;    /* last renewal sent */
     bool renewing;         /* a renewal in flight */
     long long clean_index; /* GEN_CLEAN: category being emptied */
+    int64_t rest_until_ms; /* yielding to claims: no new chunk before this (monotonic ms) */
 };
 
 struct chunk {
@@ -88,6 +92,8 @@ struct chunk {
     char (*codes)[CODEGEN_MAX_CODE]; /* n codes */
     long long *rewards;              /* n rewards */
     bool *held;                      /* n: this chunk reserved the code in the index */
+    int64_t started_ms;              /* monotonic ms it was started */
+    bool yielding;                   /* started while claims were being served */
 };
 
 static void step(struct gen *g);
@@ -511,6 +517,10 @@ on_chunk_loaded(enum redis_status status, cJSON *replies, void *arg)
              * index said so) and stops at the target: the rest are not the category's. */
             unreserve(c, (int)added->valuedouble);
             g->written += (long long)added->valuedouble;
+            if (c->yielding) { /* rest (100 - share) / share times as long as the chunk took */
+                int64_t now = time_mono_ms(), share = g->ch->conf->generate_busy_share;
+                g->rest_until_ms = now + (now - c->started_ms) * (100 - share) / share;
+            }
             if (c->category == g->p.first_cat + g->cat_index &&
                 (long long)total->valuedouble > g->cat_total) {
                 g->cat_total = (long long)total->valuedouble;
@@ -626,10 +636,14 @@ send_reserve(struct chunk *c, const int *pend, int npend)
 }
 
 static void
-start_chunk(struct gen *g, long long n)
+start_chunk(struct gen *g, long long n, bool yielding)
 {
     struct chunk *c = xcalloc(1, sizeof(*c));
     c->g = g;
+    c->started_ms = time_mono_ms();
+    c->yielding = yielding;
+    metrics_add(g->ch->metrics, "chanced_generate_chunks_total",
+                yielding ? "mode=\"yield\"" : "mode=\"full\"", 1);
     c->category = g->p.first_cat + g->cat_index;
     c->n = (int)n;
     c->codes = xcalloc((size_t)n, sizeof(*c->codes));
@@ -662,11 +676,31 @@ on_cat_total(enum redis_status status, cJSON *replies, void *arg)
     gen_settle(g);
 }
 
-/* Keeps GEN_WINDOW chunks in flight for the current category; moves on when it is full. */
+/* Is chance serving claims? Then generation yields: one small chunk at a time, with rests. */
+static bool
+claims_busy(const struct gen *g)
+{
+    return g->ch->conf->generate_busy_share < 100 &&
+           time_mono_ms() - g->ch->claim_seen_ms < GEN_BUSY_MS;
+}
+
+/*
+ * Keeps GEN_WINDOW chunks in flight for the current category; moves on when it is full. While
+ * claims are being served, one chunk of GEN_BUSY_CHUNK codes at a time, each followed by a rest
+ * (set when it completes) so that generation works generate_busy_share percent of the time:
+ * claims wait behind a short pipeline, not eight long ones, and keep most of the CPU.
+ */
 static void
 fill(struct gen *g)
 {
     const struct gen_params *p = &g->p;
+    bool busy = claims_busy(g);
+    int window = busy ? 1 : GEN_WINDOW;
+    long long size = g->ch->conf->generate_chunk;
+    if (busy && size > GEN_BUSY_CHUNK) {
+        size = GEN_BUSY_CHUNK;
+    }
+    int64_t rest = busy ? g->rest_until_ms - time_mono_ms() : 0;
     while (g->cat_index < p->ncat) {
         if (g->cat_total < 0) { /* where does this category stand (a resumed batch)? */
             char key[KEY_MAX];
@@ -684,9 +718,14 @@ fill(struct gen *g)
             g->cat_total = -1;
             continue;
         }
-        while (left > 0 && g->inflight < GEN_WINDOW) {
-            long long n = left < g->ch->conf->generate_chunk ? left : g->ch->conf->generate_chunk;
-            start_chunk(g, n);
+        int chunks = g->inflight - (g->renewing ? 1 : 0); /* a renewal is not a chunk */
+        if (left > 0 && chunks == 0 && rest > 0) {
+            schedule(g, (int)rest);
+            return;
+        }
+        for (; left > 0 && chunks < window; chunks++) {
+            long long n = left < size ? left : size;
+            start_chunk(g, n, busy);
             left -= n;
         }
         return; /* chunk replies call back into step() */

@@ -126,6 +126,55 @@ def test_large_batch_is_chunked_and_reports_progress(chanced, redis_client):
         assert [x["remaining"] for x in cats] == [20000, 20000, 20000]
 
 
+def test_generation_yields_to_claims_and_still_finishes(chanced, redis_client):
+    """While claims are being served, generation writes small chunks with rests between them
+    (generate_busy_share), so claims in other categories keep Redis and the CPU; it still
+    finishes, and it goes back to full chunks once the claims stop."""
+    from loggerkit import metric
+    ch = chanced("chance", amqp_url="amqp://guest:guest@127.0.0.1:1/", generate_busy_share=10)
+    health = ch.addr("chance_health_listen")
+    with NestClient(*ch.hostport()) as c:
+        claimable, _ = generate(c, codes_per_category=20000, reward_min=1000, reward_max=1000)
+    cat = claimable["categories"][0]
+    full_before = metric(health, "chanced_generate_chunks_total", 'mode="full"')
+    assert full_before and full_before >= 10  # 20,000 codes alone: 2,000 a chunk
+
+    stop, claimed, errors = threading.Event(), [], []
+
+    def claims():
+        with NestClient(*ch.hostport()) as cc:
+            i = 0
+            while not stop.is_set():
+                try:
+                    claimed.append(claim(cc, cat, "y%d" % i, 1000 + i)["code"])
+                except Exception as e:  # noqa: BLE001: reported below
+                    errors.append(repr(e))
+                    return
+                i += 1
+    t = threading.Thread(target=claims)
+    t.start()
+    try:
+        time.sleep(0.3)
+        with NestClient(*ch.hostport()) as c:
+            batch, progress = generate(c, codes_per_category=10000)
+    finally:
+        stop.set()
+        t.join(10)
+    assert not errors, errors
+    assert len(claimed) > 0 and len(set(claimed)) == len(claimed)
+    assert len(all_codes(redis_client, batch["categories"][0])) == 10000
+    yielded = metric(health, "chanced_generate_chunks_total", 'mode="yield"')
+    assert yielded and yielded >= 10000 / 250 * 0.5, yielded  # most of it in small chunks
+    assert len(set(progress)) > 3  # and the progress moved in steps meanwhile
+
+    # No claims (for longer than the 250 ms that count as busy): full chunks, no yielding.
+    time.sleep(0.5)
+    with NestClient(*ch.hostport()) as c:
+        generate(c, codes_per_category=20000)
+    assert metric(health, "chanced_generate_chunks_total", 'mode="yield"') == yielded
+    assert metric(health, "chanced_generate_chunks_total", 'mode="full"') >= full_before + 10
+
+
 @pytest.mark.parametrize("bad", [
     {"categories": 0},
     {"categories": -1},
