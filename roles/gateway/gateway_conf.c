@@ -119,8 +119,11 @@ static const struct conf_key gateway_keys[] = {
     K(outbox_interval_ms, CONF_INT, "500", 10, 600000, NULL, 0,
       "How often the audit relay looks for undelivered events when idle."),
     K(outbox_batch, CONF_INT, "500", 1, 500, NULL, 0, "Audit events per log.append call."),
-    K(outbox_retention_s, CONF_INT, "86400", 0, 31536000, NULL, 0,
-      "Delivered audit events stay in the outbox this long (0: delete at once)."),
+    K(outbox_retention_s, CONF_INT, "0", 0, 31536000, NULL, 0,
+      "0: an audit event leaves the outbox in the transaction that records its delivery (no "
+      "second write). Above 0: delivered events stay in PostgreSQL, marked, this long (e.g. to "
+      "send them again after restoring the audit store from a backup), at the cost of an UPDATE "
+      "per event. Parked (refused) events stay at least 7 days either way."),
 };
 
 const struct conf_module gateway_conf_module = {

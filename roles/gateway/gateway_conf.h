@@ -53,7 +53,7 @@ struct gateway_conf {
     long long lease_ttl_ms;              /* one-at-a-time work changes hands after this */
     long long outbox_interval_ms;        /* relay poll period when idle */
     long long outbox_batch;              /* events per log.append */
-    long long outbox_retention_s;        /* delivered outbox rows are pruned after this */
+    long long outbox_retention_s;        /* delivered rows kept this long; 0: none */
 };
 
 extern const struct conf_module gateway_conf_module;

@@ -1,4 +1,4 @@
-/* Outbox relay: PostgreSQL outbox -> logger (log.append) -> mark delivered. */
+/* Outbox relay: PostgreSQL outbox -> logger (log.append) -> delete (or mark) delivered. */
 #include "outbox.h"
 
 #include <cjson/cJSON.h>
@@ -28,13 +28,26 @@ struct outbox {
 static const struct pg_stmt fetch = {
     "outbox_fetch", "SELECT id, event FROM outbox WHERE delivered_at IS NULL ORDER BY id "
                     "LIMIT $1 FOR UPDATE SKIP LOCKED"};
-static const struct pg_stmt mark = {
-    "outbox_mark", "UPDATE outbox SET delivered_at = now() WHERE id = ANY($1::bigint[])"};
+/*
+ * What a delivered event costs: with outbox_retention_s 0 its row goes in the delivery
+ * transaction (the INSERT and this DELETE are the only writes); an UPDATE instead would write a
+ * new tuple with the whole event and its index entries, and the prune would write again. Rows
+ * parked in the same transaction (conflicts) keep their reason.
+ */
+static const struct pg_stmt drop = {
+    "outbox_drop", "DELETE FROM outbox WHERE id = ANY($1::bigint[]) AND rejected IS NULL"};
+/* outbox_retention_s > 0: delivered rows stay, marked, until the prune. */
+static const struct pg_stmt mark = {"outbox_mark",
+                                    "UPDATE outbox SET delivered_at = now() "
+                                    "WHERE id = ANY($1::bigint[]) AND rejected IS NULL"};
 static const struct pg_stmt reject = {
     "outbox_reject", "UPDATE outbox SET delivered_at = now(), rejected = $2 WHERE id = $1"};
+/* Delivered rows after $1 seconds, parked ones after the longer of $1 and $2. */
 static const struct pg_stmt prune = {
-    "outbox_prune", "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE delivered_at < "
-                    "now() - make_interval(secs => $1::int) LIMIT 10000)"};
+    "outbox_prune",
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE delivered_at < "
+    "now() - make_interval(secs => $1::int) AND (rejected IS NULL OR delivered_at < "
+    "now() - make_interval(secs => greatest($1::int, $2::int))) LIMIT 10000)"};
 static const struct pg_stmt namespace = {
     "outbox_namespace", "SELECT value FROM gateway_meta WHERE key = 'event_namespace'"};
 static const struct pg_stmt backlog = {"outbox_backlog",
@@ -159,10 +172,11 @@ housekeeping(struct outbox *ob, struct pg_conn *c)
 {
     struct pg_error err;
     struct pg_result *res = NULL;
-    char secs[24];
+    char secs[24], parked[24];
     snprintf(secs, sizeof(secs), "%d", ob->o.retention_s);
-    const char *params[] = {secs};
-    if (lease_hold(ob->lease, c) && pg_exec(c, &prune, 1, params, NULL, &err) != 0) {
+    snprintf(parked, sizeof(parked), "%d", OUTBOX_PARKED_KEEP_S);
+    const char *params[] = {secs, parked};
+    if (lease_hold(ob->lease, c) && pg_exec(c, &prune, 2, params, NULL, &err) != 0) {
         log_warn("outbox_prune_failed", "reason=\"%s\"", err.message);
     }
     if (pg_exec(c, &backlog, 0, NULL, &res, &err) == 0) {
@@ -219,8 +233,8 @@ outbox_backlog(const struct outbox *ob)
 
 /*
  * Sends one fetched batch inside the fetch transaction and records the outcome: delivered
- * (marked, conflicts parked), refused (the named event parked), or failed (nothing changes;
- * delivery backs off). Returns true if more events may be waiting.
+ * (deleted or marked, conflicts parked), refused (the named event parked), or failed (nothing
+ * changes; delivery backs off). Returns true if more events may be waiting.
  */
 static bool
 deliver(struct outbox *ob, struct pg_conn *c, const struct pg_result *res)
@@ -242,10 +256,12 @@ deliver(struct outbox *ob, struct pg_conn *c, const struct pg_result *res)
     if (st == RPC_OK) {
         const char *mp[] = {ids.data};
         backoff_reset(&ob->retry);
-        if (pg_exec(c, &mark, 1, mp, NULL, &err) == 0) {
-            park_conflicts(ob, c, cJSON_GetObjectItemCaseSensitive(reply, "conflicts"));
-        }
-        if (err.cls != PG_ERR_NONE || pg_exec_sql(c, "COMMIT", &err) != 0) {
+        /* Conflicts are parked first: the delete (or mark) then leaves their rows alone. A
+         * failed park aborts the transaction, so nothing is recorded and the batch is sent
+         * again. */
+        park_conflicts(ob, c, cJSON_GetObjectItemCaseSensitive(reply, "conflicts"));
+        if (pg_exec(c, ob->o.retention_s > 0 ? &mark : &drop, 1, mp, NULL, &err) != 0 ||
+            pg_exec_sql(c, "COMMIT", &err) != 0) {
             log_warn("outbox_mark_failed", "reason=\"%s\" note=redelivery_is_harmless",
                      err.message);
         } else {

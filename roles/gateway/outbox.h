@@ -1,13 +1,19 @@
 /*
  * The outbox relay: delivers audit events committed to the outbox table to the logger with
- * log.append, and marks them delivered only after the logger acknowledged them (at-least-once;
- * the logger makes redelivery a no-op through the deterministic _id "gw:<ns>:<outbox id>", ns
- * being random per database).
+ * log.append, and deletes them (or, with a retention, marks them delivered) only after the logger
+ * acknowledged them (at-least-once; the logger makes redelivery a no-op through the deterministic
+ * _id "gw:<ns>:<outbox id>", ns being random per database).
  */
 #ifndef CHANCED_GATEWAY_OUTBOX_H
 #define CHANCED_GATEWAY_OUTBOX_H
 
 #include <stdbool.h>
+
+/*
+ * Parked events (the logger refused them, or another event holds their id) are never deleted at
+ * delivery: they are kept for operators this long, or outbox_retention_s if that is longer.
+ */
+#define OUTBOX_PARKED_KEEP_S (7 * 86400)
 
 struct metrics;
 struct outbox;
@@ -21,7 +27,7 @@ struct outbox_opts {
     struct metrics *metrics;   /* delivered/rejected counters */
     int *pg_up;                /* atomic flag: set after each PostgreSQL use (readiness) */
     int batch;                 /* events per log.append (outbox_batch) */
-    int retention_s;           /* keep delivered events this long (outbox_retention_s) */
+    int retention_s;           /* keep delivered events this long; 0: delete at delivery */
     int acquire_timeout_ms;    /* wait for a pooled connection */
     int logger_timeout_ms;     /* deadline of log.append */
     int lease_ttl_ms;          /* the housekeeping lease (one gateway prunes) */

@@ -9,7 +9,7 @@ import pytest
 
 from gwclient import (API, Stack, create_user, gw_stack, pg_query, redis_codes,  # noqa: F401
                                  request, wait_for)
-from loggerkit import http_get
+from loggerkit import http_get, metric
 
 pytestmark = pytest.mark.e2e
 
@@ -138,11 +138,30 @@ def test_admin_generates_and_sees_codes(gw_stack):
     assert admin.post("/admin/users/%d/enable" % user.id).json["disabled"] is False
 
 
-def test_audit_events_reach_the_logger(gw_stack):
+def _gateway_ids(admin, prefix, start_ms):
+    """The _ids of this database's gateway events in the logger since start_ms, as listed."""
+    seen = []
+    cursor = None
+    while True:
+        page = admin.get("/admin/logs?service=gateway&from=%d&limit=50" % start_ms +
+                         ("&cursor=" + cursor if cursor else ""))
+        assert page.status == 200, page
+        seen += [e["_id"] for e in page.json["items"] if e["_id"].startswith(prefix)]
+        cursor = page.json["next_cursor"]
+        if not cursor:
+            return seen
+
+
+def _undelivered(s):
+    return pg_query(s.postgres_url, "SELECT count(*) FROM outbox WHERE delivered_at IS NULL")[0][0]
+
+
+def test_audit_events_reach_the_logger(chanced, chanced_bin, fresh_postgres_url, redis_client):
     """Gateway events go through the outbox to the logger exactly once each; admins query them,
     as JSON pages, CSV and stats.  (The logger's store is shared by the whole test run, so
-    everything is filtered to this test's user or database namespace.)"""
-    s = gw_stack
+    everything is filtered to this test's user or database namespace.)  With
+    outbox_retention_s set, every delivered row stays in the outbox, marked."""
+    s = Stack(chanced, chanced_bin, fresh_postgres_url, outbox_retention_s=86400)
     start_ms = int(time.time() * 1000) - 1000
     admin = s.admin()
     batch = s.generate(1, 5)
@@ -166,15 +185,7 @@ def test_audit_events_reach_the_logger(gw_stack):
     ns = pg_query(s.postgres_url, "SELECT value FROM gateway_meta WHERE key = 'event_namespace'")
     prefix = "gw:%s:" % ns[0][0]
     rows = pg_query(s.postgres_url, "SELECT id FROM outbox ORDER BY id")
-    seen = []
-    cursor = None
-    while True:
-        page = admin.get("/admin/logs?service=gateway&from=%d&limit=50" % start_ms +
-                         ("&cursor=" + cursor if cursor else ""))
-        seen += [e["_id"] for e in page.json["items"] if e["_id"].startswith(prefix)]
-        cursor = page.json["next_cursor"]
-        if not cursor:
-            break
+    seen = _gateway_ids(admin, prefix, start_ms)
     assert sorted(seen) == sorted(prefix + str(i) for (i,) in rows)
     failed = admin.get("/admin/logs?type=login.failed&q=%s" % name).json["items"]
     assert len(failed) == 1 and failed[0]["subject"]["username"] == name
@@ -215,6 +226,61 @@ def test_audit_events_wait_for_a_stopped_logger(gw_stack):
     admin = s.admin()
     wait_for(lambda: len(admin.get("/admin/logs?user=%s" % name).json["items"]) == 1,
              what="the signup event, once")
+
+
+@pytest.mark.fault
+def test_delivered_events_leave_the_outbox(gw_stack):
+    """By default (outbox_retention_s 0) a delivered event's row is deleted in the transaction
+    that records its delivery: after delivery the outbox holds only parked rows, and each event
+    reached the logger once under its outbox id. The backlog gauge counts the undelivered rows.
+    The prune deletes delivered rows left from a retention, keeps parked ones seven days."""
+    s = gw_stack
+    start_ms = int(time.time() * 1000) - 1000
+    admin = s.admin()
+    cat = s.generate(1, 5)["categories"][0]
+    health = s.gateway.addr("gateway_health_listen")
+    wait_for(lambda: _undelivered(s) == 0, timeout=30, what="the outbox to drain")
+    assert pg_query(s.postgres_url, "SELECT count(*) FROM outbox")[0][0] == 0
+
+    # The logger down: record the ids of the events that wait, then deliver them.
+    s.logger.stop()
+    name = "dora_" + os.urandom(4).hex()
+    dora = s.signup(name)
+    assert dora.claim(cat, key="k").status == 201
+    assert request(s.port, "POST", API + "/auth/login",
+                   {"username": name, "password": "wrong password"}).status == 401
+    corrupt = pg_query(s.postgres_url, "INSERT INTO outbox (event) VALUES ('not json')"
+                       " RETURNING id")[0][0]
+    waiting = [i for (i,) in pg_query(s.postgres_url, "SELECT id FROM outbox ORDER BY id")]
+    assert len(waiting) >= 4 and _undelivered(s) == len(waiting)
+    wait_for(lambda: metric(health, "chanced_gateway_outbox_backlog") == len(waiting),
+             timeout=30, what="the backlog gauge to count the waiting events")
+    s.logger.start()
+    wait_for(lambda: _undelivered(s) == 0, timeout=30, what="delivery after the logger came back")
+    assert pg_query(s.postgres_url, "SELECT id, delivered_at IS NOT NULL, rejected FROM outbox") \
+        == [(corrupt, True, "stored event is not a JSON object")]
+    wait_for(lambda: metric(health, "chanced_gateway_outbox_backlog") == 0, timeout=30,
+             what="the backlog gauge to drop to 0")
+
+    ns = pg_query(s.postgres_url, "SELECT value FROM gateway_meta WHERE key = 'event_namespace'")
+    prefix = "gw:%s:" % ns[0][0]
+    want = {prefix + str(i) for i in waiting if i != corrupt}
+    seen = _gateway_ids(admin, prefix, start_ms)
+    assert sorted(e for e in seen if e in want) == sorted(want)
+    assert len(seen) == len(set(seen))
+
+    # The prune: a delivered row kept by an earlier retention goes at once; a parked row stays
+    # seven days.
+    kept = pg_query(s.postgres_url, "INSERT INTO outbox (event, delivered_at, rejected) VALUES"
+                    " ('{}', now() - interval '1 second', NULL),"
+                    " ('{}', now() - interval '6 days', 'parked six days ago'),"
+                    " ('{}', now() - interval '8 days', 'parked eight days ago') RETURNING id")
+    old_delivered, parked6, parked8 = [i for (i,) in kept]
+    wait_for(lambda: pg_query(s.postgres_url, "SELECT count(*) FROM outbox WHERE id = ANY(%s)",
+                              ([old_delivered, parked8],))[0][0] == 0,
+             timeout=30, what="the prune")
+    assert sorted(i for (i,) in pg_query(s.postgres_url, "SELECT id FROM outbox")) == \
+        sorted([corrupt, parked6])
 
 
 def test_openapi_matches_routes(gw_stack):

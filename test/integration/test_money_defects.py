@@ -209,12 +209,15 @@ def test_a_failed_login_with_control_characters_is_audited(gw_stack):
 
 def test_the_outbox_parks_the_refused_event_by_id(gw_stack):
     """A corrupt row ahead of a batch and an event the logger refuses: the refused one is parked
-    (not its neighbour), the corrupt one is parked, every valid one is delivered."""
+    (not its neighbour), the corrupt one is parked, every valid one is delivered (and, by
+    default, leaves the outbox; the parked ones stay)."""
     s = gw_stack
-    admin = s.admin()  # writes an admin.action event we can copy
+    admin = s.admin()
     wait_for(lambda: pg_query(s.postgres_url, "SELECT count(*) FROM outbox WHERE delivered_at"
                               " IS NULL")[0][0] == 0, timeout=30, what="the outbox to drain")
-    good = json.loads(pg_query(s.postgres_url, "SELECT event FROM outbox ORDER BY id LIMIT 1")[0][0])
+    # an event as audit.c writes it (delivered rows are gone: none to copy)
+    good = {"ts": int(time.time() * 1000), "service": "gateway", "type": "admin.action",
+            "actor": None, "subject": {}, "data": {}, "message": "valid"}
     ok1 = dict(good, message="first valid")
     bad = dict(good, type="bad type with spaces", message="refused")
     ok2 = dict(good, message="second valid")
@@ -227,7 +230,7 @@ def test_the_outbox_parks_the_refused_event_by_id(gw_stack):
              timeout=30, what="the four rows to be handled")
     state = dict(pg_query(s.postgres_url, "SELECT id, rejected IS NOT NULL FROM outbox"
                           " WHERE id = ANY(%s)", (ids,)))
-    assert state == {ids[0]: True, ids[1]: False, ids[2]: True, ids[3]: False}
+    assert state == {ids[0]: True, ids[2]: True}
     time.sleep(0.5)
     messages = {e["message"] for e in _logs(admin, type=good["type"])}
     assert {"first valid", "second valid"} <= messages and "refused" not in messages
