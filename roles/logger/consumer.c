@@ -21,12 +21,18 @@
 #define BACKOFF_MAX_MS 5000
 #define IDLE_WAIT_MS 200 /* how long an empty batch waits for a first delivery */
 
-/* One delivery of the current round. */
+/* One delivery of the current round, parsed when it arrives. */
 struct item {
     struct logger_amqp_msg msg; /* owned */
-    cJSON *event;               /* owned canonical event; NULL if not screened or invalid */
-    bool screened;              /* validated (and rejected if invalid) */
+    struct logger_message m;    /* owned: its valid canonical events (1..1000, or none) */
+    char *why;                  /* owned: why it goes to the dead-letter queue, or NULL */
+    bool unusable;              /* nothing to store: dead-letter it before the insert */
     bool settled;               /* rejected already: no ack */
+};
+
+/* Where an event of the round's insert came from: its delivery and its place in the message. */
+struct slot {
+    size_t item, ev;
 };
 
 struct logger_consumer {
@@ -43,6 +49,11 @@ struct logger_consumer {
     struct logger_amqp *link;        /* thread-owned connection, NULL while disconnected */
     struct item *items;              /* thread-owned: the deliveries of this round */
     size_t n, cap;                   /* items used / allocated (cap = prefetch) */
+    size_t held;                     /* valid events in the items */
+    const cJSON **evs;               /* thread-owned: the round's events for the insert */
+    struct slot *slots;              /* where each of evs came from */
+    unsigned char *outcome;          /* logger_insert_outcome of each of evs */
+    size_t evs_cap;                  /* allocated length of evs, slots and outcome */
     struct backoff bo;               /* retry pacing and throttled failure logs */
     int64_t paused_at;               /* monotonic ms when the store stopped answering, or 0 */
     struct logger_consumer_stats st; /* counters, updated with atomics */
@@ -134,10 +145,12 @@ clear_items(struct logger_consumer *c)
 {
     for (size_t i = 0; i < c->n; i++) {
         logger_amqp_msg_cleanup(&c->items[i].msg);
-        cJSON_Delete(c->items[i].event);
+        logger_message_cleanup(&c->items[i].m);
+        free(c->items[i].why);
     }
     memset(c->items, 0, c->n * sizeof(*c->items));
     c->n = 0;
+    c->held = 0;
 }
 
 /* Unacknowledged deliveries go back to the queue when the connection closes. */
@@ -158,12 +171,37 @@ drop_link(struct logger_consumer *c, const char *why)
     clear_items(c);
 }
 
-/* Adds deliveries until want are held or none is ready; the first may wait first_wait_ms. */
+/*
+ * Validates a delivery as it arrives, so the round knows how many events it holds. A batch with
+ * invalid events keeps its valid ones and a reason: it is dead-lettered after they are stored.
+ */
+static void
+parse_item(struct logger_consumer *c, struct item *it)
+{
+    char why[256];
+    enum logger_message_status st = LOGGER_MESSAGE_BAD;
+    if (it->msg.oversize) {
+        snprintf(why, sizeof(why), "larger than max_event_bytes (%lld)", c->conf->max_event_bytes);
+        it->m = (struct logger_message){0};
+    } else {
+        st = logger_message_parse(it->msg.body, it->msg.len, &it->m, why, sizeof(why));
+    }
+    it->unusable = st == LOGGER_MESSAGE_BAD;
+    it->why = st == LOGGER_MESSAGE_OK ? NULL : xstrdup(why);
+    c->held += it->m.n;
+    BUMP(c, events_received, it->m.count);
+}
+
+/*
+ * Adds deliveries until want of them or want_events valid events are held, or none is ready;
+ * the first may wait first_wait_ms. A message is taken whole, so one batch may pass want_events.
+ */
 static int
-collect(struct logger_consumer *c, int first_wait_ms, size_t want, char *err, size_t errlen)
+collect(struct logger_consumer *c, int first_wait_ms, size_t want, size_t want_events, char *err,
+        size_t errlen)
 {
     int wait = first_wait_ms;
-    while (c->n < want && c->n < c->cap) {
+    while (c->n < want && c->held < want_events && c->n < c->cap) {
         struct logger_amqp_msg msg;
         int rc = logger_amqp_next(c->link, wait, &msg, err, errlen);
         if (rc < 0) {
@@ -172,7 +210,9 @@ collect(struct logger_consumer *c, int first_wait_ms, size_t want, char *err, si
         if (rc == 0) {
             break;
         }
-        c->items[c->n++] = (struct item){.msg = msg};
+        struct item *it = &c->items[c->n++];
+        *it = (struct item){.msg = msg};
+        parse_item(c, it);
         BUMP(c, received, 1);
         wait = 0;
     }
@@ -194,39 +234,35 @@ dead_letter(struct logger_consumer *c, struct item *it, const char *why, char *e
     return 0;
 }
 
-/* Validates the deliveries not seen yet; the unusable ones go to the dead-letter queue. */
+/* The deliveries with nothing to store go to the dead-letter queue now. */
 static int
 screen(struct logger_consumer *c, char *err, size_t errlen)
 {
     for (size_t i = 0; i < c->n; i++) {
         struct item *it = &c->items[i];
-        char why[256];
-        if (it->screened) {
-            continue;
-        }
-        it->screened = true;
-        if (it->msg.oversize) {
-            snprintf(why, sizeof(why), "larger than max_event_bytes (%lld)",
-                     c->conf->max_event_bytes);
-        } else if ((it->event = logger_event_from_message(it->msg.body, it->msg.len, why,
-                                                          sizeof(why))) != NULL) {
-            continue;
-        }
-        if (dead_letter(c, it, why, err, errlen) != 0) {
+        if (it->unusable && !it->settled && dead_letter(c, it, it->why, err, errlen) != 0) {
             return -1;
         }
     }
     return 0;
 }
 
+/* Lines up the valid events of the unsettled deliveries for one insert. */
 static size_t
-gather(struct logger_consumer *c, const cJSON **evs, size_t *idx)
+gather(struct logger_consumer *c)
 {
+    if (c->held > c->evs_cap) {
+        c->evs_cap = c->held;
+        c->evs = xrealloc(c->evs, c->evs_cap * sizeof(*c->evs));
+        c->slots = xrealloc(c->slots, c->evs_cap * sizeof(*c->slots));
+        c->outcome = xrealloc(c->outcome, c->evs_cap);
+    }
     size_t k = 0;
     for (size_t i = 0; i < c->n; i++) {
-        if (c->items[i].event != NULL && !c->items[i].settled) {
-            evs[k] = c->items[i].event;
-            idx[k++] = i;
+        const struct item *it = &c->items[i];
+        for (size_t e = 0; !it->settled && e < it->m.n; e++) {
+            c->evs[k] = it->m.events[e];
+            c->slots[k++] = (struct slot){i, e};
         }
     }
     return k;
@@ -234,17 +270,16 @@ gather(struct logger_consumer *c, const cJSON **evs, size_t *idx)
 
 /* Inserts until MongoDB answers, holding the deliveries (and servicing the link) meanwhile. */
 static int
-insert_held(struct logger_consumer *c, const cJSON **evs, size_t *idx, unsigned char *outcome,
-            size_t *k, char *err, size_t errlen)
+insert_held(struct logger_consumer *c, size_t *k, char *err, size_t errlen)
 {
     backoff_reset(&c->bo);
     for (;;) {
         char why[256];
-        *k = gather(c, evs, idx);
+        *k = gather(c);
         if (*k == 0) {
             return 0;
         }
-        int rc = logger_mongo_insert(c->store, evs, *k, outcome, why, sizeof(why));
+        int rc = logger_mongo_insert(c->store, c->evs, *k, c->outcome, why, sizeof(why));
         if (rc == LOGGER_MONGO_OK) {
             return 0;
         }
@@ -267,7 +302,7 @@ insert_held(struct logger_consumer *c, const cJSON **evs, size_t *idx, unsigned 
                 nap(c, (int)left);
                 break;
             }
-            if (collect(c, (int)left, c->cap, err, errlen) != 0) {
+            if (collect(c, (int)left, c->cap, SIZE_MAX, err, errlen) != 0) {
                 return -1;
             }
         }
@@ -277,24 +312,38 @@ insert_held(struct logger_consumer *c, const cJSON **evs, size_t *idx, unsigned 
     }
 }
 
+/*
+ * Dead-letters the messages that hold an invalid event or one MongoDB would not take (their
+ * other events are stored by now), then acknowledges the rest of the round.
+ */
 static int
-settle(struct logger_consumer *c, size_t *idx, const unsigned char *outcome, size_t k, char *err,
-       size_t errlen)
+settle(struct logger_consumer *c, size_t k, char *err, size_t errlen)
 {
     uint64_t max_tag = 0;
     for (size_t j = 0; j < k; j++) {
-        struct item *it = &c->items[idx[j]];
-        if (outcome[j] == LOGGER_INSERT_REFUSED || outcome[j] == LOGGER_INSERT_CONFLICT) {
+        struct item *it = &c->items[c->slots[j].item];
+        unsigned char o = c->outcome[j];
+        if (o == LOGGER_INSERT_REFUSED || o == LOGGER_INSERT_CONFLICT) {
             /* A conflict: another event holds this _id; keep this one for inspection. */
-            const char *why = outcome[j] == LOGGER_INSERT_REFUSED
+            const char *why = o == LOGGER_INSERT_REFUSED
                                   ? "MongoDB refused the document"
                                   : "another event with different content holds this _id";
-            if (dead_letter(c, it, why, err, errlen) != 0) {
-                return -1;
+            if (it->why == NULL && it->m.batch) {
+                char buf[256];
+                snprintf(buf, sizeof(buf), "events[%zu]: %s", c->slots[j].ev, why);
+                it->why = xstrdup(buf);
+            } else if (it->why == NULL) {
+                it->why = xstrdup(why);
             }
         } else {
-            BUMP(c, stored, outcome[j] == LOGGER_INSERT_STORED);
-            BUMP(c, duplicates, outcome[j] == LOGGER_INSERT_DUPLICATE);
+            BUMP(c, stored, o == LOGGER_INSERT_STORED);
+            BUMP(c, duplicates, o == LOGGER_INSERT_DUPLICATE);
+        }
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        struct item *it = &c->items[i];
+        if (it->why != NULL && !it->settled && dead_letter(c, it, it->why, err, errlen) != 0) {
+            return -1;
         }
     }
     for (size_t i = 0; i < c->n; i++) {
@@ -321,12 +370,9 @@ settle(struct logger_consumer *c, size_t *idx, const unsigned char *outcome, siz
 static int
 process(struct logger_consumer *c, char *err, size_t errlen)
 {
-    const cJSON **evs = xcalloc(c->cap, sizeof(*evs));
-    size_t *idx = xcalloc(c->cap, sizeof(*idx)), k = 0;
-    unsigned char *outcome = xcalloc(c->cap, 1);
-    int rc = -1;
-    if (screen(c, err, errlen) != 0 || insert_held(c, evs, idx, outcome, &k, err, errlen) != 0) {
-        goto out;
+    size_t k = 0;
+    if (screen(c, err, errlen) != 0 || insert_held(c, &k, err, errlen) != 0) {
+        return -1;
     }
     if (c->paused_at != 0) {
         log_info("consumer_resumed", "paused_ms=%lld", (long long)(time_mono_ms() - c->paused_at));
@@ -337,16 +383,11 @@ process(struct logger_consumer *c, char *err, size_t errlen)
         SET(c, store_up, true);
         BUMP(c, batches, 1);
     }
-    if (settle(c, idx, outcome, k, err, errlen) != 0) {
-        goto out;
+    if (settle(c, k, err, errlen) != 0) {
+        return -1;
     }
     clear_items(c);
-    rc = 0;
-out:
-    free(evs);
-    free(idx);
-    free(outcome);
-    return rc;
+    return 0;
 }
 
 /* Graceful end: no new deliveries, store and acknowledge those already here, close. */
@@ -358,7 +399,8 @@ finish(struct logger_consumer *c)
         return;
     }
     if (logger_amqp_cancel(c->link, err, sizeof(err)) != 0 ||
-        collect(c, 0, c->cap, err, sizeof(err)) != 0 || process(c, err, sizeof(err)) != 0) {
+        collect(c, 0, c->cap, SIZE_MAX, err, sizeof(err)) != 0 ||
+        process(c, err, sizeof(err)) != 0) {
         drop_link(c, err);
         return;
     }
@@ -390,7 +432,9 @@ consumer_main(void *arg)
             }
             backoff_reset(&c->bo);
         }
-        if (collect(c, IDLE_WAIT_MS, (size_t)c->conf->insert_batch, err, sizeof(err)) != 0 ||
+        /* A round ends at insert_batch deliveries or events, whichever comes first. */
+        size_t batch = (size_t)c->conf->insert_batch;
+        if (collect(c, IDLE_WAIT_MS, batch, batch, err, sizeof(err)) != 0 ||
             (c->n > 0 && process(c, err, sizeof(err)) != 0)) {
             drop_link(c, err);
         }
@@ -449,6 +493,9 @@ logger_consumer_free(struct logger_consumer *c)
     pthread_join(c->thread, NULL);
     clear_items(c);
     free(c->items);
+    free(c->evs);
+    free(c->slots);
+    free(c->outcome);
     pthread_mutex_destroy(&c->link_lock);
     free(c);
 }
@@ -457,6 +504,7 @@ void
 logger_consumer_stats(const struct logger_consumer *c, struct logger_consumer_stats *out)
 {
     out->received = __atomic_load_n(&c->st.received, __ATOMIC_RELAXED);
+    out->events_received = __atomic_load_n(&c->st.events_received, __ATOMIC_RELAXED);
     out->stored = __atomic_load_n(&c->st.stored, __ATOMIC_RELAXED);
     out->duplicates = __atomic_load_n(&c->st.duplicates, __ATOMIC_RELAXED);
     out->dead_lettered = __atomic_load_n(&c->st.dead_lettered, __ATOMIC_RELAXED);

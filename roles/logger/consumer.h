@@ -23,16 +23,17 @@ struct logger_mongo;
 
 /* Counters and states for /metrics and /readyz; a snapshot, read from any thread. */
 struct logger_consumer_stats {
-    uint64_t received;      /* deliveries taken from the queue */
-    uint64_t stored;        /* events inserted */
-    uint64_t duplicates;    /* events already stored (redeliveries): acknowledged */
-    uint64_t dead_lettered; /* messages rejected to the dead-letter queue */
-    uint64_t batches;       /* insert round trips that succeeded */
-    uint64_t store_errors;  /* insert attempts that failed (and were retried) */
-    uint64_t reconnects;    /* RabbitMQ connections opened */
-    bool amqp_up;           /* consuming now */
-    bool store_up;          /* the last MongoDB call succeeded */
-    bool paused;            /* holding a batch until MongoDB answers again */
+    uint64_t received;        /* deliveries (messages) taken from the queue */
+    uint64_t events_received; /* events those messages carried (a log.events one: 1..1000) */
+    uint64_t stored;          /* events inserted */
+    uint64_t duplicates;      /* events already stored (redeliveries): acknowledged */
+    uint64_t dead_lettered;   /* messages rejected to the dead-letter queue */
+    uint64_t batches;         /* insert round trips that succeeded */
+    uint64_t store_errors;    /* insert attempts that failed (and were retried) */
+    uint64_t reconnects;      /* RabbitMQ connections opened */
+    bool amqp_up;             /* consuming now */
+    bool store_up;            /* the last MongoDB call succeeded */
+    bool paused;              /* holding a batch until MongoDB answers again */
 };
 
 /*

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
@@ -335,9 +336,14 @@ fail:
     return NULL;
 }
 
-/* True if pattern is {"cmd": "log.event"}, as an object or as that object in a JSON string. */
-static bool
-is_log_event_pattern(const cJSON *pattern)
+enum message_cmd { CMD_NONE, CMD_EVENT, CMD_EVENTS };
+
+/*
+ * Which command pattern names: {"cmd": "log.event"} or {"cmd": "log.events"}, as an object or as
+ * that object in a JSON string (NestJS serialises object patterns that way).
+ */
+static enum message_cmd
+message_pattern(const cJSON *pattern)
 {
     cJSON *parsed = NULL;
     if (cJSON_IsString(pattern)) { /* the whole string: nothing but whitespace after the object */
@@ -347,9 +353,14 @@ is_log_event_pattern(const cJSON *pattern)
     const cJSON *cmd = cJSON_IsObject(pattern) && cJSON_GetArraySize(pattern) == 1
                            ? cJSON_GetObjectItemCaseSensitive(pattern, "cmd")
                            : NULL;
-    bool ok = cJSON_IsString(cmd) && strcmp(cmd->valuestring, "log.event") == 0;
+    enum message_cmd which = CMD_NONE;
+    if (cJSON_IsString(cmd) && strcmp(cmd->valuestring, "log.event") == 0) {
+        which = CMD_EVENT;
+    } else if (cJSON_IsString(cmd) && strcmp(cmd->valuestring, "log.events") == 0) {
+        which = CMD_EVENTS;
+    }
     cJSON_Delete(parsed);
-    return ok;
+    return which;
 }
 
 /*
@@ -375,16 +386,74 @@ has_nul(const char *s, size_t len)
     return false;
 }
 
-cJSON *
-logger_event_from_message(const char *body, size_t len, char *err, size_t errlen)
+/* One event of a message: valid, and outside the gateways' _id namespace. */
+static cJSON *
+queue_event(const cJSON *data, char *err, size_t errlen)
+{
+    cJSON *ev = logger_event_normalise(data, err, errlen);
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "_id"));
+    if (id && strncmp(id, LOGGER_GATEWAY_ID_PREFIX, strlen(LOGGER_GATEWAY_ID_PREFIX)) == 0) {
+        snprintf(err, errlen, "field '_id': ids starting with '%s' belong to the gateways",
+                 LOGGER_GATEWAY_ID_PREFIX);
+        cJSON_Delete(ev);
+        ev = NULL;
+    }
+    return ev;
+}
+
+/*
+ * The events of a log.events message. Each is checked on its own: one bad event must not cost
+ * its neighbours their place in the store, but it marks the message (PARTIAL) so the caller
+ * keeps it in the dead-letter queue, where replaying it later only adds the missing events.
+ */
+static enum logger_message_status
+batch_events(const cJSON *data, struct logger_message *out, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(data) || cJSON_GetArraySize(data) != 1 ||
+        strcmp(data->child->string, "events") != 0) {
+        snprintf(err, errlen, "log.events: 'data' must be an object with the one field 'events'");
+        return LOGGER_MESSAGE_BAD;
+    }
+    const cJSON *events = data->child;
+    int count = cJSON_IsArray(events) ? cJSON_GetArraySize(events) : 0;
+    if (count < 1 || count > LOGGER_MESSAGE_EVENTS_MAX) {
+        snprintf(err, errlen, "log.events: field 'events' must be an array of 1 to %d events",
+                 LOGGER_MESSAGE_EVENTS_MAX);
+        return LOGGER_MESSAGE_BAD;
+    }
+    out->events = xcalloc((size_t)count, sizeof(*out->events));
+    out->count = (size_t)count;
+    bool bad = false;
+    size_t i = 0;
+    for (const cJSON *e = events->child; e; e = e->next, i++) {
+        char why[256];
+        cJSON *ev = queue_event(e, why, sizeof(why));
+        if (ev != NULL) {
+            out->events[out->n++] = ev;
+        } else if (!bad) {
+            snprintf(err, errlen, "events[%zu]: %s", i, why);
+            bad = true;
+        }
+    }
+    if (!bad) {
+        return LOGGER_MESSAGE_OK;
+    }
+    return out->n > 0 ? LOGGER_MESSAGE_PARTIAL : LOGGER_MESSAGE_BAD;
+}
+
+enum logger_message_status
+logger_message_parse(const char *body, size_t len, struct logger_message *out, char *err,
+                     size_t errlen)
 {
     /* "id" appears when a Nest client used send() instead of emit(); we never reply. */
     static const char *const fields[] = {"pattern", "data", "id", NULL};
     const char *end = NULL;
-    cJSON *msg = cJSON_ParseWithLengthOpts(body, len, &end, false), *ev = NULL;
+    enum logger_message_status st = LOGGER_MESSAGE_BAD;
+    *out = (struct logger_message){0};
+    cJSON *msg = cJSON_ParseWithLengthOpts(body, len, &end, false);
     if (msg == NULL) {
         snprintf(err, errlen, "the body is not JSON");
-        return NULL;
+        return LOGGER_MESSAGE_BAD;
     }
     while (end < body + len && isspace((unsigned char)*end)) {
         end++;
@@ -400,8 +469,10 @@ logger_event_from_message(const char *body, size_t len, char *err, size_t errlen
     if (json_check_fields(msg, fields, err, errlen) != 0) {
         goto out;
     }
-    if (!is_log_event_pattern(cJSON_GetObjectItemCaseSensitive(msg, "pattern"))) {
-        snprintf(err, errlen, "the pattern is not {\"cmd\":\"log.event\"}");
+    enum message_cmd cmd = message_pattern(cJSON_GetObjectItemCaseSensitive(msg, "pattern"));
+    if (cmd == CMD_NONE) {
+        snprintf(err, errlen,
+                 "the pattern is not {\"cmd\":\"log.event\"} or {\"cmd\":\"log.events\"}");
         goto out;
     }
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(msg, "data");
@@ -409,15 +480,53 @@ logger_event_from_message(const char *body, size_t len, char *err, size_t errlen
         snprintf(err, errlen, "the message has no data");
         goto out;
     }
-    ev = logger_event_normalise(data, err, errlen);
-    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "_id"));
-    if (id && strncmp(id, LOGGER_GATEWAY_ID_PREFIX, strlen(LOGGER_GATEWAY_ID_PREFIX)) == 0) {
-        snprintf(err, errlen, "field '_id': ids starting with '%s' belong to the gateways",
-                 LOGGER_GATEWAY_ID_PREFIX);
-        cJSON_Delete(ev);
-        ev = NULL;
+    if (cmd == CMD_EVENTS) {
+        out->batch = true;
+        st = batch_events(data, out, err, errlen);
+        goto out;
+    }
+    cJSON *ev = queue_event(data, err, errlen);
+    if (ev != NULL) {
+        out->events = xcalloc(1, sizeof(*out->events));
+        out->events[0] = ev;
+        out->n = out->count = 1;
+        st = LOGGER_MESSAGE_OK;
     }
 out:
+    if (st == LOGGER_MESSAGE_BAD) {
+        bool batch = out->batch;
+        logger_message_cleanup(out);
+        out->batch = batch;
+    }
     cJSON_Delete(msg);
+    return st;
+}
+
+void
+logger_message_cleanup(struct logger_message *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        cJSON_Delete(m->events[i]);
+    }
+    free(m->events);
+    *m = (struct logger_message){0};
+}
+
+cJSON *
+logger_event_from_message(const char *body, size_t len, char *err, size_t errlen)
+{
+    struct logger_message m;
+    cJSON *ev = NULL;
+    if (logger_message_parse(body, len, &m, err, errlen) == LOGGER_MESSAGE_BAD) {
+        return NULL;
+    }
+    if (m.batch) {
+        snprintf(err, errlen, "a log.events message, not log.event");
+    } else {
+        ev = m.events[0];
+        m.events[0] = NULL;
+        m.n = 0;
+    }
+    logger_message_cleanup(&m);
     return ev;
 }

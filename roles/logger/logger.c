@@ -272,6 +272,7 @@ collect_metrics(struct metrics *m, void *arg)
     struct logger_consumer_stats st;
     logger_consumer_stats(lg->consumer, &st);
     metrics_set(m, "chanced_logger_messages_received_total", "", (double)st.received);
+    metrics_set(m, "chanced_logger_events_received_total", "", (double)st.events_received);
     metrics_set(m, "chanced_logger_events_stored_total", "source=\"amqp\"", (double)st.stored);
     metrics_set(m, "chanced_logger_events_duplicate_total", "source=\"amqp\"",
                 (double)st.duplicates);
@@ -290,15 +291,20 @@ describe_metrics(struct metrics *m)
     metrics_describe(m, "chanced_dependency_up", METRICS_GAUGE,
                      "1 while the role reaches the dependency.");
     metrics_describe(m, "chanced_logger_messages_received_total", METRICS_COUNTER,
-                     "Audit messages taken from RabbitMQ.");
+                     "Audit messages taken from RabbitMQ (log.event or log.events).");
+    metrics_describe(m, "chanced_logger_events_received_total", METRICS_COUNTER,
+                     "Audit events carried by the messages taken from RabbitMQ (a log.events "
+                     "message up to 1000; an unparseable message none).");
     metrics_describe(m, "chanced_logger_events_stored_total", METRICS_COUNTER,
                      "Audit events inserted into MongoDB, by source (amqp, rpc).");
     metrics_describe(m, "chanced_logger_events_duplicate_total", METRICS_COUNTER,
                      "Audit events that were already stored (redeliveries); acknowledged.");
     metrics_describe(m, "chanced_logger_events_conflict_total", METRICS_COUNTER,
                      "log.append events whose _id a different event already holds.");
-    metrics_describe(m, "chanced_logger_dead_lettered_total", METRICS_COUNTER,
-                     "Messages rejected to the dead-letter queue (unparseable or refused).");
+    metrics_describe(
+        m, "chanced_logger_dead_lettered_total", METRICS_COUNTER,
+        "Messages rejected to the dead-letter queue (unparseable, or holding an invalid "
+        "or refused event).");
     metrics_describe(m, "chanced_logger_insert_batches_total", METRICS_COUNTER,
                      "Insert round trips from the queue consumer that succeeded.");
     metrics_describe(m, "chanced_logger_store_errors_total", METRICS_COUNTER,

@@ -32,9 +32,11 @@ static const struct conf_key logger_keys[] = {
     K(amqp_prefetch, CONF_INT, "1000", 1, 65535, NULL, 0,
       "Unacknowledged audit messages RabbitMQ may push to the logger at once."),
     K(insert_batch, CONF_INT, "500", 1, 10000, NULL, 0,
-      "Most events the logger inserts in one MongoDB round trip when the queue is deep."),
+      "Most events (and messages) the logger inserts in one MongoDB round trip when the queue is "
+      "deep; a log.events message is taken whole."),
     K(max_event_bytes, CONF_INT, "65536", 1024, 4194304, NULL, 0,
-      "Largest audit message accepted from the queue; bigger ones are dead-lettered."),
+      "Largest audit message accepted from the queue, a log.events batch included; bigger ones "
+      "are dead-lettered."),
     K(retention_days, CONF_INT, "0", 0, 36500, NULL, 0,
       "Delete audit events older than this many days (MongoDB TTL index); 0 keeps them."),
     K(test_ack_delay_ms, CONF_INT, "0", 0, 60000, NULL, 0,

@@ -280,6 +280,139 @@ def test_log_append_ids_are_the_gateways_and_collisions_are_reported(chanced, st
     assert store[1].events.count_documents({"_id": "gw:9"}) == 0
 
 
+# ---- log.events: several events in one queue message ----------------------------------------
+
+def batch_body(events, pattern=None):
+    """A log.events message: the relay's batch form (docs/protocol.md)."""
+    return json.dumps({"pattern": pattern or {"cmd": "log.events"}, "data": {"events": events}},
+                      ensure_ascii=False)
+
+
+def dead_reasons(lg):
+    return [line for line in lg.log_text().splitlines() if "message_dead_lettered" in line]
+
+
+def test_batch_messages_are_stored_once(chanced, store, amqp_url, amqp_queue):
+    lg = start_logger(chanced, store)
+    hp = lg.addr("logger_health_listen")
+    events = [event(i, prefix="batch") for i in range(3)]
+    publish(amqp_url, amqp_queue, [batch_body(events)])
+    wait_until("3 stored", lambda: store[1].events.count_documents({}) == 3)
+    wait_until("queue drained", lambda: queue_depth(amqp_url, amqp_queue)[0] == 0)
+    assert stored_ids(store[1]) == sorted(e["_id"] for e in events)
+    items, _ = query_all(lg, {}, limit=10)
+    assert items == list(reversed(events))  # stored as sent
+    # the same message again (a redelivery, a DLQ replay): each event is a duplicate
+    publish(amqp_url, amqp_queue, [batch_body(events)])
+    wait_until("3 duplicates", lambda: metric(hp, "chanced_logger_events_duplicate_total",
+                                              'source="amqp"') == 3)
+    assert store[1].events.count_documents({}) == 3
+    # NestJS's string pattern form, as for log.event
+    more = [event(i, prefix="str") for i in range(2)]
+    publish(amqp_url, amqp_queue, [batch_body(more, pattern=json.dumps({"cmd": "log.events"}))])
+    wait_until("5 stored", lambda: store[1].events.count_documents({}) == 5)
+    wait_until("queue drained", lambda: queue_depth(amqp_url, amqp_queue)[0] == 0)
+    assert metric(hp, "chanced_logger_events_stored_total", 'source="amqp"') == 5
+    assert metric(hp, "chanced_logger_messages_received_total") == 3
+    assert metric(hp, "chanced_logger_events_received_total") == 8
+    assert metric(hp, "chanced_logger_dead_lettered_total") == 0
+    assert drain(amqp_url, amqp_queue + ".dlq") == []
+
+
+def test_batch_with_bad_events_stores_the_rest_and_is_dead_lettered(chanced, store, amqp_url,
+                                                                    amqp_queue):
+    """An invalid event, or one in the gateways' namespace, costs its neighbours nothing: they
+    are stored, and the message goes to the dead-letter queue with the first bad event named."""
+    lg = start_logger(chanced, store)
+    hp = lg.addr("logger_health_listen")
+    invalid = {k: v for k, v in event(1, prefix="a").items() if k != "type"}
+    a = [event(0, prefix="a"), invalid, event(2, prefix="a"), dict(event(3, prefix="a"), ts="x")]
+    b = [event(0, prefix="b"), event(1, prefix="b"), event(2, prefix="gw")]
+    bodies = [batch_body(a), batch_body(b)]
+    publish(amqp_url, amqp_queue, bodies)
+    wait_until("2 dead-lettered", lambda: metric(hp, "chanced_logger_dead_lettered_total") == 2)
+    wait_until("queue drained", lambda: queue_depth(amqp_url, amqp_queue)[0] == 0)
+    assert stored_ids(store[1]) == ["a:0", "a:2", "b:0", "b:1"]
+    dead = drain(amqp_url, amqp_queue + ".dlq")
+    assert sorted(body for _, body in dead) == sorted(x.encode() for x in bodies)
+    reasons = dead_reasons(lg)
+    assert len(reasons) == 2, reasons
+    assert any("events[1]: field 'type'" in r for r in reasons), reasons
+    assert any("events[2]: field '_id'" in r and "gw:" in r for r in reasons), reasons
+    assert metric(hp, "chanced_logger_events_stored_total", 'source="amqp"') == 4
+    # replaying the dead letters later stores nothing twice
+    publish(amqp_url, amqp_queue, [body for _, body in dead])
+    wait_until("dead-lettered again", lambda: metric(hp, "chanced_logger_dead_lettered_total")
+               == 4)
+    assert metric(hp, "chanced_logger_events_duplicate_total", 'source="amqp"') == 4
+    assert store[1].events.count_documents({}) == 4
+
+
+def test_batch_shapes_that_are_refused_whole(chanced, store, amqp_url, amqp_queue):
+    lg = start_logger(chanced, store, max_event_bytes=262144)
+    hp = lg.addr("logger_health_listen")
+    small = [{"_id": "big:%d" % i, "ts": 0, "service": "s", "type": "t", "message": "m"}
+             for i in range(1001)]
+    wrap = lambda data: json.dumps({"pattern": {"cmd": "log.events"}, "data": data})  # noqa: E731
+    bad = [
+        (wrap([event(0)]), "'data' must be an object"),               # data not an object
+        (wrap({}), "'data' must be an object"),                       # no events
+        (wrap({"events": [event(0)], "more": 1}), "'data' must be an object"),
+        (wrap({"events": []}), "1 to 1000 events"),                   # empty
+        (wrap({"events": event(0)}), "1 to 1000 events"),             # not an array
+        (wrap({"events": small}), "1 to 1000 events"),                # 1001
+        (json.dumps({"pattern": {"cmd": "log.events"}}), "no data"),
+        (wrap({"events": [event(0), {"_id": "x"}][1:]}), "events[0]"),  # none valid
+    ]
+    publish(amqp_url, amqp_queue, [b for b, _ in bad])
+    wait_until("all dead-lettered", lambda: metric(hp, "chanced_logger_dead_lettered_total")
+               == len(bad))
+    assert store[1].events.count_documents({}) == 0
+    reasons = dead_reasons(lg)
+    for (_, why), line in zip(bad, reasons):
+        assert why in line, (why, line)
+    assert len(drain(amqp_url, amqp_queue + ".dlq")) == len(bad)
+    # exactly 1000 is fine
+    publish(amqp_url, amqp_queue, [wrap({"events": small[:1000]})])
+    wait_until("1000 stored", lambda: store[1].events.count_documents({}) == 1000)
+    assert metric(hp, "chanced_logger_dead_lettered_total") == len(bad)
+
+
+def test_batch_with_a_conflicting_event_is_dead_lettered_after_the_rest(chanced, store, amqp_url,
+                                                                        amqp_queue):
+    lg = start_logger(chanced, store)
+    hp = lg.addr("logger_health_listen")
+    held = event(5, prefix="c")
+    publish(amqp_url, amqp_queue, [body(held)])
+    wait_until("held stored", lambda: store[1].events.count_documents({}) == 1)
+    other = dict(held, message="different content, same _id")
+    batch = batch_body([event(4, prefix="c"), other, event(6, prefix="c")])
+    publish(amqp_url, amqp_queue, [batch])
+    wait_until("dead-lettered", lambda: metric(hp, "chanced_logger_dead_lettered_total") == 1)
+    wait_until("queue drained", lambda: queue_depth(amqp_url, amqp_queue)[0] == 0)
+    assert stored_ids(store[1]) == ["c:4", "c:5", "c:6"]
+    assert store[1].events.find_one({"_id": "c:5"})["message"] == held["message"]
+    dead = drain(amqp_url, amqp_queue + ".dlq")
+    assert [b for _, b in dead] == [batch.encode()]
+    reasons = dead_reasons(lg)
+    assert len(reasons) == 1 and "events[1]: another event" in reasons[0], reasons
+
+
+def test_a_round_holds_at_most_insert_batch_events(chanced, store, amqp_url, amqp_queue):
+    """insert_batch bounds the events of one insert as well as the deliveries; a message is
+    taken whole. With the queue full before the logger starts, 4 batches of 10 events and
+    insert_batch=10 are 4 round trips (not one of 40 events)."""
+    lg = start_logger(chanced, store)
+    lg.stop()
+    publish(amqp_url, amqp_queue,
+            [batch_body([event(10 * m + i, prefix="r") for i in range(10)]) for m in range(4)])
+    lg = start_logger(chanced, store, insert_batch=10, amqp_prefetch=100)
+    hp = lg.addr("logger_health_listen")
+    wait_until("40 stored", lambda: store[1].events.count_documents({}) == 40)
+    wait_until("4 batches", lambda: metric(hp, "chanced_logger_insert_batches_total") == 4)
+    assert metric(hp, "chanced_logger_events_received_total") == 40
+
+
 def _last_write_concern(db):
     if "standin" not in db.client.admin.command("buildInfo"):
         pytest.skip("needs the stand-in's record of write concerns")
