@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for the audit event validator (roles/logger/event.h). The input is tried as an
- * event (logger_event_normalise), as a queue message body, and as the data of a well-formed
- * message. Accepted events must have the canonical shape and be a fixed point of normalise.
+ * event (logger_event_normalise), as a queue message body (log.event or log.events), as the data
+ * of a well-formed log.event message and as the events of a log.events message. Accepted events
+ * must have the canonical shape and be a fixed point of normalise.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -171,6 +172,40 @@ from_message(const char *body, size_t len)
     return ev;
 }
 
+/*
+ * The same body through logger_message_parse: every event it holds is canonical; BAD holds none;
+ * PARTIAL names an event; a log.event body agrees with from_message. Returns the events held.
+ */
+static size_t
+check_message(const char *body, size_t len, const cJSON *single)
+{
+    char err[128];
+    struct logger_message m;
+    memset(err, '#', sizeof(err));
+    enum logger_message_status st = logger_message_parse(body, len, &m, err, sizeof(err));
+    FUZZ_ASSERT(m.n <= m.count && m.count <= LOGGER_MESSAGE_EVENTS_MAX);
+    if (st != LOGGER_MESSAGE_OK) {
+        FUZZ_ASSERT(memchr(err, '\0', sizeof(err)) != NULL && err[0] != '\0');
+    }
+    if (st == LOGGER_MESSAGE_BAD) {
+        FUZZ_ASSERT(m.n == 0 && m.events == NULL);
+    } else if (st == LOGGER_MESSAGE_PARTIAL) {
+        FUZZ_ASSERT(m.batch && m.n >= 1 && m.n < m.count && strncmp(err, "events[", 7) == 0);
+    } else {
+        FUZZ_ASSERT(m.n == m.count && m.n >= 1);
+    }
+    if (m.n > 0) {
+        FUZZ_ASSERT(memchr(body, '\0', len) == NULL && !ref_nul_escape(body, len));
+    }
+    for (size_t i = 0; i < m.n; i++) {
+        check_canonical(m.events[i]);
+    }
+    FUZZ_ASSERT(m.batch || (single != NULL) == (m.n == 1));
+    size_t n = m.n;
+    logger_message_cleanup(&m);
+    return n;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -191,7 +226,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* As a queue message body. */
-    cJSON_Delete(from_message(text, size));
+    cJSON *single = from_message(text, size);
+    (void)check_message(text, size, single);
+    cJSON_Delete(single);
 
     /* As the data of a message: if the wrapped body is accepted, it is the same event. */
     static const char head[] = "{\"pattern\":{\"cmd\":\"log.event\"},\"data\":";
@@ -206,7 +243,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(a);
         free(b);
     }
+    (void)check_message(body, sizeof(head) + size, wrapped);
     cJSON_Delete(wrapped);
+    free(body);
+
+    /* As the events of a log.events message: one valid event is that same event. */
+    static const char bhead[] = "{\"pattern\":{\"cmd\":\"log.events\"},\"data\":{\"events\":[";
+    body = malloc(sizeof(bhead) + size + 3);
+    memcpy(body, bhead, sizeof(bhead) - 1);
+    memcpy(body + sizeof(bhead) - 1, text, size);
+    memcpy(body + sizeof(bhead) - 1 + size, "]}}", 3);
+    size_t blen = sizeof(bhead) - 1 + size + 3;
+    struct logger_message m;
+    char err[128];
+    if (logger_message_parse(body, blen, &m, err, sizeof(err)) == LOGGER_MESSAGE_OK &&
+        m.count == 1 && ev != NULL) {
+        char *a = cJSON_PrintUnformatted(ev), *b = cJSON_PrintUnformatted(m.events[0]);
+        FUZZ_ASSERT(strcmp(a, b) == 0);
+        free(a);
+        free(b);
+    }
+    logger_message_cleanup(&m);
+    (void)check_message(body, blen, NULL);
     free(body);
     cJSON_Delete(ev);
     cJSON_Delete(in);

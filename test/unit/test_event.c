@@ -506,6 +506,114 @@ test_message(void)
     cJSON_Delete(ev);
 }
 
+#define BATCH_PATTERN "\"pattern\":{\"cmd\":\"log.events\"}"
+#define BATCH(events) "{" BATCH_PATTERN ",\"data\":{\"events\":[" events "]}}"
+#define EV(id) "{\"_id\":\"" id "\",\"ts\":1,\"service\":\"s\",\"type\":\"t\"," TAIL "}"
+
+static enum logger_message_status
+parse(const char *body, struct logger_message *m, char *err)
+{
+    err[0] = '\0';
+    enum logger_message_status st = logger_message_parse(body, strlen(body), m, err, 256);
+    CHECK(st == LOGGER_MESSAGE_OK || err[0] != '\0', "not OK without a reason: %s", body);
+    return st;
+}
+
+/* log.events: 1..1000 events, each checked on its own; the first bad one is named. */
+static void
+test_batch(void)
+{
+    struct logger_message m;
+    char err[256];
+    static const char *const ok[] = {
+        BATCH(EV("a") "," EV("b")),
+        "{\"data\":{\"events\":[" EV("a") "," EV(
+            "b") "]},\"pattern\":"
+                 "\"{\\\"cmd\\\":\\\"log.events\\\"}\",\"id\":\"x\"}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+        CHECK(parse(ok[i], &m, err) == LOGGER_MESSAGE_OK, "batch %zu: %s", i, err);
+        CHECK(m.batch && m.n == 2 && m.count == 2, "batch %zu: n %zu count %zu", i, m.n, m.count);
+        const char *id =
+            m.n == 2 ? cJSON_GetStringValue(cJSON_GetObjectItem(m.events[1], "_id")) : NULL;
+        CHECK(id && strcmp(id, "b") == 0, "batch %zu: order", i);
+        logger_message_cleanup(&m);
+    }
+    /* the single form goes through the same parser */
+    CHECK(parse("{" PATTERN ",\"data\":" EV("a") "}", &m, err) == LOGGER_MESSAGE_OK && !m.batch &&
+              m.n == 1 && m.count == 1,
+          "log.event: %s", err);
+    logger_message_cleanup(&m);
+
+    /* Invalid events among valid ones: those are kept, the first bad one is named. */
+    CHECK(parse(BATCH(EV("a") ",{\"_id\":\"b\"}," EV("c") "," EV("gw:d")), &m, err) ==
+              LOGGER_MESSAGE_PARTIAL,
+          "partial: %s", err);
+    CHECK(m.n == 2 && m.count == 4 && strncmp(err, "events[1]: field 'ts'", 21) == 0,
+          "partial: n %zu count %zu err %s", m.n, m.count, err);
+    logger_message_cleanup(&m);
+    CHECK(parse(BATCH(EV("a") "," EV("gw:d")), &m, err) == LOGGER_MESSAGE_PARTIAL &&
+              strstr(err, "events[1]: field '_id'") && strstr(err, "gateways"),
+          "gateway id: %s", err);
+    logger_message_cleanup(&m);
+
+    /* Nothing usable: BAD, nothing held. */
+    static const struct {
+        const char *body, *msg;
+    } bad[] = {
+        {BATCH("{\"_id\":\"b\"}"), "events[0]: field 'ts'"},
+        {BATCH(""), "1 to 1000 events"},
+        {"{" BATCH_PATTERN ",\"data\":{\"events\":{}}}", "1 to 1000 events"},
+        {"{" BATCH_PATTERN ",\"data\":{\"events\":null}}", "1 to 1000 events"},
+        {"{" BATCH_PATTERN ",\"data\":[" EV("a") "]}", "'data' must be an object"},
+        {"{" BATCH_PATTERN ",\"data\":{}}", "'data' must be an object"},
+        {"{" BATCH_PATTERN ",\"data\":{\"events\":[" EV("a") "],\"x\":1}}", "'data' must"},
+        {"{" BATCH_PATTERN ",\"data\":{\"events\":[],\"events\":[" EV("a") "]}}", "'data' must"},
+        {"{" BATCH_PATTERN ",\"data\":{\"Events\":[" EV("a") "]}}", "'data' must"},
+        {"{" BATCH_PATTERN "}", "no data"},
+        {"{\"pattern\":{\"cmd\":\"log.eventsx\"},\"data\":{\"events\":[" EV("a") "]}}", "pattern"},
+        {"{\"pattern\":\"log.events\",\"data\":{\"events\":[" EV("a") "]}}", "pattern"},
+        {"{" BATCH_PATTERN ",\"data\":{\"events\":[" EV("a\\u0000") "]}}", "NUL"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        CHECK(parse(bad[i].body, &m, err) == LOGGER_MESSAGE_BAD, "bad batch %zu accepted", i);
+        CHECK(m.n == 0 && m.events == NULL, "bad batch %zu holds events", i);
+        CHECK(strstr(err, bad[i].msg) != NULL, "bad batch %zu: err '%s' lacks \"%s\"", i, err,
+              bad[i].msg);
+        logger_message_cleanup(&m);
+    }
+
+    /* 1000 events, and one more. */
+    size_t cap = 64 + 1001 * 80, len = 0;
+    char *big = malloc(cap);
+    len += (size_t)snprintf(big, cap, "{" BATCH_PATTERN ",\"data\":{\"events\":[");
+    for (int i = 0; i < 1001; i++) {
+        len += (size_t)snprintf(big + len, cap - len,
+                                "%s{\"_id\":\"e%d\",\"ts\":1,"
+                                "\"service\":\"s\",\"type\":\"t\"," TAIL "}",
+                                i ? "," : "", i);
+        if (i == 999) {
+            char *thousand = malloc(len + 8);
+            memcpy(thousand, big, len);
+            strcpy(thousand + len, "]}}");
+            CHECK(parse(thousand, &m, err) == LOGGER_MESSAGE_OK && m.n == 1000, "1000 events: %s",
+                  err);
+            logger_message_cleanup(&m);
+            free(thousand);
+        }
+    }
+    snprintf(big + len, cap - len, "]}}");
+    CHECK(parse(big, &m, err) == LOGGER_MESSAGE_BAD && strstr(err, "1 to 1000"), "1001: %s", err);
+    logger_message_cleanup(&m);
+    free(big);
+
+    /* The single-event helper refuses a batch. */
+    const char *two = BATCH(EV("a"));
+    cJSON *ev = logger_event_from_message(two, strlen(two), err, sizeof(err));
+    CHECK(ev == NULL && strstr(err, "log.events"), "from_message on a batch: %s", err);
+    cJSON_Delete(ev);
+}
+
 /* err is filled within errlen, whichever check fails, including the " in actor" suffix. */
 static void
 test_err_bounds(void)
@@ -535,11 +643,17 @@ test_err_bounds(void)
 }
 
 static const struct test_case cases[] = {
-    {"canonical", test_canonical},     {"head", test_head},
-    {"structure", test_structure},     {"actor", test_actor},
-    {"subject", test_subject},         {"data", test_data},
-    {"independent", test_independent}, {"idempotent", test_idempotent},
-    {"message", test_message},         {"err_bounds", test_err_bounds},
+    {"canonical", test_canonical},
+    {"head", test_head},
+    {"structure", test_structure},
+    {"actor", test_actor},
+    {"subject", test_subject},
+    {"data", test_data},
+    {"independent", test_independent},
+    {"idempotent", test_idempotent},
+    {"message", test_message},
+    {"err_bounds", test_err_bounds},
+    {"batch", test_batch},
 };
 
 HARNESS_MAIN("event", cases)
