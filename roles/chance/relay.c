@@ -21,7 +21,7 @@
 #define READ_STREAMS_MAX 64 /* streams read per Redis batch */
 #define KICK_DELAY_US 1000  /* a touch is read this soon (more touches meanwhile join it) */
 #define RETRY_MS 1000       /* unconfirmed messages are handed to the publisher again after */
-#define HELD_FACTOR 8       /* hold at most this many relay_batch of unconfirmed messages */
+#define HELD_FACTOR 8       /* hold at most this many relay_batch of unconfirmed entries */
 #define HELD_BUCKETS 4096   /* hash buckets of the entries in hand */
 /* Events packed into one log.events message: one publish, route, delivery, ack and confirm for
  * many events (RabbitMQ's cost per message was about Redis's per claim). The byte bound keeps
