@@ -35,8 +35,8 @@ static const struct conf_key chance_keys[] = {
       "A batch whose steps keep failing for this long (Redis down, out of memory, read-only) is "
       "closed as failed: its partial categories are removed and batch.failed is audited."),
     K(relay_batch, CONF_INT, "500", 1, 10000, NULL, 0,
-      "Entries the chance relay reads per stream and round trip; up to 4x this many events await "
-      "the broker confirms."),
+      "Entries the chance relay reads per stream and round trip (packed into messages of up to "
+      "100 events); it reads no more while 8x this many await the broker's confirms."),
     K(relay_sweep_ms, CONF_INT, "1000", 10, 600000, NULL, 0,
       "Every audit stream is read this often (streams this instance writes to are read at once)."),
     K(relay_claim_idle_ms, CONF_INT, "60000", 1000, 86400000, NULL, 0,

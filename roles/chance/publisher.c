@@ -59,6 +59,7 @@ pub_items_free(struct pub_item *items)
     while (items) {
         struct pub_item *next = items->next;
         free(items->body);
+        free(items->entries);
         free(items);
         items = next;
     }

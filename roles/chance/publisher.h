@@ -19,8 +19,9 @@ struct pub_item {
     struct pub_item *next; /* list link */
     char *body;            /* owned message body */
     size_t len;            /* its length */
-    char msgid[201];       /* AMQP message_id: the event _id */
-    char entry[48];        /* the stream entry it came from */
+    char msgid[201];       /* AMQP message_id: the event _id (of the first, in a batch) */
+    char (*entries)[48];   /* owned: the stream entries it carries, one per event */
+    int nentries;          /* their number (1: a log.event message; more: log.events) */
     void *stream;          /* the relay's stream (borrowed tag) */
     bool confirmed;        /* set by the publisher: the broker confirmed it */
 };
