@@ -15,15 +15,20 @@ struct publisher;
 struct rmq_conf;
 
 /* One message; owned by whoever holds it (the relay, then the publisher, then the relay). */
+/* A stream entry a message carries. */
+struct pub_entry {
+    void *stream; /* the relay's stream (borrowed tag) */
+    char id[48];  /* the entry's id */
+};
+
 struct pub_item {
-    struct pub_item *next; /* list link */
-    char *body;            /* owned message body */
-    size_t len;            /* its length */
-    char msgid[201];       /* AMQP message_id: the event _id (of the first, in a batch) */
-    char (*entries)[48];   /* owned: the stream entries it carries, one per event */
-    int nentries;          /* their number (1: a log.event message; more: log.events) */
-    void *stream;          /* the relay's stream (borrowed tag) */
-    bool confirmed;        /* set by the publisher: the broker confirmed it */
+    struct pub_item *next;     /* list link */
+    char *body;                /* owned message body */
+    size_t len;                /* its length */
+    char msgid[201];           /* AMQP message_id: the event _id (of the first, in a batch) */
+    struct pub_entry *entries; /* owned: the stream entries it carries, one per event */
+    int nentries;              /* their number (1: a log.event message; more: log.events) */
+    bool confirmed;            /* set by the publisher: the broker confirmed it */
 };
 
 /* Called on the loop thread with a list of items back from the publisher (the callee owns it). */

@@ -209,7 +209,8 @@ event_id(const char *event, char *out, size_t size)
     return ok;
 }
 
-/* A message being filled with the events of consecutive entries of one stream. */
+/* A message being filled with the events of the entries of one read (of one or more
+ * streams). */
 struct pack {
     struct pub_item *it;    /* being filled, or NULL */
     struct sbuf body;       /* its body so far */
@@ -248,14 +249,20 @@ pack_close(struct pack *pk)
     pk->it = NULL;
 }
 
+static void
+item_add(struct pub_item *it, struct relay_stream *s, const char *entry)
+{
+    it->entries = xrealloc(it->entries, (size_t)(it->nentries + 1) * sizeof(*it->entries));
+    it->entries[it->nentries].stream = s;
+    snprintf(it->entries[it->nentries].id, sizeof(it->entries[0].id), "%s", entry);
+    it->nentries++;
+}
+
 static struct pub_item *
 item_new(struct relay_stream *s, const char *entry)
 {
     struct pub_item *it = xcalloc(1, sizeof(*it));
-    it->stream = s;
-    it->entries = xcalloc(1, sizeof(*it->entries));
-    snprintf(it->entries[0], sizeof(it->entries[0]), "%s", entry);
-    it->nentries = 1;
+    item_add(it, s, entry);
     return it;
 }
 
@@ -288,23 +295,18 @@ pack_entry(struct pack *pk, struct relay_stream *s, const char *entry, const cha
         snprintf(pk->it->msgid, sizeof(pk->it->msgid), "%s", id);
         sbuf_appends(&pk->body, "{\"pattern\":{\"cmd\":\"log.events\"},\"data\":{\"events\":[");
     } else {
-        pk->it->entries =
-            xrealloc(pk->it->entries, (size_t)(pk->it->nentries + 1) * sizeof(*pk->it->entries));
-        snprintf(pk->it->entries[pk->it->nentries], sizeof(pk->it->entries[0]), "%s", entry);
-        pk->it->nentries++;
+        item_add(pk->it, s, entry);
         sbuf_appends(&pk->body, ",");
     }
     sbuf_appends(&pk->body, event);
 }
 
-/* Puts the entries of a list [[id, fields], ...] not already in hand in front of *list as
- * messages, in stream order; returns how many entries. */
+/* Packs the entries of a list [[id, fields], ...] not already in hand, in stream order;
+ * returns how many entries. */
 static long long
-collect(struct relay *r, struct relay_stream *s, const cJSON *entries, struct pub_item **list)
+collect(struct relay *r, struct relay_stream *s, const cJSON *entries, struct pack *pk)
 {
     long long n = 0;
-    struct pack pk = {0};
-    pk.tail = &pk.done;
     const cJSON *e;
     cJSON_ArrayForEach (e, entries) {
         const cJSON *id = cJSON_GetArrayItem(e, 0);
@@ -313,12 +315,9 @@ collect(struct relay *r, struct relay_stream *s, const cJSON *entries, struct pu
             !held_add(r, s, id->valuestring)) {
             continue;
         }
-        pack_entry(&pk, s, id->valuestring, entry_event(e));
+        pack_entry(pk, s, id->valuestring, entry_event(e));
         n++;
     }
-    pack_close(&pk);
-    *pk.tail = *list;
-    *list = pk.done ? pk.done : *list;
     return n;
 }
 
@@ -347,7 +346,8 @@ on_read(enum redis_status status, cJSON *replies, void *arg)
 {
     struct read_ctx *ctx = arg;
     struct relay *r = ctx->r;
-    struct pub_item *items = NULL;
+    struct pack pk = {0}; /* the events of every stream read go in the same messages */
+    pk.tail = &pk.done;
     long long total = 0;
     for (int i = 0; i < ctx->n; i++) {
         struct relay_stream *s = ctx->streams[i];
@@ -370,9 +370,9 @@ on_read(enum redis_status status, cJSON *replies, void *arg)
         s->group = true;
         long long n;
         if (ctx->claim) { /* [next start, [[id, fields], ...], [deleted ids]] */
-            n = collect(r, s, cJSON_GetArrayItem(rep, 1), &items);
+            n = collect(r, s, cJSON_GetArrayItem(rep, 1), &pk);
         } else { /* [[key, [[id, fields], ...]]] or nil */
-            n = collect(r, s, cJSON_GetArrayItem(cJSON_GetArrayItem(rep, 0), 1), &items);
+            n = collect(r, s, cJSON_GetArrayItem(cJSON_GetArrayItem(rep, 0), 1), &pk);
             if (n >= r->conf->relay_batch) {
                 mark_dirty(r, s); /* a full page: there may be more */
             }
@@ -383,7 +383,8 @@ on_read(enum redis_status status, cJSON *replies, void *arg)
               ctx->claim, (int)status, total, r->held);
     cJSON_Delete(replies);
     free(ctx);
-    submit(r, items, total);
+    pack_close(&pk);
+    submit(r, pk.done, total);
     if (r->dirty) {
         schedule_kick(r);
     }
@@ -495,6 +496,14 @@ on_retry(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static int
+entry_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const struct pub_entry *)a)->stream;
+    uintptr_t y = (uintptr_t)((const struct pub_entry *)b)->stream;
+    return x < y ? -1 : x > y;
+}
+
 /* Back from the publisher: XACK + XDEL what the broker confirmed, retry the rest. */
 static void
 on_published(struct pub_item *items, void *arg)
@@ -502,52 +511,50 @@ on_published(struct pub_item *items, void *arg)
     struct relay *r = arg;
     failpoint("relay_after_publish_before_xack");
     struct redis_batch *b = redis_batch_new(r->redis);
-    long long done = 0;
+    /* The confirmed messages' entries, grouped by stream (a message may carry several). */
+    struct pub_entry *ents = NULL;
+    size_t n = 0, cap = 0;
     while (items) {
-        /* One XACK and one XDEL per stream, for the confirmed items of that stream:
-         * argv = XACK key GROUP id..., and XDEL key id... is the same vector shifted by one. */
-        struct relay_stream *st = items->stream;
-        const char **argv = NULL;
-        size_t nids = 0, cap = 0;
-        struct pub_item **p = &items;
-        while (*p) {
-            struct pub_item *it = *p;
-            if (it->stream != st) {
-                p = &it->next;
-                continue;
-            }
-            *p = it->next;
-            if (!it->confirmed) {
-                it->next = r->unconfirmed;
-                r->unconfirmed = it;
-                continue;
-            }
-            if (3 + nids + (size_t)it->nentries > cap) {
-                cap = 2 * (3 + nids + (size_t)it->nentries);
-                argv = xrealloc(argv, cap * sizeof(*argv));
-            }
-            for (int k = 0; k < it->nentries; k++) {
-                argv[3 + nids++] = xstrdup(it->entries[k]);
-                held_remove(r, st, it->entries[k]);
-            }
-            it->next = NULL;
-            pub_items_free(it);
+        struct pub_item *it = items;
+        items = it->next;
+        if (!it->confirmed) {
+            it->next = r->unconfirmed;
+            r->unconfirmed = it;
+            continue;
         }
-        if (nids > 0) {
-            argv[0] = "XACK";
-            argv[1] = st->key;
-            argv[2] = GROUP;
-            redis_batch_argv(b, (int)(3 + nids), argv, NULL);
-            argv[1] = "XDEL";
-            argv[2] = st->key;
-            redis_batch_argv(b, (int)(2 + nids), argv + 1, NULL);
-            done += (long long)nids;
-            for (size_t k = 0; k < nids; k++) {
-                free((char *)argv[3 + k]);
-            }
+        if (n + (size_t)it->nentries > cap) {
+            cap = 2 * (n + (size_t)it->nentries);
+            ents = xrealloc(ents, cap * sizeof(*ents));
         }
-        free(argv);
+        memcpy(ents + n, it->entries, (size_t)it->nentries * sizeof(*ents));
+        n += (size_t)it->nentries;
+        it->next = NULL;
+        pub_items_free(it);
     }
+    if (n > 1) {
+        qsort(ents, n, sizeof(*ents), entry_cmp);
+    }
+    /* One XACK and one XDEL per stream: argv = XACK key GROUP id..., and XDEL key id... is the
+     * same vector shifted by one. */
+    const char **argv = xcalloc(n + 3, sizeof(*argv));
+    for (size_t i = 0, j; i < n; i = j) {
+        struct relay_stream *st = ents[i].stream;
+        size_t nids = 0;
+        for (j = i; j < n && ents[j].stream == st; j++) {
+            argv[3 + nids++] = ents[j].id;
+            held_remove(r, st, ents[j].id);
+        }
+        argv[0] = "XACK";
+        argv[1] = st->key;
+        argv[2] = GROUP;
+        redis_batch_argv(b, (int)(3 + nids), argv, NULL);
+        argv[1] = "XDEL";
+        argv[2] = st->key;
+        redis_batch_argv(b, (int)(2 + nids), argv + 1, NULL);
+    }
+    free(argv);
+    free(ents);
+    long long done = (long long)n;
     r->held -= done;
     metrics_set(r->metrics, "chanced_relay_held", "", (double)r->held);
     metrics_add(r->metrics, "chanced_relay_published_total", "", (double)done);

@@ -1,8 +1,8 @@
 """The chance relay packs the audit events it has in hand into log.events messages.
 
 One AMQP message per event cost RabbitMQ about as much CPU per claim as Redis (make bench): a
-publish, a route, a delivery, an ack and a confirm each. Events read together from one stream
-now go in one message of up to 100 events and 48 KiB, in stream order; a single event goes as a
+publish, a route, a delivery, an ack and a confirm each. Events read together (from one or several
+streams) now go in one message of up to 100 events and 48 KiB, each stream's in order; a single event goes as a
 plain log.event, and an entry that is no event goes alone (the logger dead-letters it without
 taking valid events along). Entries are acknowledged in Redis only once their message is
 confirmed.
@@ -97,3 +97,41 @@ def test_an_entry_that_is_no_event_goes_alone(chanced, redis_client, amqp_channe
     assert got[1] == {"pattern": {"cmd": "log.event"}, "data": [1, 2]}
     assert [e["_id"] for e in got[2]["data"]["events"]] == [e["_id"] for e in after]
     wait_until("the stream emptied", lambda: redis_client.xlen(GLOBAL_STREAM) == 0)
+
+
+def test_the_events_of_several_streams_share_messages(chanced, redis_client, amqp_channel,
+                                                      amqp_queue):
+    """Under load the relay reads a few events from each category's stream at a time: packing
+    only within a stream would leave one message per event or two. The events of one read, of
+    every stream in it, go in the same messages (each stream's in its order), and each stream's
+    entries are acknowledged in that stream."""
+    from chancekit import generate_ready
+    from nest import NestClient
+    down = chanced("chance", amqp_url="amqp://guest:guest@127.0.0.1:1/")
+    with NestClient(*down.hostport()) as c:
+        cats = generate_ready(c, {"categories": 3, "codes_per_category": 5, "reward_min": 1000,
+                                  "reward_max": 2000, "actor": {"id": 1, "username": "alice",
+                                                                "role": "admin"}})["categories"]
+    down.stop()
+    streams = [GLOBAL_STREAM] + ["chance:{c%d}:events" % cat for cat in cats]
+    for k, key in enumerate(streams[1:]):
+        for i in range(4):
+            redis_client.xadd(key, {"e": json.dumps(event(100 * (k + 1) + i))})
+    want = {key: [json.loads(f["e"])["_id"] for _, f in redis_client.xrange(key)]
+            for key in streams}
+    n = sum(len(v) for v in want.values())
+    assert n >= 13
+    declare(amqp_channel, amqp_queue)
+    chanced("chance", relay_claim_idle_ms=1000)  # takes over what the first one read, if any
+    got = drain(amqp_channel, amqp_queue, n)
+    ids = [e["_id"] for _, m, _ in got
+           for e in (m["data"]["events"] if m["pattern"] == {"cmd": "log.events"} else [m["data"]])]
+    assert sorted(ids) == sorted(i for v in want.values() for i in v)  # each once
+    for key, order in want.items():  # each stream's events in its order
+        assert [i for i in ids if i in order] == order
+    # The global stream is read on its own at start; the three categories' streams together.
+    cat_ids = {i for key in streams[1:] for i in want[key]}
+    assert any({e["_id"] for e in m["data"].get("events", [])} == cat_ids for _, m, _ in got), \
+        [len(m["data"].get("events", [1])) for _, m, _ in got]
+    for key in streams:
+        wait_until("%s emptied" % key, lambda: redis_client.xlen(key) == 0)
