@@ -195,11 +195,12 @@ entry_event(const cJSON *e)
     return event;
 }
 
-/* The _id of an event's text into out, or false if the text is no object with a string _id. */
+/* The _id of an event's text into out, or false if the text is no object with a string _id
+ * (or has anything after the object: spliced into a batch it would spoil the whole message). */
 static bool
 event_id(const char *event, char *out, size_t size)
 {
-    cJSON *parsed = event ? cJSON_Parse(event) : NULL;
+    cJSON *parsed = event ? cJSON_ParseWithOpts(event, NULL, true) : NULL;
     const cJSON *eid = cJSON_GetObjectItemCaseSensitive(parsed, "_id");
     bool ok = cJSON_IsObject(parsed) && cJSON_IsString(eid) && strlen(eid->valuestring) < size;
     if (ok) {

@@ -81,21 +81,30 @@ def test_an_entry_that_is_no_event_goes_alone(chanced, redis_client, amqp_channe
     redis_client.xadd(GLOBAL_STREAM, {"e": "[1, 2]"})  # JSON, but no event object
     for e in after:
         redis_client.xadd(GLOBAL_STREAM, {"e": json.dumps(e)})
+    # an object with bytes after it: spliced into a batch it would spoil the whole message
+    redis_client.xadd(GLOBAL_STREAM, {"e": json.dumps(event(99)) + " trailing"})
+    last = [event(20 + i) for i in range(3)]
+    for e in last:
+        redis_client.xadd(GLOBAL_STREAM, {"e": json.dumps(e)})
     declare(amqp_channel, amqp_queue)
     chanced("chance")
     got = []
     deadline = time.time() + 30
-    while len(got) < 3:
+    while len(got) < 5:
         assert time.time() < deadline, got
         method, props, body = amqp_channel.basic_get(amqp_queue, auto_ack=True)
         if method is None:
             time.sleep(0.05)
             continue
-        got.append(json.loads(body))
-    assert got[0]["pattern"] == {"cmd": "log.events"}
-    assert [e["_id"] for e in got[0]["data"]["events"]] == [e["_id"] for e in before]
-    assert got[1] == {"pattern": {"cmd": "log.event"}, "data": [1, 2]}
-    assert [e["_id"] for e in got[2]["data"]["events"]] == [e["_id"] for e in after]
+        got.append(body.decode())
+    first = json.loads(got[0])
+    assert first["pattern"] == {"cmd": "log.events"}
+    assert [e["_id"] for e in first["data"]["events"]] == [e["_id"] for e in before]
+    assert json.loads(got[1]) == {"pattern": {"cmd": "log.event"}, "data": [1, 2]}
+    assert [e["_id"] for e in json.loads(got[2])["data"]["events"]] == [e["_id"] for e in after]
+    assert got[3].startswith('{"pattern":{"cmd":"log.event"},"data":{') and \
+        got[3].endswith(" trailing}")  # alone: the logger dead-letters it, no other with it
+    assert [e["_id"] for e in json.loads(got[4])["data"]["events"]] == [e["_id"] for e in last]
     wait_until("the stream emptied", lambda: redis_client.xlen(GLOBAL_STREAM) == 0)
 
 
