@@ -598,6 +598,29 @@ insert_marker(mongoc_client_pool_t *pool, const char *id, bson_error_t *err, dou
     return ok;
 }
 
+/* kill() only makes SIGSTOP pending: a thread of the stand-in may still answer a request sent
+ * right after it. Wait until the kernel reports the process stopped ('T' in /proc/PID/stat). */
+static bool
+wait_stopped(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    for (double t0 = now_s(); now_s() - t0 < 5.0;) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f) {
+            fclose(f);
+        }
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        if (p && (p[2] == 'T' || p[2] == 't')) {
+            return true;
+        }
+        msleep(1);
+    }
+    return false;
+}
+
 static void
 check_sigstop(mongoc_client_pool_t *pool)
 {
@@ -611,6 +634,7 @@ check_sigstop(mongoc_client_pool_t *pool)
         CHECK(0, "SIGSTOP stand-in: %s", strerror(errno));
         return;
     }
+    CHECK(wait_stopped(standin_pid), "stand-in reported stopped after SIGSTOP");
     ok = insert_marker(pool, "stopped-1", &err, &secs);
     CHECK(!ok && secs < 5.0, "insert while stand-in SIGSTOPped fails after %.2fs", secs);
     print_err("while stopped #1", &err);
