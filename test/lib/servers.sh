@@ -447,6 +447,12 @@ start_rabbitmq() {
 		done
 		_ct_pid rabbitmq >/dev/null && { _ct_log "rabbitmq: running but no AMQP after 90s"; return 1; }
 	fi
+	# The node's Erlang distribution port is found through our epmd, so a restart may move it;
+	# it must: kept from the first start, the port can meanwhile be some client's ephemeral
+	# port, and the node then dies at boot (dist_port_already_used, seen in CI after a fault
+	# test restarted the broker).
+	unset CHANCED_TEST_RABBIT_DIST_PORT
+	rm -f "$CHANCED_TEST_DIR/rabbit-dist.port"
 	_ct_port CHANCED_TEST_RABBIT_DIST_PORT rabbit-dist || return 1
 	_ct_port CHANCED_TEST_RABBIT_CTL_PORT rabbit-ctl || return 1
 	_ct_port CHANCED_TEST_EPMD_PORT epmd || return 1
