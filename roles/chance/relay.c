@@ -215,6 +215,7 @@ event_id(const char *event, char *out, size_t size)
 struct pack {
     struct pub_item *it;    /* being filled, or NULL */
     struct sbuf body;       /* its body so far */
+    size_t first;           /* where the first event starts in body */
     struct pub_item *done;  /* finished messages, in stream order */
     struct pub_item **tail; /* where the next one goes */
 };
@@ -235,9 +236,9 @@ pack_close(struct pack *pk)
     if (it == NULL) {
         return;
     }
-    if (it->nentries == 1) { /* body holds '{"pattern":...,"data":{"events":[' + event */
-        const char *event = strstr(pk->body.data, "\"events\":[") + strlen("\"events\":[");
-        it->body = xasprintf("{\"pattern\":{\"cmd\":\"log.event\"},\"data\":%s}", event);
+    if (it->nentries == 1) {
+        it->body = xasprintf("{\"pattern\":{\"cmd\":\"log.event\"},\"data\":%s}",
+                             pk->body.data + pk->first);
     } else {
         sbuf_appends(&pk->body, "]}}");
         it->body = sbuf_steal(&pk->body);
@@ -295,6 +296,7 @@ pack_entry(struct pack *pk, struct relay_stream *s, const char *entry, const cha
         pk->it = item_new(s, entry);
         snprintf(pk->it->msgid, sizeof(pk->it->msgid), "%s", id);
         sbuf_appends(&pk->body, "{\"pattern\":{\"cmd\":\"log.events\"},\"data\":{\"events\":[");
+        pk->first = pk->body.len;
     } else {
         item_add(pk->it, s, entry);
         sbuf_appends(&pk->body, ",");
