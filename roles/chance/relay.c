@@ -19,10 +19,14 @@
 #define GROUP "relay"
 #define GLOBAL_STREAM "chance:{g}:events"
 #define READ_STREAMS_MAX 64 /* streams read per Redis batch */
-#define KICK_DELAY_US 1000  /* a touch is read this soon (more touches meanwhile join it) */
-#define RETRY_MS 1000       /* unconfirmed messages are handed to the publisher again after */
-#define HELD_FACTOR 8       /* hold at most this many relay_batch of unconfirmed entries */
-#define HELD_BUCKETS 4096   /* hash buckets of the entries in hand */
+/* A touch is read this soon; the touches meanwhile join it. At 1,000 claims/s, 5 ms gathers
+ * about five events per read and message where 1 ms gathered one or two: fewer Redis reads,
+ * acks, AMQP messages and logger inserts per event, for at most 5 ms more audit lag (the lag
+ * p99 at 1,000 events/s measured 15 ms with it, make bench). */
+#define KICK_DELAY_US 5000
+#define RETRY_MS 1000     /* unconfirmed messages are handed to the publisher again after */
+#define HELD_FACTOR 8     /* hold at most this many relay_batch of unconfirmed entries */
+#define HELD_BUCKETS 4096 /* hash buckets of the entries in hand */
 /* Events packed into one log.events message: one publish, route, delivery, ack and confirm for
  * many events (RabbitMQ's cost per message was about Redis's per claim). The byte bound keeps
  * a message well under the logger's max_event_bytes (64 KiB by default). */
