@@ -157,9 +157,10 @@ credit_and_reply(struct api_call *call, const char *claim_id, struct assignment 
 }
 
 /*
- * A key seen before: answers from PostgreSQL when it can (a replay needs no chance call) and
- * refuses another category before chance could assign anything under this claim id. Returns
- * true if the request was answered here.
+ * A key chance gave no code for this time: PostgreSQL may still know its claim (a retry of a
+ * claim credited before, asked again while chance is down, or after the category closed or
+ * ran out; or a key first used in another category). Returns true if the request was answered
+ * here (a replay, a reused key, or a PostgreSQL failure), false to answer chance's refusal.
  */
 static bool
 answer_from_record(struct api_call *call, const char *claim_id, long long category)
@@ -186,15 +187,27 @@ answer_from_record(struct api_call *call, const char *claim_id, long long catego
     return true;
 }
 
-/* Maps chance's answer (or its absence) to the client's. */
+/*
+ * Maps chance's answer (or its absence) to the client's. A key is not looked up before chance
+ * is asked: chance answers a retry with the claim's code (a replay) and the credit statement
+ * finds it in the ledger, or finds the key's claim in another category (settle.c). Only when
+ * chance refuses or cannot be reached is PostgreSQL asked what it knows of the key; an
+ * unknown outcome is 202 either way (GET /api/v1/claims/{id} tells the rest).
+ */
 static void
-answer_chance(struct api_call *call, const char *claim_id, long long category, int st,
+answer_chance(struct api_call *call, const char *claim_id, bool keyed, long long category, int st,
               const cJSON *result)
 {
     struct gw *gw = call->gw;
     const char *code = rpc_client_err_code(result);
     struct assignment a;
-    if (st == RPC_OK && settle_parse(result, claim_id, &a) == 0) {
+    bool assigned = st == RPC_OK && settle_parse(result, claim_id, &a) == 0;
+    bool unknown = st == RPC_TIMEOUT || st == RPC_LOST ||
+                   (st == RPC_ERROR && strcmp(code, "timeout") == 0) || (st == RPC_OK && !assigned);
+    if (!assigned && !unknown && keyed && answer_from_record(call, claim_id, category)) {
+        return;
+    }
+    if (assigned) {
         if (a.category != category) {
             /* The key was first used for another category: refuse rather than replay. */
             http_problem(call->req, 422, "idempotency_key_reused",
@@ -206,8 +219,7 @@ answer_chance(struct api_call *call, const char *claim_id, long long category, i
     } else if (st == RPC_OK) {
         log_error("chance_bad_reply", "claim=%.12s", claim_id);
         reply_pending(call, claim_id, category); /* something was assigned, maybe */
-    } else if (st == RPC_TIMEOUT || st == RPC_LOST ||
-               (st == RPC_ERROR && strcmp(code, "timeout") == 0)) {
+    } else if (unknown) {
         reply_pending(call, claim_id, category); /* unknown outcome: never release, never retry */
     } else if (st == RPC_ERROR && strcmp(code, "unavailable") != 0 &&
                strcmp(code, "bad_request") != 0 && strcmp(code, "internal") != 0) {
@@ -261,9 +273,6 @@ api_claims_create(struct api_call *call)
      * its tag lets the reconciler tell it from one made up by someone who reached chance. */
     char claim_id[CLAIMID_LEN + 1];
     claimid_make(gw->claim_secret, strlen(gw->claim_secret), call->who.user_id, key, claim_id);
-    if (key && answer_from_record(call, claim_id, category)) {
-        return;
-    }
     cJSON *data = cJSON_CreateObject(), *result = NULL;
     cJSON_AddStringToObject(data, "claim_id", claim_id);
     cJSON_AddNumberToObject(data, "category", (double)category);
@@ -272,6 +281,6 @@ api_claims_create(struct api_call *call)
     cJSON_AddStringToObject(user, "username", call->who.username);
     int st = rpc_client_call_sync(gw->chance, "chance.claim", data, (int)gw->conf->rpc_timeout_ms,
                                   &result, NULL, NULL);
-    answer_chance(call, claim_id, category, st, result);
+    answer_chance(call, claim_id, key != NULL, category, st, result);
     cJSON_Delete(result);
 }

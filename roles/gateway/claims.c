@@ -14,7 +14,9 @@
 
 /*
  * One statement, so one round trip and one commit. g: is this claim and code new to the ledger
- * (a repeat is a no-op without an error)? n: the user's count in the category, raised only
+ * (a repeat is a no-op without an error), and is the claim id free of a record in another
+ * category (a reused Idempotency-Key: the request path does not look the key up before asking
+ * chance, so this is where the reuse is caught)? n: the user's count in the category, raised only
  * below the limit (ON CONFLICT re-reads the latest row, so two racing claims cannot both pass);
  * then the claim row, the wallet, the ledger row and the audit event, each only if the step
  * before produced a row. Two racing first credits of one claim or code both pass g, and the
@@ -24,10 +26,12 @@ static const struct pg_stmt credit = {
     "claims_credit",
     "WITH g AS ("
     "  SELECT NOT EXISTS (SELECT 1 FROM ledger WHERE claim_id = $1::text OR code = $3::text)"
-    "    AS fresh"
+    "    AS fresh,"
+    "  EXISTS (SELECT 1 FROM claims WHERE claim_id = $1::text AND category <> $4::bigint)"
+    "    AS reused"
     "), n AS ("
     "  INSERT INTO claim_counts (user_id, category, n) SELECT $2::bigint, $4::bigint, 1 FROM g"
-    "  WHERE g.fresh"
+    "  WHERE g.fresh AND NOT g.reused"
     "  ON CONFLICT (user_id, category) DO UPDATE SET n = claim_counts.n + 1"
     "    WHERE claim_counts.n < $8::int"
     "  RETURNING n"
@@ -50,8 +54,8 @@ static const struct pg_stmt credit = {
     "  INSERT INTO outbox (event) SELECT $7::text FROM l"
     ") SELECT (SELECT balance_after FROM l), (SELECT fresh FROM g),"
     "  (SELECT cc.n FROM claim_counts cc WHERE cc.user_id = $2::bigint AND cc.category = "
-    "$4::bigint)"};
-enum { CREDIT_COL_BALANCE, CREDIT_COL_FRESH, CREDIT_COL_HELD };
+    "$4::bigint), (SELECT reused FROM g)"};
+enum { CREDIT_COL_BALANCE, CREDIT_COL_FRESH, CREDIT_COL_HELD, CREDIT_COL_REUSED };
 
 static const struct pg_stmt existing = {
     "claims_existing",
@@ -75,13 +79,15 @@ static const struct pg_stmt pending = {
     "INSERT INTO claims (claim_id, user_id, category, status) VALUES ($1, $2, $3, 'pending')"
     " ON CONFLICT (claim_id) DO NOTHING"};
 
-/* Returns a row only if it inserted or changed one: the event is written only then. */
+/* Returns a row only if it inserted or changed one: the event is written only then. A pending
+ * claim of another category (the key reused) is not this refusal's to fail. */
 static const struct pg_stmt failed = {
     "claims_failed",
     "INSERT INTO claims (claim_id, user_id, category, status, error)"
     " VALUES ($1, $2, $3, 'failed', $4)"
     " ON CONFLICT (claim_id) DO UPDATE SET status = 'failed', error = EXCLUDED.error,"
-    "   updated_at = now() WHERE claims.status = 'pending' RETURNING 1"};
+    "   updated_at = now() WHERE claims.status = 'pending' AND claims.category = EXCLUDED.category"
+    " RETURNING 1"};
 
 static const struct pg_stmt lookup = {
     "claims_lookup",
@@ -203,12 +209,17 @@ claims_credit(struct gw *gw, struct pg_conn *c, const struct credit *in, struct 
     gw_pg_status(gw, true);
     bool credited = !pg_is_null(res, 0, CREDIT_COL_BALANCE);
     bool fresh = pg_bool(res, 0, CREDIT_COL_FRESH);
+    bool reused = pg_bool(res, 0, CREDIT_COL_REUSED);
     int64_t balance = pg_int(res, 0, CREDIT_COL_BALANCE);
     *held = pg_int(res, 0, CREDIT_COL_HELD);
     pg_result_free(res);
     if (!credited) {
-        /* Seen before (the guard), or new but the user is at the limit (the count). */
-        return fresh ? over_limit_or_raced(c, in, row, err) : lookup_existing(c, in, row, err);
+        /* Seen before (the ledger), the key of a claim in another category, or new but the
+         * user is at the limit (the count). */
+        if (!fresh) {
+            return lookup_existing(c, in, row, err);
+        }
+        return reused ? CREDIT_KEY_REUSED : over_limit_or_raced(c, in, row, err);
     }
     snprintf(row->claim_id, sizeof(row->claim_id), "%s", in->claim_id);
     snprintf(row->code, sizeof(row->code), "%s", in->code);

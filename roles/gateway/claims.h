@@ -51,6 +51,7 @@ enum credit_result {
     CREDIT_OVER_LIMIT, /* the user already holds per_user_limit codes of the category; *held
                         * is how many */
     CREDIT_ORPHAN,     /* the user does not exist here */
+    CREDIT_KEY_REUSED, /* the claim id has a record in another category (a reused key) */
     CREDIT_FAILED,     /* PostgreSQL failed; err filled */
 };
 

@@ -218,6 +218,12 @@ settle_assignment(struct gw *gw, struct pg_conn *c, const struct claimant *who,
         case CREDIT_ORPHAN: return SETTLE_ORPHAN;
         case CREDIT_FAILED: return SETTLE_UNKNOWN;
         case CREDIT_OVER_LIMIT: return over_limit(gw, c, who, a, held, out);
+        case CREDIT_KEY_REUSED:
+            /* The key's claim is in another category (pending or failed there): this code
+             * goes back, that claim stays as it is. */
+            (void)claims_release(gw, who->claim_id, a->code, a->category, -1,
+                                 "idempotency key reused");
+            return SETTLE_KEY_REUSED;
         case CREDIT_MISMATCH: break;
         }
         enum settle_result m = mismatch(gw, c, who, a, draws, out);

@@ -219,3 +219,39 @@ def test_reused_key_with_another_category_assigns_nothing(gw_stack, redis_client
     r = user.claim(b, key="same")
     assert r.status == 422 and r.code == "idempotency_key_reused"
     invariants(s, redis_client, expect_codes=1)
+
+
+def test_reused_key_after_a_refusal_elsewhere_gives_its_code_back(gw_stack, redis_client):
+    """The key is not looked up before chance is asked: its claim failed in category a, so chance
+    assigns a code of b under it; the credit statement finds the claim in a, the code goes back,
+    and the answer is 422 with nothing credited."""
+    s = gw_stack
+    a, b = s.generate(2, 1)["categories"]
+    assert s.signup().claim(a).status == 201  # a is now exhausted
+    user = s.signup()
+    refused = user.claim(a, key="k")
+    assert refused.status == 409 and refused.code == "category_exhausted"
+    r = user.claim(b, key="k")
+    assert r.status == 422 and r.code == "idempotency_key_reused"
+    assert user.get("/wallet").json["balance"] == 0
+    claim = user.get("/claims/" + claim_id_for(s.postgres_url, user.id, "k")).json
+    assert (claim["status"], claim["category"]) == ("failed", a)
+    # b's only code is free again: another user gets it.
+    assert s.signup().claim(b).status == 201
+    invariants(s, redis_client, expect_codes=2)
+
+
+def test_a_credited_claim_is_replayed_while_chance_is_down(chanced, chanced_bin,
+                                                           fresh_postgres_url, redis_client):
+    """chance is asked first, so when it cannot be reached PostgreSQL answers a retry."""
+    s = Stack(chanced, chanced_bin, fresh_postgres_url, with_logger=False)
+    batch = s.generate(1, 3)
+    user = s.signup()
+    first = user.claim(batch["categories"][0], key="once")
+    assert first.status == 201
+    s.chance.kill(signal.SIGKILL)
+    again = user.claim(batch["categories"][0], key="once")
+    assert again.status == 201 and again.json == first.json
+    assert again.headers.get("idempotent-replayed") == "true"
+    other = user.claim(batch["categories"][0], key="never-used")
+    assert other.status == 503
