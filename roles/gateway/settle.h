@@ -8,6 +8,8 @@
  *     (chance.reassign) and this claim draws again under the same claim id;
  *   - this claim id was credited with another code: Redis is repaired, the answer is the
  *     ledger's (or, in another category, the new code goes back: a reused Idempotency-Key);
+ *   - this claim id has a pending or failed record in another category (a reused key): the
+ *     code goes back, that record stays;
  *   - the user is at the limit in the ledger: the code goes back (chance.release, keeping
  *     chance's count at the ledger's) and the claim fails with user_limit_reached.
  * No outcome of this is a 500. Used by the request path and by the reconciler; it blocks
@@ -37,7 +39,7 @@ enum settle_result {
     SETTLE_CREDITED,   /* credited now; out->row */
     SETTLE_REPLAYED,   /* credited before; out->row */
     SETTLE_REFUSED,    /* ends without a code: out->reason (recorded as a failed claim) */
-    SETTLE_KEY_REUSED, /* the claim id was credited in another category; the new code went back */
+    SETTLE_KEY_REUSED, /* the claim id is another category's; the new code went back */
     SETTLE_UNKNOWN,    /* not settled now (PostgreSQL or chance failed): stays pending, the
                         * reconciler finishes it; out->err says why */
     SETTLE_ORPHAN,     /* the user does not exist here */
