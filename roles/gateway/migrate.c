@@ -136,6 +136,12 @@ static const struct migration migrations[] = {
      "  tokens DOUBLE PRECISION NOT NULL,"
      "  ok     BOOLEAN NOT NULL,"
      "  at     TIMESTAMPTZ NOT NULL);"},
+
+    /* Two indexes every credit wrote and no query read: claims are found by claim id (the
+     * primary key) or by user in seq order (claims_user_seq), never by seq or code alone, and
+     * a code is credited once by ledger_code_key, not by the claims row. */
+    {6, "drop the unread unique indexes of claims (seq, code)",
+     "ALTER TABLE claims DROP CONSTRAINT claims_seq_key, DROP CONSTRAINT claims_code_key;"},
 };
 
 int
