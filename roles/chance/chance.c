@@ -248,6 +248,54 @@ chance_is_ready(void *arg, char *why, size_t size)
 }
 
 static void
+on_busy_told(enum redis_status status, cJSON *replies, void *arg)
+{
+    UNUSED(status);
+    UNUSED(arg);
+    cJSON_Delete(replies); /* lost, it only lets a generation run at full speed a moment */
+}
+
+void
+chance_claims_busy_tell(struct chance *ch)
+{
+    int64_t now = time_mono_ms();
+    ch->claim_seen_ms = now;
+    if (ch->conf->generate_busy_share >= 100 || now - ch->busy_told_ms < CLAIMS_BUSY_MS / 2) {
+        return;
+    }
+    ch->busy_told_ms = now;
+    struct redis_batch *b = redis_batch_new(ch->redis);
+    redis_batch_cmd(b, "SET %s 1 PX %d", KEY_CLAIMS_BUSY, CLAIMS_BUSY_MS);
+    redis_batch_send(b, on_busy_told, NULL);
+}
+
+static void
+on_claims_busy(enum redis_status status, cJSON *replies, void *arg)
+{
+    struct chance *ch = arg;
+    ch->busy_polling = false;
+    const cJSON *n = status == REDIS_DONE ? cJSON_GetArrayItem(replies, 0) : NULL;
+    if (cJSON_IsNumber(n) && n->valuedouble > 0) {
+        ch->busy_elsewhere_ms = time_mono_ms();
+    }
+    cJSON_Delete(replies);
+}
+
+bool
+chance_claims_busy(struct chance *ch)
+{
+    int64_t now = time_mono_ms();
+    if (!ch->busy_polling && now - ch->busy_polled_ms >= 100 && redis_ready(ch->redis)) {
+        ch->busy_polling = true;
+        ch->busy_polled_ms = now;
+        struct redis_batch *b = redis_batch_new(ch->redis);
+        redis_batch_cmd(b, "EXISTS %s", KEY_CLAIMS_BUSY);
+        redis_batch_send(b, on_claims_busy, ch);
+    }
+    return now - ch->claim_seen_ms < CLAIMS_BUSY_MS || now - ch->busy_elsewhere_ms < CLAIMS_BUSY_MS;
+}
+
+static void
 on_category_stats(enum redis_status status, cJSON *replies, void *arg)
 {
     struct chance *ch = arg;

@@ -67,7 +67,20 @@ struct chance {
     int stats_ticks;                /* seconds since start, for slower refreshes */
     bool stats_busy;                /* a per-category refresh is in flight */
     int64_t claim_seen_ms;          /* monotonic ms of the last chance.claim: generation yields */
+    int64_t busy_told_ms;           /* when KEY_CLAIMS_BUSY was last set by this instance */
+    int64_t busy_polled_ms;         /* when generation last read KEY_CLAIMS_BUSY */
+    int64_t busy_elsewhere_ms;      /* when that read found another instance serving claims */
+    bool busy_polling;              /* that read is in flight */
 };
+
+/* Claims served anywhere this recently make generation yield (generate_busy_share). */
+#define CLAIMS_BUSY_MS 250
+/* Note that claims are being served here, for the generation of every instance (a SET at most
+ * every CLAIMS_BUSY_MS / 2). Loop thread. */
+void chance_claims_busy_tell(struct chance *ch);
+/* Is any instance serving claims? Reads KEY_CLAIMS_BUSY at most every 100 ms while asked (the
+ * answer lags by that much). Loop thread. */
+bool chance_claims_busy(struct chance *ch);
 
 #define KEY_MAX 128
 #define KEY_CATEGORIES "chance:{g}:categories"
@@ -75,6 +88,7 @@ struct chance {
 #define KEY_ACTIVE "chance:{g}:active"
 #define KEY_BATCHKEYS "chance:{g}:batchkeys"
 #define KEY_INSTANCE "chance:{g}:instance"
+#define KEY_CLAIMS_BUSY "chance:{g}:claims_busy"
 #define KEY_SEQ_BATCH "chance:{g}:seq:batch"
 #define KEY_SEQ_CATEGORY "chance:{g}:seq:category"
 #define NONCE_HEX 16 /* characters of an event-id nonce */

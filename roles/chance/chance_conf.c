@@ -27,10 +27,10 @@ static const struct conf_key chance_keys[] = {
     K(generate_chunk, CONF_INT, "2000", 10, 100000, NULL, 0,
       "Codes written per pipelined round trip while generating."),
     K(generate_busy_share, CONF_INT, "20", 1, 100, NULL, 0,
-      "While claims are being served (one in the last 250 ms), generation keeps one chunk of at "
-      "most 250 codes in flight and rests between chunks, so that it has a chunk in flight at "
-      "most this percent of the time: claims in other categories keep Redis and the CPU. 100: "
-      "never yield."),
+      "While claims are being served (one in the last 250 ms, by any instance), generation keeps "
+      "one chunk of at most 250 codes in flight and rests between chunks, so that it has a "
+      "chunk in flight at most this percent of the time: claims in other categories keep Redis "
+      "and the CPU. 100: never yield."),
     K(generate_give_up_ms, CONF_INT, "60000", 1000, 86400000, NULL, 0,
       "A batch whose steps keep failing for this long (Redis down, out of memory, read-only) is "
       "closed as failed: its partial categories are removed and batch.failed is audited."),
@@ -38,7 +38,8 @@ static const struct conf_key chance_keys[] = {
       "Entries the chance relay reads per stream and round trip (packed into messages of up to "
       "100 events); it reads no more while 8x this many await the broker's confirms."),
     K(relay_sweep_ms, CONF_INT, "1000", 10, 600000, NULL, 0,
-      "Every audit stream is read this often (streams this instance writes to are read at once)."),
+      "Every audit stream is read this often (streams this instance writes to are read within 5 "
+      "ms)."),
     K(relay_claim_idle_ms, CONF_INT, "60000", 1000, 86400000, NULL, 0,
       "Audit events another chance instance read but did not publish for this long are taken "
       "over (an instance that died)."),

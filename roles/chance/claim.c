@@ -134,7 +134,7 @@ chance_claim(struct rpc_call *call, const cJSON *data, void *arg)
         goto bad;
     }
 
-    ch->claim_seen_ms = time_mono_ms();
+    chance_claims_busy_tell(ch);
     struct claim_req *req = xcalloc(1, sizeof(*req));
     req->ch = ch;
     req->call = call;

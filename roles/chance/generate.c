@@ -29,7 +29,6 @@
 #include "scripts.h"
 
 #define GEN_WINDOW 8        /* chunks in flight at once */
-#define GEN_BUSY_MS 250     /* claims this recent make generation yield (generate_busy_share) */
 #define GEN_BUSY_CHUNK 250  /* codes per chunk while yielding: short head-of-line waits */
 #define GEN_LEASE_MS 30000  /* a driver silent this long loses its batch */
 #define GEN_RENEW_MS 250    /* progress and lease renewal */
@@ -680,8 +679,7 @@ on_cat_total(enum redis_status status, cJSON *replies, void *arg)
 static bool
 claims_busy(const struct gen *g)
 {
-    return g->ch->conf->generate_busy_share < 100 &&
-           time_mono_ms() - g->ch->claim_seen_ms < GEN_BUSY_MS;
+    return g->ch->conf->generate_busy_share < 100 && chance_claims_busy(g->ch);
 }
 
 /*

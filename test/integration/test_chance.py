@@ -175,6 +175,43 @@ def test_generation_yields_to_claims_and_still_finishes(chanced, redis_client):
     assert metric(health, "chanced_generate_chunks_total", 'mode="full"') >= full_before + 10
 
 
+def test_generation_yields_to_claims_served_by_another_instance(chanced, redis_client):
+    """Instances share Redis: claims served by one make another's generation yield (each notes
+    chance:{g}:claims_busy while it serves claims; a generating instance reads it)."""
+    from loggerkit import metric
+    keys = dict(amqp_url="amqp://guest:guest@127.0.0.1:1/", generate_busy_share=10)
+    gen, serve = chanced("chance", **keys), chanced("chance", **keys)
+    health = gen.addr("chance_health_listen")
+    with NestClient(*serve.hostport()) as c:
+        cat = generate(c, codes_per_category=5000, reward_min=1000, reward_max=1000)[0][
+            "categories"][0]
+    stop, claimed, errors = threading.Event(), [], []
+
+    def claims():
+        with NestClient(*serve.hostport()) as cc:
+            i = 0
+            while not stop.is_set():
+                try:
+                    claimed.append(claim(cc, cat, "e%d" % i, 3000 + i)["code"])
+                except Exception as e:  # noqa: BLE001: reported below
+                    errors.append(repr(e))
+                    return
+                i += 1
+    t = threading.Thread(target=claims)
+    t.start()
+    try:
+        time.sleep(0.3)
+        with NestClient(*gen.hostport()) as c:
+            batch, _ = generate(c, codes_per_category=5000)
+    finally:
+        stop.set()
+        t.join(10)
+    assert not errors, errors
+    assert claimed and len(all_codes(redis_client, batch["categories"][0])) == 5000
+    yielded = metric(health, "chanced_generate_chunks_total", 'mode="yield"')
+    assert yielded and yielded >= 5000 / 250 * 0.5, yielded
+
+
 @pytest.mark.parametrize("bad", [
     {"categories": 0},
     {"categories": -1},
