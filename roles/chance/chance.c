@@ -285,6 +285,9 @@ bool
 chance_claims_busy(struct chance *ch)
 {
     int64_t now = time_mono_ms();
+    if (now - ch->claim_seen_ms < CLAIMS_BUSY_MS) {
+        return true; /* this instance's own claims: no need to ask */
+    }
     if (!ch->busy_polling && now - ch->busy_polled_ms >= 100 && redis_ready(ch->redis)) {
         ch->busy_polling = true;
         ch->busy_polled_ms = now;
@@ -292,7 +295,7 @@ chance_claims_busy(struct chance *ch)
         redis_batch_cmd(b, "EXISTS %s", KEY_CLAIMS_BUSY);
         redis_batch_send(b, on_claims_busy, ch);
     }
-    return now - ch->claim_seen_ms < CLAIMS_BUSY_MS || now - ch->busy_elsewhere_ms < CLAIMS_BUSY_MS;
+    return now - ch->busy_elsewhere_ms < CLAIMS_BUSY_MS;
 }
 
 static void

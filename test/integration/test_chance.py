@@ -126,6 +126,35 @@ def test_large_batch_is_chunked_and_reports_progress(chanced, redis_client):
         assert [x["remaining"] for x in cats] == [20000, 20000, 20000]
 
 
+def _generate_while_claiming(serve, gen, cat, prefix, uid, codes):
+    """Claims in category cat go to the chance at serve, one after another, while the chance at
+    gen generates one category of `codes`. Returns (batch, progress, codes claimed)."""
+    stop, claimed, errors = threading.Event(), [], []
+
+    def claims():
+        with NestClient(*serve.hostport()) as cc:
+            i = 0
+            while not stop.is_set():
+                try:
+                    claimed.append(claim(cc, cat, "%s%d" % (prefix, i), uid + i)["code"])
+                except Exception as e:  # noqa: BLE001: reported below
+                    errors.append(repr(e))
+                    return
+                i += 1
+    t = threading.Thread(target=claims)
+    t.start()
+    try:
+        time.sleep(0.3)
+        with NestClient(*gen.hostport()) as c:
+            batch, progress = generate(c, codes_per_category=codes)
+    finally:
+        stop.set()
+        t.join(10)
+    assert not errors, errors
+    assert len(claimed) > 0 and len(set(claimed)) == len(claimed)
+    return batch, progress, claimed
+
+
 def test_generation_yields_to_claims_and_still_finishes(chanced, redis_client):
     """While claims are being served, generation writes small chunks with rests between them
     (generate_busy_share), so claims in other categories keep Redis and the CPU; it still
@@ -139,29 +168,7 @@ def test_generation_yields_to_claims_and_still_finishes(chanced, redis_client):
     full_before = metric(health, "chanced_generate_chunks_total", 'mode="full"')
     assert full_before and full_before >= 10  # 20,000 codes alone: 2,000 a chunk
 
-    stop, claimed, errors = threading.Event(), [], []
-
-    def claims():
-        with NestClient(*ch.hostport()) as cc:
-            i = 0
-            while not stop.is_set():
-                try:
-                    claimed.append(claim(cc, cat, "y%d" % i, 1000 + i)["code"])
-                except Exception as e:  # noqa: BLE001: reported below
-                    errors.append(repr(e))
-                    return
-                i += 1
-    t = threading.Thread(target=claims)
-    t.start()
-    try:
-        time.sleep(0.3)
-        with NestClient(*ch.hostport()) as c:
-            batch, progress = generate(c, codes_per_category=10000)
-    finally:
-        stop.set()
-        t.join(10)
-    assert not errors, errors
-    assert len(claimed) > 0 and len(set(claimed)) == len(claimed)
+    batch, progress, _ = _generate_while_claiming(ch, ch, cat, "y", 1000, 10000)
     assert len(all_codes(redis_client, batch["categories"][0])) == 10000
     yielded = metric(health, "chanced_generate_chunks_total", 'mode="yield"')
     assert yielded and yielded >= 10000 / 250 * 0.5, yielded  # most of it in small chunks
@@ -185,29 +192,8 @@ def test_generation_yields_to_claims_served_by_another_instance(chanced, redis_c
     with NestClient(*serve.hostport()) as c:
         cat = generate(c, codes_per_category=5000, reward_min=1000, reward_max=1000)[0][
             "categories"][0]
-    stop, claimed, errors = threading.Event(), [], []
-
-    def claims():
-        with NestClient(*serve.hostport()) as cc:
-            i = 0
-            while not stop.is_set():
-                try:
-                    claimed.append(claim(cc, cat, "e%d" % i, 3000 + i)["code"])
-                except Exception as e:  # noqa: BLE001: reported below
-                    errors.append(repr(e))
-                    return
-                i += 1
-    t = threading.Thread(target=claims)
-    t.start()
-    try:
-        time.sleep(0.3)
-        with NestClient(*gen.hostport()) as c:
-            batch, _ = generate(c, codes_per_category=5000)
-    finally:
-        stop.set()
-        t.join(10)
-    assert not errors, errors
-    assert claimed and len(all_codes(redis_client, batch["categories"][0])) == 5000
+    batch, _, _ = _generate_while_claiming(serve, gen, cat, "e", 3000, 5000)
+    assert len(all_codes(redis_client, batch["categories"][0])) == 5000
     yielded = metric(health, "chanced_generate_chunks_total", 'mode="yield"')
     assert yielded and yielded >= 5000 / 250 * 0.5, yielded
 
