@@ -357,16 +357,17 @@ def http_claims(stack, data, seconds, tag, ports=None):
 # ---- suite: claims (HTTP vs pgbench, and the work per claim) -----------------------------------
 
 PGBENCH_SQL = r"""-- The plain credit transaction: the rows the gateway's credit statement writes for a claim
--- (roles/gateway/claims.c) in separate statements, without its idempotency guard and outbox row.
+-- (roles/gateway/claims.c) in separate statements, without its idempotency guard and outbox row,
+-- into copies of the gateway's tables (schema reference: see reference_tables()).
 -- Client c credits the users umin + c + clients * k (k < per), like claim_load's client c.
 \set uid :umin + :client_id + :clients * random(0, :per - 1)
 \set reward random(1000, 100000)
 \set cat random(:cmin, :cmax)
 \set n random(1, 999999999999999)
 BEGIN;
-INSERT INTO claims (claim_id, user_id, category, status, code, reward) VALUES (lpad('pgb' || :client_id::text || 'n' || :n::text, 64, '0'), :uid, :cat, 'credited', 'P' || :client_id::text || 'N' || :n::text, :reward);
-UPDATE wallets SET balance = balance + :reward, updated_at = now() WHERE user_id = :uid RETURNING balance \gset
-INSERT INTO ledger (user_id, claim_id, code, category, amount, balance_after, source) VALUES (:uid, lpad('pgb' || :client_id::text || 'n' || :n::text, 64, '0'), 'P' || :client_id::text || 'N' || :n::text, :cat, :reward, :balance, 'request');
+INSERT INTO reference.claims (claim_id, user_id, category, status, code, reward) VALUES (lpad('pgb' || :client_id::text || 'n' || :n::text, 64, '0'), :uid, :cat, 'credited', 'P' || :client_id::text || 'N' || :n::text, :reward);
+UPDATE reference.wallets SET balance = balance + :reward, updated_at = now() WHERE user_id = :uid RETURNING balance \gset
+INSERT INTO reference.ledger (user_id, claim_id, code, category, amount, balance_after, source) VALUES (:uid, lpad('pgb' || :client_id::text || 'n' || :n::text, 64, '0'), 'P' || :client_id::text || 'N' || :n::text, :cat, :reward, :balance, 'request');
 COMMIT;
 """
 
@@ -462,8 +463,10 @@ def suite_claims(ctx):
             i + 1, RUNS, pgb["tps"], CLIENTS))
         win = Window(meter, stats, "chanced")
         win.start(settle=False)
+        rep0 = repairs(stack)
         h = http_claims(stack, data, SECONDS, "c%dr%d" % (time.time(), i))
         h["drain_s"] = drain(stack, admin)
+        h["repairs"] = repairs(stack) - rep0
         hw = win.end()
         log("claims run %d/%d: HTTP %.0f claims/s, p50 %.1f ms, p99 %.1f ms (drained in %.1f s)"
             % (i + 1, RUNS, h["per_second"], h["p50_us"] / 1e3, h["p99_us"] / 1e3,
@@ -474,6 +477,16 @@ def suite_claims(ctx):
                      "ratio": h["per_second"] / pgb["tps"]})
     save_json("claims", runs)
     report_claims(runs)
+    bad = sum(r["http"]["repairs"] for r in runs)
+    if bad:
+        raise BenchError("the reconciler repaired %d codes in Redis during the HTTP runs: work "
+                         "that is not the claims' ran in their window" % bad)
+
+
+def repairs(stack):
+    """Codes the gateways' reconcilers gave back to their ledger owner in Redis, so far."""
+    return sum(metrics(port).get("chanced_gateway_redis_repairs_total", 0)
+               for port in stack.gw_health)
 
 
 def report_claims(runs):
@@ -493,6 +506,8 @@ def report_claims(runs):
                                                  for r in runs]),
         runs_row("audit pipeline drained after the HTTP run (s)",
                  [r["http"]["drain_s"] for r in runs], 1),
+        runs_row("codes the reconciler repaired in Redis meanwhile (must be 0)",
+                 [r["http"]["repairs"] for r in runs]),
         runs_row("our processes' share of the machine's busy CPU, pgbench window",
                  [100 * r["pgbench_per_op"]["cpu_share"] for r in runs], 0, "%"),
         runs_row("… HTTP window (the rest: other work on this shared machine)",
@@ -1041,11 +1056,38 @@ def setup_db():
     return admin
 
 
-def grant_pgbench():
+REF_SCHEMA = "reference"
+REF_TABLES = ("claims", "ledger", "wallets")
+
+
+def reference_tables():
+    """pgbench's copies of the tables it writes, in schema `reference` of the same database:
+    the same columns, checks, indexes and foreign keys to users (LIKE copies all but the foreign
+    keys; each copy gets its own sequences), and the bench users' wallets. pgbench's rows must
+    not be the gateway's: its reconciler checks every ledger row against Redis and would
+    "repair" each pgbench credit (a chance.reassign and an audit event) during the HTTP run."""
     c = pg_admin(DB)
-    pg_query(c, "GRANT SELECT, INSERT, UPDATE ON claims, ledger, wallets TO %s" % PGB_ROLE)
-    pg_query(c, "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO %s" % PGB_ROLE)
-    c.close()
+    try:
+        pg_query(c, "DROP SCHEMA IF EXISTS %s CASCADE" % REF_SCHEMA)
+        pg_query(c, "CREATE SCHEMA %s" % REF_SCHEMA)
+        for t in REF_TABLES:
+            pg_query(c, "CREATE TABLE {s}.{t} (LIKE public.{t} INCLUDING ALL)".format(
+                s=REF_SCHEMA, t=t))
+            pg_query(c, "ALTER TABLE {s}.{t} ADD FOREIGN KEY (user_id) REFERENCES public.users (id)"
+                     .format(s=REF_SCHEMA, t=t))
+        for t, col in (("claims", "seq"), ("ledger", "id")):
+            pg_query(c, "CREATE SEQUENCE {s}.{t}_{c}_seq OWNED BY {s}.{t}.{c}".format(
+                s=REF_SCHEMA, t=t, c=col))
+            pg_query(c, "ALTER TABLE {s}.{t} ALTER {c} SET DEFAULT nextval('{s}.{t}_{c}_seq')"
+                     .format(s=REF_SCHEMA, t=t, c=col))
+        pg_query(c, "INSERT INTO %s.wallets SELECT * FROM public.wallets" % REF_SCHEMA)
+        pg_query(c, "ANALYZE %s" % ", ".join("%s.%s" % (REF_SCHEMA, t) for t in REF_TABLES))
+        pg_query(c, "GRANT USAGE ON SCHEMA %s TO %s" % (REF_SCHEMA, PGB_ROLE))
+        pg_query(c, "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA %s TO %s"
+                 % (REF_SCHEMA, PGB_ROLE))
+        pg_query(c, "GRANT USAGE ON ALL SEQUENCES IN SCHEMA %s TO %s" % (REF_SCHEMA, PGB_ROLE))
+    finally:
+        c.close()
 
 
 def main():
@@ -1066,10 +1108,10 @@ def main():
         ctx["admin_db"] = pg_admin(DB)
         stack = Stack(1, ctx["queue"], DB)
         try:
-            grant_pgbench()
             log("setup: %d users, 4 claim categories of %d codes" % (CLIENTS * USERS_PER_CLIENT,
                                                                      CLAIM_CODES))
             ctx["stack"], ctx["data"] = stack, Data(stack, CLIENTS * USERS_PER_CLIENT)
+            reference_tables()
             for s in ("claims", "generate"):
                 if s in chosen:
                     try:

@@ -327,7 +327,9 @@ class PgSnap:
         dbconn = pg_admin(self.db)
         try:
             for name, ins, upd, dele, hot in pg_query(
-                    dbconn, "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd"
+                    dbconn, "SELECT CASE schemaname WHEN 'public' THEN relname"
+                            " ELSE schemaname || '.' || relname END,"
+                            " n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd"
                             " FROM pg_stat_user_tables"):
                 self.tables[name] = (ins, upd, dele, hot)
         finally:
