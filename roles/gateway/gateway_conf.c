@@ -58,7 +58,8 @@ static const struct conf_key gateway_keys[] = {
     K(pg_statement_timeout_ms, CONF_INT, "10000", 100, 3600000, NULL, 0,
       "Server-side statement_timeout of the gateway's connections (with pg_prepared)."),
     K(pg_prepared, CONF_BOOL, "true", 0, 0, NULL, 0,
-      "Named prepared statements, and statement_timeout set at connect. Set false behind a "
+      "Named prepared statements, with statement_timeout and enable_seqscan=off set at "
+      "connect (a plan made while a table was small keeps using its indexes). Set false behind a "
       "transaction pooler (PgBouncer pool_mode=transaction): unnamed statements, no startup "
       "options; set the timeout on the role (ALTER ROLE ... SET statement_timeout)."),
     K(token_ttl_s, CONF_INT, "86400", 1, 2592000, NULL, 0,

@@ -103,11 +103,18 @@ ensure_open(struct pg_pool *pool, struct pg_conn *c, struct pg_error *err)
         c->pq = NULL;
     }
     c->nprepared = 0;
-    char timeout[16], options[64];
+    char timeout[16], options[96];
     snprintf(timeout, sizeof(timeout), "%d", pool->connect_timeout_s);
-    snprintf(options, sizeof(options), "-c statement_timeout=%d", pool->statement_timeout_ms);
+    /* A named statement keeps the plan it was given while its tables were small: on a new
+     * database, a sequential scan of the first few ledger rows, kept while the ledger grows
+     * (until autovacuum's next ANALYZE, a minute or more at launch-day rates). Every statement
+     * here is a key look-up or an indexed range, so sequential scans are off: a plan uses an
+     * index whenever one applies, whatever the table's size when it was made. */
+    snprintf(options, sizeof(options), "-c statement_timeout=%d -c enable_seqscan=off",
+             pool->statement_timeout_ms);
     /* The URI comes first so the keywords after it win over anything it sets. A transaction
-     * pooler refuses the options startup parameter: then the timeout is the role's. */
+     * pooler refuses the options startup parameter: then the timeout is the role's, and the
+     * statements are unnamed (planned at every execution, for the tables as they are). */
     const char *keys[] = {"dbname", "connect_timeout", "application_name",
                           pool->prepared ? "options" : NULL, NULL};
     const char *vals[] = {pool->url, timeout, pool->app_name, options, NULL};

@@ -51,7 +51,8 @@ struct pg_options {
     int connect_timeout_s;    /* libpq connect_timeout */
     int statement_timeout_ms; /* server statement_timeout; 0 leaves the server's */
     const char *app_name;     /* application_name */
-    bool prepared;            /* named prepared statements and statement_timeout at connect;
+    bool prepared;            /* named prepared statements, statement_timeout and
+                               * enable_seqscan=off at connect;
                                * false behind a transaction pooler (unnamed statements, no
                                * startup options: the timeout comes from the role) */
 };
