@@ -384,7 +384,8 @@ logger_start(struct role_ctx *ctx)
     lg->metrics = role_metrics(ctx);
     describe_metrics(lg->metrics);
     lg->store = logger_mongo_new(lg->conf->mongo_url, (int)lg->conf->mongo_timeout_ms,
-                                 (int)lg->conf->store_workers + 2, err, sizeof(err));
+                                 (int)lg->conf->store_workers + 2, (int)lg->conf->store_workers,
+                                 err, sizeof(err));
     if (lg->store == NULL) {
         log_error("logger_start_failed", "reason=\"%s\"", err);
         goto fail;

@@ -28,7 +28,8 @@ static const struct conf_key logger_keys[] = {
     K(mongo_timeout_ms, CONF_INT, "10000", 500, 600000, NULL, 0,
       "MongoDB socket and server-selection deadline, unless the URL sets its own."),
     K(store_workers, CONF_INT, "4", 1, 64, NULL, 0,
-      "Threads running MongoDB work for log.append, log.query and log.stats."),
+      "Threads running MongoDB work for log.append, log.query and log.stats; a large insert "
+      "is also split over this many connections at once."),
     K(amqp_prefetch, CONF_INT, "1000", 1, 65535, NULL, 0,
       "Unacknowledged audit messages RabbitMQ may push to the logger at once."),
     K(insert_batch, CONF_INT, "500", 1, 10000, NULL, 0,

@@ -35,11 +35,12 @@ enum logger_insert_outcome {
 
 /*
  * Parses url and creates a pool of at most max_clients connections. timeout_ms becomes the
- * socket, connect and server-selection timeouts unless the URL sets them. Does not connect yet.
+ * socket, connect and server-selection timeouts unless the URL sets them. An insert of many
+ * events is written as up to insert_parts concurrent parts (1..16). Does not connect yet.
  * NULL with err filled on a bad URL.
  */
-struct logger_mongo *logger_mongo_new(const char *url, int timeout_ms, int max_clients, char *err,
-                                      size_t errlen);
+struct logger_mongo *logger_mongo_new(const char *url, int timeout_ms, int max_clients,
+                                      int insert_parts, char *err, size_t errlen);
 /* Frees the pool. NULL is a no-op. No call may be running. */
 void logger_mongo_free(struct logger_mongo *m);
 /* "db.events" for logs. Borrowed, valid until free. */
@@ -54,7 +55,8 @@ int logger_mongo_ping(struct logger_mongo *m, char *err, size_t errlen) MUSTCHEC
 /*
  * Inserts n canonical events (borrowed) unordered with a journaled write concern. Each
  * document carries _h, a digest of the event's content; an _id already stored with another
- * digest is a conflict, not a duplicate (someone stored a different event under this id). On
+ * digest is a conflict, not a duplicate (someone stored a different event under this id). 64
+ * events or more are split into parts inserted at once, each on its own connection. On
  * LOGGER_MONGO_OK, outcome[i] is a logger_insert_outcome for events[i]. Any other status means
  * nothing is known about any of them (the caller retries all; duplicates are then success).
  */

@@ -398,6 +398,32 @@ def test_batch_with_a_conflicting_event_is_dead_lettered_after_the_rest(chanced,
     assert len(reasons) == 1 and "events[1]: another event" in reasons[0], reasons
 
 
+def test_a_large_round_is_stored_exactly_as_one_insert_would_store_it(chanced, store, amqp_url,
+                                                                      amqp_queue):
+    """A round of hundreds of events is written as concurrent parts (store_workers of them):
+    duplicates and a conflict anywhere in it come out as they would from one insert. The
+    second message's 1000 events span every part: its first 200 are stored already
+    (duplicates), event 990 is held by a different event (the conflict: the message is
+    dead-lettered after the rest are stored)."""
+    lg = start_logger(chanced, store, store_workers=4, insert_batch=1000, max_event_bytes=1048576)
+    hp = lg.addr("logger_health_listen")
+    held = event(990, prefix="big", message="stored first, under the same _id")
+    publish(amqp_url, amqp_queue, [batch_body([event(i, prefix="big") for i in range(200)] +
+                                              [held])])
+    wait_until("201 stored", lambda: store[1].events.count_documents({}) == 201)
+    batch = batch_body([event(i, prefix="big") for i in range(1000)])
+    publish(amqp_url, amqp_queue, [batch])
+    wait_until("dead-lettered", lambda: metric(hp, "chanced_logger_dead_lettered_total") == 1)
+    wait_until("queue drained", lambda: queue_depth(amqp_url, amqp_queue)[0] == 0)
+    assert stored_ids(store[1]) == sorted("big:%d" % i for i in range(1000))
+    assert store[1].events.find_one({"_id": "big:990"})["message"] == held["message"]
+    assert metric(hp, "chanced_logger_events_stored_total", 'source="amqp"') == 201 + 799
+    assert metric(hp, "chanced_logger_events_duplicate_total", 'source="amqp"') == 200
+    reasons = dead_reasons(lg)
+    assert len(reasons) == 1 and "events[990]: another event" in reasons[0], reasons
+    assert [b for _, b in drain(amqp_url, amqp_queue + ".dlq")] == [batch.encode()]
+
+
 def test_a_round_holds_at_most_insert_batch_events(chanced, store, amqp_url, amqp_queue):
     """insert_batch bounds the events of one insert as well as the deliveries; a message is
     taken whole. With the queue full before the logger starts, 4 batches of 10 events and
