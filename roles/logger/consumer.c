@@ -47,8 +47,9 @@ struct logger_consumer {
     int stop;                        /* atomic: set by logger_consumer_stop */
     pthread_mutex_t link_lock;       /* guards link against logger_consumer_free's interrupt */
     struct logger_amqp *link;        /* thread-owned connection, NULL while disconnected */
-    struct item *items;              /* thread-owned: the deliveries of this round */
+    struct item *items;              /* thread-owned: this round's deliveries, then the next's */
     size_t n, cap;                   /* items used / allocated (cap = prefetch) */
+    size_t round;                    /* items[0, round) are the round being inserted */
     size_t held;                     /* valid events in the items */
     const cJSON **evs;               /* thread-owned: the round's events for the insert */
     struct slot *slots;              /* where each of evs came from */
@@ -150,7 +151,25 @@ clear_items(struct logger_consumer *c)
     }
     memset(c->items, 0, c->n * sizeof(*c->items));
     c->n = 0;
+    c->round = 0;
     c->held = 0;
+}
+
+/* Forgets the settled round; the deliveries read ahead meanwhile move to the front. */
+static void
+retire_round(struct logger_consumer *c)
+{
+    for (size_t i = 0; i < c->round; i++) {
+        c->held -= c->items[i].m.n;
+        logger_amqp_msg_cleanup(&c->items[i].msg);
+        logger_message_cleanup(&c->items[i].m);
+        free(c->items[i].why);
+    }
+    size_t rest = c->n - c->round;
+    memmove(c->items, c->items + c->round, rest * sizeof(*c->items));
+    memset(c->items + rest, 0, c->round * sizeof(*c->items));
+    c->n = rest;
+    c->round = 0;
 }
 
 /* Unacknowledged deliveries go back to the queue when the connection closes. */
@@ -258,7 +277,7 @@ gather(struct logger_consumer *c)
         c->outcome = xrealloc(c->outcome, c->evs_cap);
     }
     size_t k = 0;
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < c->round; i++) {
         const struct item *it = &c->items[i];
         for (size_t e = 0; !it->settled && e < it->m.n; e++) {
             c->evs[k] = it->m.events[e];
@@ -268,20 +287,94 @@ gather(struct logger_consumer *c)
     return k;
 }
 
+/* The first insert of a round, run on a thread of its own while the consumer reads ahead. */
+struct insert_job {
+    struct logger_consumer *c;
+    size_t k;
+    int rc;
+    int done; /* atomic */
+    char why[256];
+};
+
+static void *
+insert_main(void *arg)
+{
+    struct insert_job *j = arg;
+    j->rc =
+        logger_mongo_insert(j->c->store, j->c->evs, j->k, j->c->outcome, j->why, sizeof(j->why));
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/*
+ * While the round's insert runs, takes (and parses) the next round's deliveries, up to
+ * insert_batch of them or of their events: the store writes one round while the consumer reads
+ * and validates the next, where it used to wait for the store and the store for it. Nothing read
+ * ahead is acknowledged before its own round is stored.
+ */
+static int
+read_ahead(struct logger_consumer *c, const struct insert_job *j, char *err, size_t errlen)
+{
+    size_t batch = (size_t)c->conf->insert_batch, round_held = 0;
+    for (size_t i = 0; i < c->round; i++) {
+        round_held += c->items[i].m.n;
+    }
+    while (!__atomic_load_n(&j->done, __ATOMIC_ACQUIRE) && !stopping(c) &&
+           c->n - c->round < batch && c->held - round_held < batch && c->n < c->cap) {
+        struct logger_amqp_msg msg;
+        int rc = logger_amqp_next(c->link, 1, &msg, err, errlen);
+        if (rc < 0) {
+            return -1;
+        }
+        if (rc > 0) {
+            struct item *it = &c->items[c->n++];
+            *it = (struct item){.msg = msg};
+            parse_item(c, it);
+            BUMP(c, received, 1);
+        }
+    }
+    return 0;
+}
+
 /* Inserts until MongoDB answers, holding the deliveries (and servicing the link) meanwhile. */
 static int
 insert_held(struct logger_consumer *c, size_t *k, char *err, size_t errlen)
 {
     backoff_reset(&c->bo);
-    for (;;) {
-        char why[256];
-        *k = gather(c);
-        if (*k == 0) {
-            return 0;
+    *k = gather(c);
+    if (*k == 0) {
+        return 0;
+    }
+    struct insert_job job = {.c = c, .k = *k};
+    pthread_t t;
+    if (pthread_create(&t, NULL, insert_main, &job) == 0) {
+        int rc = read_ahead(c, &job, err, errlen);
+        pthread_join(t, NULL);
+        if (rc != 0) {
+            return -1; /* the link is gone: every delivery held here comes again */
         }
-        int rc = logger_mongo_insert(c->store, c->evs, *k, c->outcome, why, sizeof(why));
-        if (rc == LOGGER_MONGO_OK) {
-            return 0;
+    } else {
+        insert_main(&job);
+    }
+    if (job.rc == LOGGER_MONGO_OK) {
+        return 0;
+    }
+    /* MongoDB did not answer: what was read ahead joins the round, which waits it out. */
+    c->round = c->n;
+    for (bool first = true;; first = false) {
+        char why[256];
+        int rc = job.rc;
+        snprintf(why, sizeof(why), "%s", job.why);
+        if (!first) {
+            c->round = c->n;
+            *k = gather(c);
+            if (*k == 0) {
+                return 0;
+            }
+            rc = logger_mongo_insert(c->store, c->evs, *k, c->outcome, why, sizeof(why));
+            if (rc == LOGGER_MONGO_OK) {
+                return 0;
+            }
         }
         BUMP(c, store_errors, 1);
         SET(c, store_up, false);
@@ -340,13 +433,13 @@ settle(struct logger_consumer *c, size_t k, char *err, size_t errlen)
             BUMP(c, duplicates, o == LOGGER_INSERT_DUPLICATE);
         }
     }
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < c->round; i++) {
         struct item *it = &c->items[i];
         if (it->why != NULL && !it->settled && dead_letter(c, it, it->why, err, errlen) != 0) {
             return -1;
         }
     }
-    for (size_t i = 0; i < c->n; i++) {
+    for (size_t i = 0; i < c->round; i++) {
         if (!c->items[i].settled && c->items[i].msg.tag > max_tag) {
             max_tag = c->items[i].msg.tag;
         }
@@ -358,7 +451,8 @@ settle(struct logger_consumer *c, size_t k, char *err, size_t errlen)
         nanosleep(&ts, NULL);
     }
     failpoint("logger_after_insert_before_ack");
-    /* Every delivery up to max_tag belongs to this round and is stored or already rejected. */
+    /* Every delivery up to max_tag belongs to this round and is stored or already rejected
+     * (those read ahead came later: their tags are higher). */
     if (max_tag > 0 && logger_amqp_ack(c->link, max_tag, true) != 0) {
         snprintf(err, errlen, "ack failed: connection lost");
         return -1;
@@ -371,6 +465,7 @@ static int
 process(struct logger_consumer *c, char *err, size_t errlen)
 {
     size_t k = 0;
+    c->round = c->n;
     if (screen(c, err, errlen) != 0 || insert_held(c, &k, err, errlen) != 0) {
         return -1;
     }
@@ -386,7 +481,7 @@ process(struct logger_consumer *c, char *err, size_t errlen)
     if (settle(c, k, err, errlen) != 0) {
         return -1;
     }
-    clear_items(c);
+    retire_round(c);
     return 0;
 }
 
@@ -399,10 +494,15 @@ finish(struct logger_consumer *c)
         return;
     }
     if (logger_amqp_cancel(c->link, err, sizeof(err)) != 0 ||
-        collect(c, 0, c->cap, SIZE_MAX, err, sizeof(err)) != 0 ||
-        process(c, err, sizeof(err)) != 0) {
+        collect(c, 0, c->cap, SIZE_MAX, err, sizeof(err)) != 0) {
         drop_link(c, err);
         return;
+    }
+    while (c->n > 0) { /* a round, then whatever was read ahead while it was stored */
+        if (process(c, err, sizeof(err)) != 0) {
+            drop_link(c, err);
+            return;
+        }
     }
     drop_link(c, "stopping");
 }
@@ -434,7 +534,7 @@ consumer_main(void *arg)
         }
         /* A round ends at insert_batch deliveries or events, whichever comes first. */
         size_t batch = (size_t)c->conf->insert_batch;
-        if (collect(c, IDLE_WAIT_MS, batch, batch, err, sizeof(err)) != 0 ||
+        if (collect(c, c->n > 0 ? 0 : IDLE_WAIT_MS, batch, batch, err, sizeof(err)) != 0 ||
             (c->n > 0 && process(c, err, sizeof(err)) != 0)) {
             drop_link(c, err);
         }
