@@ -307,31 +307,28 @@ insert_main(void *arg)
 }
 
 /*
- * While the round's insert runs, takes (and parses) the next round's deliveries, up to
- * insert_batch of them or of their events: the store writes one round while the consumer reads
- * and validates the next, where it used to wait for the store and the store for it. Nothing read
- * ahead is acknowledged before its own round is stored.
+ * While the round's insert runs, takes (and parses) the next round's deliveries that are already
+ * here, up to insert_batch of them or of their events: the store writes one round while the
+ * consumer reads and validates the next, where it used to wait for the store and the store for
+ * it. It never waits for a delivery. Nothing read ahead is acknowledged before its own round is
+ * stored.
  */
 static int
-read_ahead(struct logger_consumer *c, const struct insert_job *j, char *err, size_t errlen)
+read_ahead(struct logger_consumer *c, size_t round_held, const struct insert_job *j, char *err,
+           size_t errlen)
 {
-    size_t batch = (size_t)c->conf->insert_batch, round_held = 0;
-    for (size_t i = 0; i < c->round; i++) {
-        round_held += c->items[i].m.n;
-    }
+    size_t batch = (size_t)c->conf->insert_batch;
     while (!__atomic_load_n(&j->done, __ATOMIC_ACQUIRE) && !stopping(c) &&
            c->n - c->round < batch && c->held - round_held < batch && c->n < c->cap) {
         struct logger_amqp_msg msg;
-        int rc = logger_amqp_next(c->link, 1, &msg, err, errlen);
-        if (rc < 0) {
-            return -1;
+        int rc = logger_amqp_next(c->link, 0, &msg, err, errlen);
+        if (rc <= 0) {
+            return rc;
         }
-        if (rc > 0) {
-            struct item *it = &c->items[c->n++];
-            *it = (struct item){.msg = msg};
-            parse_item(c, it);
-            BUMP(c, received, 1);
-        }
+        struct item *it = &c->items[c->n++];
+        *it = (struct item){.msg = msg};
+        parse_item(c, it);
+        BUMP(c, received, 1);
     }
     return 0;
 }
@@ -346,9 +343,16 @@ insert_held(struct logger_consumer *c, size_t *k, char *err, size_t errlen)
         return 0;
     }
     struct insert_job job = {.c = c, .k = *k};
+    /* A full round means a backlog: read ahead then. A round the queue could not fill (a
+     * trickle of events) is inserted here, without a thread. */
+    size_t batch = (size_t)c->conf->insert_batch, round_held = 0;
+    for (size_t i = 0; i < c->round; i++) {
+        round_held += c->items[i].m.n;
+    }
     pthread_t t;
-    if (pthread_create(&t, NULL, insert_main, &job) == 0) {
-        int rc = read_ahead(c, &job, err, errlen);
+    if ((c->round >= batch || round_held >= batch) &&
+        pthread_create(&t, NULL, insert_main, &job) == 0) {
+        int rc = read_ahead(c, round_held, &job, err, errlen);
         pthread_join(t, NULL);
         if (rc != 0) {
             return -1; /* the link is gone: every delivery held here comes again */
