@@ -345,10 +345,7 @@ insert_held(struct logger_consumer *c, size_t *k, char *err, size_t errlen)
     struct insert_job job = {.c = c, .k = *k};
     /* A full round means a backlog: read ahead then. A round the queue could not fill (a
      * trickle of events) is inserted here, without a thread. */
-    size_t batch = (size_t)c->conf->insert_batch, round_held = 0;
-    for (size_t i = 0; i < c->round; i++) {
-        round_held += c->items[i].m.n;
-    }
+    size_t batch = (size_t)c->conf->insert_batch, round_held = c->held; /* all held is the round */
     pthread_t t;
     if ((c->round >= batch || round_held >= batch) &&
         pthread_create(&t, NULL, insert_main, &job) == 0) {
@@ -363,32 +360,18 @@ insert_held(struct logger_consumer *c, size_t *k, char *err, size_t errlen)
     if (job.rc == LOGGER_MONGO_OK) {
         return 0;
     }
-    /* MongoDB did not answer: what was read ahead joins the round, which waits it out. */
-    c->round = c->n;
-    for (bool first = true;; first = false) {
-        char why[256];
-        int rc = job.rc;
-        snprintf(why, sizeof(why), "%s", job.why);
-        if (!first) {
-            c->round = c->n;
-            *k = gather(c);
-            if (*k == 0) {
-                return 0;
-            }
-            rc = logger_mongo_insert(c->store, c->evs, *k, c->outcome, why, sizeof(why));
-            if (rc == LOGGER_MONGO_OK) {
-                return 0;
-            }
-        }
+    /* MongoDB did not answer: the round waits it out, and what was read ahead or arrives
+     * meanwhile joins it. */
+    for (int rc = job.rc; rc != LOGGER_MONGO_OK;) {
         BUMP(c, store_errors, 1);
         SET(c, store_up, false);
         if (c->paused_at == 0) {
             c->paused_at = time_mono_ms();
             SET(c, paused, true);
-            log_warn("consumer_paused", "reason=\"%s\" held=%zu", why, *k);
+            log_warn("consumer_paused", "reason=\"%s\" held=%zu", job.why, *k);
         }
         if (stopping(c)) {
-            snprintf(err, errlen, "stopping while MongoDB is unavailable: %.180s", why);
+            snprintf(err, errlen, "stopping while MongoDB is unavailable: %.180s", job.why);
             return -1;
         }
         /* Waiting on the link keeps heartbeats going; the prefetch window caps what arrives. */
@@ -406,7 +389,14 @@ insert_held(struct logger_consumer *c, size_t *k, char *err, size_t errlen)
         if (screen(c, err, errlen) != 0) {
             return -1;
         }
+        c->round = c->n;
+        *k = gather(c);
+        if (*k == 0) {
+            return 0;
+        }
+        rc = logger_mongo_insert(c->store, c->evs, *k, c->outcome, job.why, sizeof(job.why));
     }
+    return 0;
 }
 
 /*

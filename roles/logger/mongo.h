@@ -55,7 +55,7 @@ int logger_mongo_ping(struct logger_mongo *m, char *err, size_t errlen) MUSTCHEC
 /*
  * Inserts n canonical events (borrowed) unordered with a journaled write concern. Each
  * document carries _h, a digest of the event's content; an _id already stored with another
- * digest is a conflict, not a duplicate (someone stored a different event under this id). 64
+ * digest is a conflict, not a duplicate (someone stored a different event under this id). 128
  * events or more are split into parts inserted at once, each on its own connection. On
  * LOGGER_MONGO_OK, outcome[i] is a logger_insert_outcome for events[i]. Any other status means
  * nothing is known about any of them (the caller retries all; duplicates are then success).
